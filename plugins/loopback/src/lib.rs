@@ -1,0 +1,117 @@
+//! `loopback`: brings `lo` up in the container namespace ("none" network mode).
+//!
+//! ADD answers the reference plugin's result (the interface named `CNI_IFNAME` with an
+//! all-zero MAC in the sandbox, and the addresses the kernel put on `lo`), or passes a
+//! chained `prevResult` through untouched. DEL brings `lo` down and succeeds when the
+//! namespace is already gone. CHECK verifies `lo` is up and holds the addresses of the
+//! recorded result.
+
+use cni::skel::{CmdArgs, Plugin};
+use cni::{CniError, CniResult, ErrorCode, Interface, IpConfig};
+use ipnetwork::IpNetwork;
+use netkit::{NetNs, Netlink};
+
+/// The plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Loopback;
+
+const LO: &str = "lo";
+
+impl Plugin for Loopback {
+    fn about(&self) -> &'static str {
+        concat!("podnet loopback plugin v", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        let ns = open_netns(args)?;
+        let addrs = netkit::block_on(async {
+            let nl = Netlink::open_in(&ns)?;
+            let lo = nl.link_require(LO).await?;
+            nl.link_set_up(lo.index).await?;
+            nl.addr_list(Some(lo.index)).await
+        })?;
+        if let Some(prev) = &args.prev_result {
+            return Ok(prev.clone());
+        }
+        Ok(result(args, addrs.into_iter().map(|(_, a)| a)))
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let Some(path) = &args.netns else { return Ok(()) };
+        let ns = match NetNs::open(path) {
+            Ok(ns) => ns,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        netkit::block_on(async {
+            let nl = Netlink::open_in(&ns)?;
+            match nl.link_get(LO).await? {
+                Some(lo) => nl.link_set_down(lo.index).await,
+                None => Ok(()),
+            }
+        })
+        .map_err(CniError::from)
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let ns = open_netns(args)?;
+        let (lo, addrs) = netkit::block_on(async {
+            let nl = Netlink::open_in(&ns)?;
+            let lo = nl.link_require(LO).await?;
+            let addrs = nl.addr_list(Some(lo.index)).await?;
+            Ok::<_, netkit::Error>((lo, addrs))
+        })?;
+        if !lo.up {
+            return Err(check_failed("lo is down"));
+        }
+        let Some(prev) = &args.prev_result else { return Ok(()) };
+        for want in expected_addresses(prev, &args.ifname) {
+            if !addrs.iter().any(|(_, have)| *have == want) {
+                return Err(check_failed(&format!("lo lacks address {want} of the recorded result")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The namespace ADD and CHECK work in; a missing one is an unknown container (3).
+fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
+    let path = args.netns.as_ref().ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
+    NetNs::open(path).map_err(|e| {
+        let code = if e.is_not_found() { ErrorCode::UNKNOWN_CONTAINER } else { ErrorCode::NAMESPACE_FAILURE };
+        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display())).with_details(cni::error::chain(&e))
+    })
+}
+
+fn result(args: &CmdArgs, addrs: impl Iterator<Item = IpNetwork>) -> CniResult {
+    let mut ips: Vec<IpConfig> = addrs.map(|address| IpConfig { interface: Some(0), address, gateway: None }).collect();
+    // IPv4 first, as the reference answers.
+    ips.sort_by_key(|ip| ip.address.is_ipv6());
+    CniResult {
+        interfaces: vec![Interface {
+            name: args.ifname.clone(),
+            mac: Some("00:00:00:00:00:00".into()),
+            sandbox: args.netns.as_ref().map(|p| p.display().to_string()),
+            ..Default::default()
+        }],
+        ips,
+        ..Default::default()
+    }
+}
+
+/// The addresses a recorded result puts on the loopback interface `ifname`.
+fn expected_addresses(prev: &CniResult, ifname: &str) -> Vec<IpNetwork> {
+    prev.ips
+        .iter()
+        .filter(|ip| {
+            ip.interface
+                .and_then(|i| prev.interfaces.get(i))
+                .is_some_and(|iface| iface.name == ifname && iface.mac.as_deref() == Some("00:00:00:00:00:00"))
+        })
+        .map(|ip| ip.address)
+        .collect()
+}
+
+fn check_failed(msg: &str) -> CniError {
+    CniError::new(ErrorCode::CHECK_FAILED, msg.to_owned())
+}

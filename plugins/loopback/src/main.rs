@@ -1,0 +1,4 @@
+//! The `loopback` CNI plugin.
+fn main() {
+    cni::skel::run(loopback::Loopback)
+}

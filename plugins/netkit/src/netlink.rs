@@ -1,0 +1,413 @@
+//! An rtnetlink handle bound to one namespace, behind verbs that speak `ip`:
+//! `link_*`, `addr_*`, `route_*`.
+//!
+//! [`Netlink::open_in`] enters the namespace only long enough to create the socket;
+//! the socket stays bound there, so every later call configures that namespace from
+//! wherever the caller is. One handle serves all operations of a plugin call.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd};
+
+use futures::TryStreamExt;
+use ipnetwork::IpNetwork;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::error::{Error, Result};
+use crate::ns::NetNs;
+
+/// What netkit reads back about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`; empty for links without one.
+    pub mac: String,
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// The bridge (or other controller) the link is enslaved to.
+    pub master: Option<u32>,
+    /// `veth`, `bridge`, …; `None` for links without a kind (`lo`, physical).
+    pub kind: Option<String>,
+}
+
+/// A route as read back or to be added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub dst: IpNetwork,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    /// `RT_SCOPE_*`: 0 universe, 253 link, 254 host.
+    pub scope: u8,
+}
+
+/// Options for a veth pair.
+#[derive(Debug, Clone, Default)]
+pub struct VethOptions {
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub peer_mac: Option<[u8; 6]>,
+}
+
+/// A netlink socket bound to one namespace.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let op = op.into();
+    move |source| Error::Netlink { op, source }
+}
+
+impl Netlink {
+    /// Opens a socket inside `ns`. Must be called from within a tokio runtime (the
+    /// socket's driver is spawned on it).
+    pub fn open_in(ns: &NetNs) -> Result<Netlink> {
+        let _guard = ns.enter()?;
+        Netlink::open_current()
+    }
+
+    /// Opens a socket in the calling thread's namespace.
+    pub fn open_current() -> Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    // ---- link ---------------------------------------------------------------------
+
+    /// `ip link show NAME`; `None` when there is no such link.
+    pub async fn link_get(&self, name: &str) -> Result<Option<Link>> {
+        let req = self.handle.link().get().match_name(name.to_owned()).execute();
+        match req.try_collect::<Vec<_>>().await {
+            Ok(msgs) => Ok(msgs.first().map(link_from)),
+            Err(e) if is_nodev(&e) => Ok(None),
+            Err(e) => Err(nl(format!("link show {name}"))(e)),
+        }
+    }
+
+    /// Like [`Netlink::link_get`], failing with [`Error::LinkNotFound`].
+    pub async fn link_require(&self, name: &str) -> Result<Link> {
+        self.link_get(name).await?.ok_or_else(|| Error::LinkNotFound(name.into()))
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let req = self.handle.link().get().match_index(index).execute();
+        match req.try_collect::<Vec<_>>().await {
+            Ok(msgs) => Ok(msgs.first().map(link_from)),
+            Err(e) if is_nodev(&e) => Ok(None),
+            Err(e) => Err(nl(format!("link show index {index}"))(e)),
+        }
+    }
+
+    /// `ip link show`.
+    pub async fn link_list(&self) -> Result<Vec<Link>> {
+        let msgs: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await.map_err(nl("link show"))?;
+        Ok(msgs.iter().map(link_from).collect())
+    }
+
+    /// `ip link add NAME type veth peer name PEER netns PEER_NS`: the peer is born in
+    /// `peer_ns`, never moved there.
+    pub async fn link_add_veth(&self, name: &str, peer: &str, peer_ns: &NetNs, opts: &VethOptions) -> Result<()> {
+        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_owned())
+            .setns_by_fd(peer_ns.as_fd().as_raw_fd());
+        if let Some(mtu) = opts.mtu {
+            peer_msg = peer_msg.mtu(mtu);
+        }
+        if let Some(mac) = opts.peer_mac {
+            peer_msg = peer_msg.address(mac.to_vec());
+        }
+        let mut msg = LinkVeth::new(name, peer).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
+        if let Some(mtu) = opts.mtu {
+            msg = msg.mtu(mtu);
+        }
+        if let Some(mac) = opts.mac {
+            msg = msg.address(mac.to_vec());
+        }
+        // `peer_ns` is borrowed for the whole request, so the fd in the message stays valid.
+        self.handle.link().add(msg.build()).execute().await.map_err(nl(format!("link add {name} type veth peer name {peer}")))
+    }
+
+    /// `ip link add NAME type bridge`.
+    pub async fn link_add_bridge(&self, name: &str, mtu: Option<u32>) -> Result<()> {
+        let mut msg = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.handle.link().add(msg.build()).execute().await.map_err(nl(format!("link add {name} type bridge")))
+    }
+
+    async fn link_set(&self, index: u32, op: &str, f: impl FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>) -> Result<()> {
+        let msg = f(LinkUnspec::new_with_index(index)).build();
+        self.handle.link().set(msg).execute().await.map_err(nl(format!("link set index {index} {op}")))
+    }
+
+    /// `ip link set dev up`.
+    pub async fn link_set_up(&self, index: u32) -> Result<()> {
+        self.link_set(index, "up", |m| m.up()).await
+    }
+
+    /// `ip link set dev down`.
+    pub async fn link_set_down(&self, index: u32) -> Result<()> {
+        self.link_set(index, "down", |m| m.down()).await
+    }
+
+    /// `ip link set dev mtu N`.
+    pub async fn link_set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.link_set(index, &format!("mtu {mtu}"), |m| m.mtu(mtu)).await
+    }
+
+    /// `ip link set dev address MAC`.
+    pub async fn link_set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.link_set(index, &format!("address {}", format_mac(&mac)), |m| m.address(mac.to_vec())).await
+    }
+
+    /// `ip link set dev master BRIDGE` (`None`: `nomaster`).
+    pub async fn link_set_master(&self, index: u32, master: Option<u32>) -> Result<()> {
+        match master {
+            Some(m) => self.link_set(index, &format!("master {m}"), |b| b.controller(m)).await,
+            None => self.link_set(index, "nomaster", |b| b.nocontroller()).await,
+        }
+    }
+
+    /// `ip link set dev name NEW` (the link must be down).
+    pub async fn link_set_name(&self, index: u32, name: &str) -> Result<()> {
+        self.link_set(index, &format!("name {name}"), |m| m.name(name.to_owned())).await
+    }
+
+    /// `ip link set dev netns NS`.
+    pub async fn link_set_netns(&self, index: u32, ns: &NetNs) -> Result<()> {
+        let fd = ns.as_fd().as_raw_fd();
+        self.link_set(index, &format!("netns {}", ns.path().display()), |m| m.setns_by_fd(fd)).await
+    }
+
+    /// `ip link del`; a link that is already gone is fine.
+    pub async fn link_del(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if is_nodev(&e) => Ok(()),
+            other => other.map_err(nl(format!("link del index {index}"))),
+        }
+    }
+
+    // ---- addr ---------------------------------------------------------------------
+
+    /// `ip addr add ADDR/PREFIX dev`; `replace` makes it idempotent.
+    pub async fn addr_add(&self, index: u32, addr: IpNetwork) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, addr.ip(), addr.prefix())
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("addr add {addr} dev index {index}")))
+    }
+
+    /// `ip addr del`; an address that is not there is fine.
+    pub async fn addr_del(&self, index: u32, addr: IpNetwork) -> Result<()> {
+        let Some(msg) = self.addr_messages(Some(index)).await?.into_iter().find(|m| addr_of(m) == Some(addr)) else {
+            return Ok(());
+        };
+        match self.handle.address().del(msg).execute().await {
+            Err(e) if is_nodev(&e) => Ok(()),
+            other => other.map_err(nl(format!("addr del {addr} dev index {index}"))),
+        }
+    }
+
+    /// `ip addr show [dev]`: (link index, address with prefix).
+    pub async fn addr_list(&self, index: Option<u32>) -> Result<Vec<(u32, IpNetwork)>> {
+        Ok(self
+            .addr_messages(index)
+            .await?
+            .iter()
+            .filter_map(|m| addr_of(m).map(|a| (m.header.index, a)))
+            .collect())
+    }
+
+    async fn addr_messages(&self, index: Option<u32>) -> Result<Vec<AddressMessage>> {
+        let mut req = self.handle.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        req.execute().try_collect().await.map_err(nl("addr show"))
+    }
+
+    // ---- route --------------------------------------------------------------------
+
+    /// `ip route replace DST [via GW] [dev] [scope]` in the main table.
+    pub async fn route_add(&self, route: &RouteSpec) -> Result<()> {
+        let msg = route_message(route)?;
+        self.handle.route().add(msg).replace().execute().await.map_err(nl(format!("route add {}", route.dst)))
+    }
+
+    /// `ip route del`; a route that is not there is fine.
+    pub async fn route_del(&self, route: &RouteSpec) -> Result<()> {
+        let msg = route_message(route)?;
+        match self.handle.route().del(msg).execute().await {
+            Err(e) if is_nodev(&e) => Ok(()),
+            other => other.map_err(nl(format!("route del {}", route.dst))),
+        }
+    }
+
+    /// `ip route show` (main table, both families).
+    pub async fn route_list(&self) -> Result<Vec<RouteSpec>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut filter = RouteMessageBuilder::<IpAddr>::new().build();
+            filter.header.address_family = family;
+            let msgs: Vec<RouteMessage> = self.handle.route().get(filter).execute().try_collect().await.map_err(nl("route show"))?;
+            out.extend(msgs.iter().filter(|m| m.header.table == 254 || table_of(m) == Some(254)).filter_map(route_from));
+        }
+        Ok(out)
+    }
+}
+
+fn route_message(route: &RouteSpec) -> Result<RouteMessage> {
+    let invalid = |_| Error::Invalid { what: "route", value: format!("{:?}", route) };
+    let mut b = RouteMessageBuilder::<IpAddr>::new().destination_prefix(route.dst.network(), route.dst.prefix()).map_err(invalid)?;
+    if let Some(gw) = route.gateway {
+        b = b.gateway(gw).map_err(invalid)?;
+    }
+    if let Some(oif) = route.oif {
+        b = b.output_interface(oif);
+    }
+    Ok(b.scope(RouteScope::from(route.scope)).build())
+}
+
+fn table_of(m: &RouteMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Table(t) => Some(*t),
+        _ => None,
+    })
+}
+
+fn route_from(m: &RouteMessage) -> Option<RouteSpec> {
+    let ip = |a: &RouteAddress| match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    };
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = ip(d),
+            RouteAttribute::Gateway(g) => gateway = ip(g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let dst = match (dst, m.header.address_family) {
+        (Some(d), _) => d,
+        (None, AddressFamily::Inet) => IpAddr::V4(0.into()),
+        (None, AddressFamily::Inet6) => IpAddr::V6(0u128.into()),
+        _ => return None,
+    };
+    Some(RouteSpec {
+        dst: IpNetwork::new(dst, m.header.destination_prefix_length).ok()?,
+        gateway,
+        oif,
+        scope: u8::from(m.header.scope),
+    })
+}
+
+fn addr_of(m: &AddressMessage) -> Option<IpNetwork> {
+    m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => IpNetwork::new(*ip, m.header.prefix_len).ok(),
+        _ => None,
+    })
+}
+
+fn link_from(m: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: m.header.index,
+        name: String::new(),
+        mac: String::new(),
+        mtu: 0,
+        up: m.header.flags.contains(LinkFlags::Up),
+        master: None,
+        kind: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(mac) => link.mac = format_mac(mac),
+            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Controller(c) => link.master = Some(*c),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(k) = info {
+                        link.kind = Some(kind_name(k));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn kind_name(k: &InfoKind) -> String {
+    match k {
+        InfoKind::Veth => "veth".into(),
+        InfoKind::Bridge => "bridge".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive).
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bad = || Error::Invalid { what: "MAC address", value: s.into() };
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+fn is_nodev(e: &rtnetlink::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(e, rtnetlink::Error::NetlinkError(m)
+        if m.code.map(|c| Errno::from_raw(-c.get())).is_some_and(|c| matches!(c, Errno::ENODEV | Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("AA:bb:0c:dd:ee:0F").unwrap(), [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x0f]);
+        assert_eq!(format_mac(&[0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x0f]), "aa:bb:0c:dd:ee:0f");
+        for bad in ["", "aa:bb", "aa:bb:cc:dd:ee:fg", "aaa:bb:cc:dd:ee:f"] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn route_messages_carry_scope_and_gateway() {
+        let r = RouteSpec { dst: "10.1.0.0/16".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()), oif: Some(3), scope: 0 };
+        let back = route_from(&route_message(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let host = RouteSpec { dst: "fd00::5/128".parse().unwrap(), gateway: None, oif: Some(4), scope: 253 };
+        assert_eq!(route_from(&route_message(&host).unwrap()).unwrap(), host);
+    }
+}

@@ -1,0 +1,12 @@
+//! The test harness: throwaway namespaces for privileged tests, plugin invocation, and
+//! the subject (the plugin directory) the conformance suite runs against.
+
+#![forbid(unsafe_code)]
+
+pub mod plugin;
+pub mod sandbox;
+pub mod subject;
+
+pub use plugin::{Call, Reply};
+pub use sandbox::{random_name, Sandbox};
+pub use subject::{Deviation, Subject};

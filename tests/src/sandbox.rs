@@ -1,0 +1,129 @@
+//! Privileged tests run in their own throwaway namespaces and never touch the host.
+//!
+//! [`privileged_test!`](crate::privileged_test) declares a test that, when run
+//! normally, re-executes the test binary for just that test under `unshare --net
+//! --mount --propagation private`, with `PODNET_SANDBOX=1`. Inside, the test gets a
+//! fresh network namespace that stands in for the host (`lo` up, nothing else) and a
+//! private mount namespace with tmpfs on /run and /var/lib, so namespace pins, leases
+//! and caches vanish with it. Everything the test creates dies with the process.
+//!
+//! Without root the test is skipped with a message, except under `CI=true`, where it
+//! fails: CI must never pass a privileged test silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use netkit::NetNs;
+
+const SANDBOX_ENV: &str = "PODNET_SANDBOX";
+
+/// Declares a test that runs in its own network and mount namespaces.
+#[macro_export]
+macro_rules! privileged_test {
+    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        #[test]
+        fn $name() {
+            $crate::sandbox::run(module_path!(), stringify!($name), || $body);
+        }
+    };
+}
+
+/// The entry point behind [`privileged_test!`](crate::privileged_test).
+pub fn run(module: &str, name: &str, body: impl FnOnce()) {
+    if std::env::var_os(SANDBOX_ENV).is_some() {
+        prepare_inside();
+        body();
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        let msg = format!("{name}: needs root to create network namespaces");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg} (CI=true: privileged tests must run)");
+        }
+        eprintln!("SKIPPED {msg}");
+        return;
+    }
+    // libtest names a test by its module path without the crate: `a::b::name`.
+    let path = match module.split_once("::") {
+        Some((_, rest)) => format!("{rest}::{name}"),
+        None => name.to_owned(),
+    };
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .arg(&exe)
+        .args([path.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(SANDBOX_ENV, "1")
+        .output()
+        .unwrap_or_else(|e| panic!("running {} under unshare: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("--- sandboxed run of {path} ---\n{stdout}\n{stderr}");
+    assert!(out.status.success(), "{path} failed in its sandbox ({})", out.status);
+    assert!(stdout.contains("1 passed"), "{path}: the sandboxed run executed no test");
+}
+
+fn prepare_inside() {
+    use nix::mount::{mount, MsFlags};
+    for dir in ["/run", "/var/lib"] {
+        mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
+            .unwrap_or_else(|e| panic!("mounting a private tmpfs on {dir}: {e}"));
+    }
+    let host = NetNs::current().expect("the sandbox namespace opens");
+    netkit::block_on(async {
+        let nl = netkit::Netlink::open_in(&host)?;
+        let lo = nl.link_require("lo").await?;
+        nl.link_set_up(lo.index).await
+    })
+    .expect("lo comes up in the sandbox");
+}
+
+/// A random suffix for interface and namespace names (8 hex digits).
+pub fn random_name(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{prefix}{:08x}", h.finish() as u32)
+}
+
+/// Container namespaces created inside a sandbox, removed on drop.
+#[derive(Debug, Default)]
+pub struct Sandbox {
+    pinned: Vec<PathBuf>,
+}
+
+impl Sandbox {
+    /// Must be called inside a [`privileged_test!`](crate::privileged_test).
+    pub fn new() -> Sandbox {
+        assert!(std::env::var_os(SANDBOX_ENV).is_some(), "Sandbox::new outside a privileged_test");
+        Sandbox::default()
+    }
+
+    /// A new container namespace pinned under /run/netns (the sandbox's tmpfs).
+    pub fn container(&mut self, prefix: &str) -> NetNs {
+        let name = random_name(prefix);
+        let ns = NetNs::create_named(&name).unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        self.pinned.push(ns.path().to_path_buf());
+        ns
+    }
+
+    /// The namespace standing in for the host.
+    pub fn host(&self) -> NetNs {
+        NetNs::current().expect("the sandbox namespace opens")
+    }
+
+    /// Unpins a namespace early (to test a netns that has gone away).
+    pub fn remove(&mut self, path: &Path) {
+        NetNs::delete_at(path).expect("unpinning a namespace");
+        self.pinned.retain(|p| p != path);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for p in &self.pinned {
+            let _ = NetNs::delete_at(p);
+        }
+    }
+}

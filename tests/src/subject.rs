@@ -1,0 +1,99 @@
+//! The implementation under test: a plugin directory, podnet's or the reference's.
+//!
+//! `PODNET_PLUGIN_DIR` names it; by default it is this build's own binaries (the
+//! directory above the test executable). Which family it is comes from the plugins'
+//! own `about` line, so the suite never guesses from the path.
+//!
+//! Where the reference plugins knowingly depart from the spec, the suite asserts the
+//! departure instead of the spec (so a fixed reference shows up as a failing test), and
+//! docs/cni-support.md lists each one.
+
+use std::path::{Path, PathBuf};
+
+use cni::CniVersion;
+
+use crate::plugin::Call;
+
+/// The reference plugins' known departures from the spec (see docs/cni-support.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deviation {
+    /// loopback answers 0.1.0/0.2.0 in the 1.0 shape and omits `ips[].version` in 0.3.x/0.4.0.
+    ResultShapeIgnoresVersion,
+    /// Error objects carry no `cniVersion`.
+    ErrorWithoutVersion,
+    /// VERSION answers `cniVersion` 1.0.0 whatever was asked.
+    VersionNotEchoed,
+    /// ADD with a CNI_NETNS that does not exist fails with the catch-all code 999.
+    MissingNetnsCatchAll,
+    /// A failed CHECK answers the catch-all code 999 instead of a documented code.
+    CheckFailureCatchAll,
+}
+
+/// Which implementation a directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Podnet,
+    Reference,
+}
+
+/// The plugin directory under test.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub dir: PathBuf,
+    pub family: Family,
+}
+
+/// Every plugin type the suite knows; the protocol checks run on those present.
+pub const KNOWN_PLUGINS: &[&str] =
+    &["loopback", "bridge", "ptp", "host-device", "host-local", "static", "portmap", "firewall", "tuning"];
+
+impl Subject {
+    pub fn from_env() -> Subject {
+        let dir = match std::env::var_os("PODNET_PLUGIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => default_dir(),
+        };
+        assert!(
+            dir.join("loopback").is_file(),
+            "no loopback plugin in {} (build the workspace first, or set PODNET_PLUGIN_DIR)",
+            dir.display()
+        );
+        let about = Call::bare(&dir.join("loopback"), "", &serde_json::Value::Null).without("CNI_COMMAND").run().stderr;
+        let family = if about.starts_with("podnet") { Family::Podnet } else { Family::Reference };
+        Subject { dir, family }
+    }
+
+    pub fn plugin(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The known plugins this directory has.
+    pub fn plugins(&self) -> Vec<&'static str> {
+        KNOWN_PLUGINS.iter().copied().filter(|p| self.dir.join(p).is_file()).collect()
+    }
+
+    pub fn deviates(&self, d: Deviation) -> bool {
+        // Every listed deviation is the reference's (containernetworking-plugins 1.1.x).
+        let _ = d;
+        self.family == Family::Reference
+    }
+
+    /// The versions `plugin` claims in its VERSION answer.
+    pub fn versions(&self, plugin: &str) -> Vec<CniVersion> {
+        let reply = Call::bare(&self.plugin(plugin), "VERSION", &serde_json::json!({"cniVersion": "0.4.0"})).run();
+        let info: cni::version::VersionInfo =
+            serde_json::from_str(&reply.stdout).unwrap_or_else(|e| panic!("{plugin} VERSION: {e}: {}", reply.stdout));
+        info.known_versions()
+    }
+
+    /// The newest version `plugin` serves.
+    pub fn newest(&self, plugin: &str) -> CniVersion {
+        *self.versions(plugin).iter().max().expect("a plugin serves some version")
+    }
+}
+
+fn default_dir() -> PathBuf {
+    // target/<profile>/deps/integration-<hash> -> target/<profile>
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.parent().and_then(Path::parent).expect("the test binary lives in target/<profile>/deps").to_path_buf()
+}

@@ -1,0 +1,8 @@
+//! The CNI conformance suite. It drives plugin binaries of a directory through env and
+//! stdin only: `PODNET_PLUGIN_DIR=/usr/lib/cni` runs it against the reference plugins.
+//!
+//! `protocol` checks every known plugin present in the directory on the paths that fail
+//! before any kernel state is touched; `loopback` checks the full lifecycle.
+
+mod loopback;
+mod protocol;
