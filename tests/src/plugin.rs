@@ -30,15 +30,25 @@ impl Reply {
 
     /// Asserts success and returns the JSON answer.
     pub fn ok(&self) -> Value {
-        assert_eq!(self.status, 0, "plugin failed: {}{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status, 0,
+            "plugin failed: {}{}",
+            self.stdout, self.stderr
+        );
         self.json()
     }
 
     /// Asserts a CNI error and returns (code, msg, the whole object).
     pub fn err(&self) -> (u64, String, Value) {
-        assert_ne!(self.status, 0, "plugin succeeded where it should fail: {}", self.stdout);
+        assert_ne!(
+            self.status, 0,
+            "plugin succeeded where it should fail: {}",
+            self.stdout
+        );
         let v = self.json();
-        let code = v["code"].as_u64().unwrap_or_else(|| panic!("error without code: {}", self.stdout));
+        let code = v["code"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("error without code: {}", self.stdout));
         (code, v["msg"].as_str().unwrap_or_default().to_owned(), v)
     }
 }
@@ -53,7 +63,13 @@ impl Call {
                 ("CNI_CONTAINERID".into(), "podnet-test-ctr".into()),
                 ("CNI_NETNS".into(), netns.display().to_string()),
                 ("CNI_IFNAME".into(), ifname.into()),
-                ("CNI_PATH".into(), binary.parent().map(|p| p.display().to_string()).unwrap_or_default()),
+                (
+                    "CNI_PATH".into(),
+                    binary
+                        .parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
             ],
             stdin: config.to_string().into_bytes(),
         }

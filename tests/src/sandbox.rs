@@ -60,15 +60,28 @@ pub fn run(module: &str, name: &str, body: impl FnOnce()) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("--- sandboxed run of {path} ---\n{stdout}\n{stderr}");
-    assert!(out.status.success(), "{path} failed in its sandbox ({})", out.status);
-    assert!(stdout.contains("1 passed"), "{path}: the sandboxed run executed no test");
+    assert!(
+        out.status.success(),
+        "{path} failed in its sandbox ({})",
+        out.status
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "{path}: the sandboxed run executed no test"
+    );
 }
 
 fn prepare_inside() {
     use nix::mount::{mount, MsFlags};
     for dir in ["/run", "/var/lib"] {
-        mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
-            .unwrap_or_else(|e| panic!("mounting a private tmpfs on {dir}: {e}"));
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=0755"),
+        )
+        .unwrap_or_else(|e| panic!("mounting a private tmpfs on {dir}: {e}"));
     }
     let host = NetNs::current().expect("the sandbox namespace opens");
     netkit::block_on(async {
@@ -83,7 +96,12 @@ fn prepare_inside() {
 pub fn random_name(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     format!("{prefix}{:08x}", h.finish() as u32)
 }
 
@@ -96,14 +114,18 @@ pub struct Sandbox {
 impl Sandbox {
     /// Must be called inside a [`privileged_test!`](crate::privileged_test).
     pub fn new() -> Sandbox {
-        assert!(std::env::var_os(SANDBOX_ENV).is_some(), "Sandbox::new outside a privileged_test");
+        assert!(
+            std::env::var_os(SANDBOX_ENV).is_some(),
+            "Sandbox::new outside a privileged_test"
+        );
         Sandbox::default()
     }
 
     /// A new container namespace pinned under /run/netns (the sandbox's tmpfs).
     pub fn container(&mut self, prefix: &str) -> NetNs {
         let name = random_name(prefix);
-        let ns = NetNs::create_named(&name).unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        let ns =
+            NetNs::create_named(&name).unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
         self.pinned.push(ns.path().to_path_buf());
         ns
     }

@@ -44,8 +44,17 @@ pub struct Subject {
 }
 
 /// Every plugin type the suite knows; the protocol checks run on those present.
-pub const KNOWN_PLUGINS: &[&str] =
-    &["loopback", "bridge", "ptp", "host-device", "host-local", "static", "portmap", "firewall", "tuning"];
+pub const KNOWN_PLUGINS: &[&str] = &[
+    "loopback",
+    "bridge",
+    "ptp",
+    "host-device",
+    "host-local",
+    "static",
+    "portmap",
+    "firewall",
+    "tuning",
+];
 
 impl Subject {
     pub fn from_env() -> Subject {
@@ -58,8 +67,15 @@ impl Subject {
             "no loopback plugin in {} (build the workspace first, or set PODNET_PLUGIN_DIR)",
             dir.display()
         );
-        let about = Call::bare(&dir.join("loopback"), "", &serde_json::Value::Null).without("CNI_COMMAND").run().stderr;
-        let family = if about.starts_with("podnet") { Family::Podnet } else { Family::Reference };
+        let about = Call::bare(&dir.join("loopback"), "", &serde_json::Value::Null)
+            .without("CNI_COMMAND")
+            .run()
+            .stderr;
+        let family = if about.starts_with("podnet") {
+            Family::Podnet
+        } else {
+            Family::Reference
+        };
         Subject { dir, family }
     }
 
@@ -69,7 +85,11 @@ impl Subject {
 
     /// The known plugins this directory has.
     pub fn plugins(&self) -> Vec<&'static str> {
-        KNOWN_PLUGINS.iter().copied().filter(|p| self.dir.join(p).is_file()).collect()
+        KNOWN_PLUGINS
+            .iter()
+            .copied()
+            .filter(|p| self.dir.join(p).is_file())
+            .collect()
     }
 
     pub fn deviates(&self, d: Deviation) -> bool {
@@ -80,20 +100,32 @@ impl Subject {
 
     /// The versions `plugin` claims in its VERSION answer.
     pub fn versions(&self, plugin: &str) -> Vec<CniVersion> {
-        let reply = Call::bare(&self.plugin(plugin), "VERSION", &serde_json::json!({"cniVersion": "0.4.0"})).run();
-        let info: cni::version::VersionInfo =
-            serde_json::from_str(&reply.stdout).unwrap_or_else(|e| panic!("{plugin} VERSION: {e}: {}", reply.stdout));
+        let reply = Call::bare(
+            &self.plugin(plugin),
+            "VERSION",
+            &serde_json::json!({"cniVersion": "0.4.0"}),
+        )
+        .run();
+        let info: cni::version::VersionInfo = serde_json::from_str(&reply.stdout)
+            .unwrap_or_else(|e| panic!("{plugin} VERSION: {e}: {}", reply.stdout));
         info.known_versions()
     }
 
     /// The newest version `plugin` serves.
     pub fn newest(&self, plugin: &str) -> CniVersion {
-        *self.versions(plugin).iter().max().expect("a plugin serves some version")
+        *self
+            .versions(plugin)
+            .iter()
+            .max()
+            .expect("a plugin serves some version")
     }
 }
 
 fn default_dir() -> PathBuf {
     // target/<profile>/deps/integration-<hash> -> target/<profile>
     let exe = std::env::current_exe().expect("the test binary knows its path");
-    exe.parent().and_then(Path::parent).expect("the test binary lives in target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_path_buf()
 }

@@ -13,7 +13,9 @@ impl CniArgs {
         let mut pairs = Vec::new();
         for part in raw.split(';').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
-                CniError::invalid_env(format!("CNI_ARGS: invalid pair {part:?}, expected KEY=VALUE"))
+                CniError::invalid_env(format!(
+                    "CNI_ARGS: invalid pair {part:?}, expected KEY=VALUE"
+                ))
             })?;
             pairs.push((k.to_owned(), v.to_owned()));
         }
@@ -36,7 +38,9 @@ impl CniArgs {
     /// Whether unknown keys may be ignored (`IgnoreUnknown=1|true`).
     pub fn ignore_unknown(&self) -> bool {
         matches!(
-            self.get("IgnoreUnknown").map(str::to_ascii_lowercase).as_deref(),
+            self.get("IgnoreUnknown")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
             Some("1" | "true")
         )
     }

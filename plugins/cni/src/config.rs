@@ -66,7 +66,11 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Resul
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." { String::new() } else { format!(" at {path:?}") };
+        let field = if path == "." {
+            String::new()
+        } else {
+            format!(" at {path:?}")
+        };
         CniError::decoding(format!("error decoding {what}{field}: {inner}"))
     })
 }
@@ -82,7 +86,11 @@ pub struct NetConfList {
     pub name: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_check: bool,
-    #[serde(default, rename = "disableGC", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "disableGC",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub disable_gc: bool,
     pub plugins: Vec<Map<String, Value>>,
     #[serde(flatten)]
@@ -98,9 +106,17 @@ impl NetConfList {
             decode::<NetConfList>("network configuration list", bytes)?
         } else {
             let Value::Object(plugin) = raw else {
-                return Err(CniError::decoding("network configuration is not a JSON object"));
+                return Err(CniError::decoding(
+                    "network configuration is not a JSON object",
+                ));
             };
-            let field = |k: &str| plugin.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let field = |k: &str| {
+                plugin
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
             NetConfList {
                 cni_version: field("cniVersion"),
                 cni_versions: Vec::new(),
@@ -117,10 +133,16 @@ impl NetConfList {
 
     pub fn load(path: &Path) -> Result<Self, CniError> {
         let bytes = std::fs::read(path).map_err(|e| {
-            CniError::from_source(crate::ErrorCode::IO_FAILURE, format!("reading {}", path.display()), &e)
+            CniError::from_source(
+                crate::ErrorCode::IO_FAILURE,
+                format!("reading {}", path.display()),
+                &e,
+            )
         })?;
-        NetConfList::from_bytes(&bytes)
-            .map_err(|e| CniError { msg: format!("{}: {}", path.display(), e.msg), ..e })
+        NetConfList::from_bytes(&bytes).map_err(|e| CniError {
+            msg: format!("{}: {}", path.display(), e.msg),
+            ..e
+        })
     }
 
     fn validate(&self) -> Result<(), CniError> {
@@ -206,17 +228,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.version().unwrap(), CniVersion::V1_1_0);
-        let l = NetConfList::from_bytes(br#"{"cniVersion":"0.3.1","name":"n","plugins":[{"type":"x"}]}"#).unwrap();
+        let l = NetConfList::from_bytes(
+            br#"{"cniVersion":"0.3.1","name":"n","plugins":[{"type":"x"}]}"#,
+        )
+        .unwrap();
         assert_eq!(l.version().unwrap(), CniVersion::V0_3_1);
     }
 
     #[test]
     fn conflist_rejects_bad_input() {
         for (bad, needle) in [
-            (&br#"{"cniVersion":"1.0.0","name":"a b","plugins":[{"type":"x"}]}"#[..], "network name"),
-            (br#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#, "plugins"),
-            (br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"x":1}]}"#, "plugins[0].type"),
-            (br#"{"cniVersion":"7.0.0","name":"n","plugins":[{"type":"x"}]}"#, "cniVersion"),
+            (
+                &br#"{"cniVersion":"1.0.0","name":"a b","plugins":[{"type":"x"}]}"#[..],
+                "network name",
+            ),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#,
+                "plugins",
+            ),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"x":1}]}"#,
+                "plugins[0].type",
+            ),
+            (
+                br#"{"cniVersion":"7.0.0","name":"n","plugins":[{"type":"x"}]}"#,
+                "cniVersion",
+            ),
         ] {
             let e = NetConfList::from_bytes(bad).unwrap_err();
             assert!(e.msg.contains(needle), "{} lacks {needle}", e.msg);
@@ -225,7 +262,8 @@ mod tests {
 
     #[test]
     fn single_conf_becomes_a_list() {
-        let l = NetConfList::from_bytes(br#"{"cniVersion":"1.0.0","name":"n","type":"loopback"}"#).unwrap();
+        let l = NetConfList::from_bytes(br#"{"cniVersion":"1.0.0","name":"n","type":"loopback"}"#)
+            .unwrap();
         assert_eq!(l.plugins.len(), 1);
         assert_eq!(l.name, "n");
     }

@@ -89,7 +89,15 @@ pub struct Route {
 impl Route {
     /// A route with only a destination and an optional gateway (valid in every version).
     pub fn new(dst: IpNetwork, gw: Option<IpAddr>) -> Self {
-        Route { dst, gw, mtu: None, advmss: None, priority: None, table: None, scope: None }
+        Route {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
     }
 
     fn without_v1_1_fields(&self) -> Route {
@@ -190,7 +198,12 @@ impl CniResult {
             .iter()
             .map(|i| match v1_1 {
                 true => i.clone(),
-                false => Interface { mtu: None, socket_path: None, pci_id: None, ..i.clone() },
+                false => Interface {
+                    mtu: None,
+                    socket_path: None,
+                    pci_id: None,
+                    ..i.clone()
+                },
             })
             .collect();
         let ips = self
@@ -206,23 +219,41 @@ impl CniResult {
         let routes = self
             .routes
             .iter()
-            .map(|r| if v1_1 { r.clone() } else { r.without_v1_1_fields() })
+            .map(|r| {
+                if v1_1 {
+                    r.clone()
+                } else {
+                    r.without_v1_1_fields()
+                }
+            })
             .collect();
-        CurrentWire { cni_version: version.to_string(), interfaces, ips, routes, dns: self.dns.clone() }
+        CurrentWire {
+            cni_version: version.to_string(),
+            interfaces,
+            ips,
+            routes,
+            dns: self.dns.clone(),
+        }
     }
 
     fn to_legacy(&self, version: CniVersion) -> Result<LegacyWire, CniError> {
         let first = |v4: bool| {
-            self.ips.iter().find(|ip| ip.address.is_ipv4() == v4).map(|ip| LegacyIp {
-                ip: ip.address,
-                gateway: ip.gateway,
-                routes: self
-                    .routes
-                    .iter()
-                    .filter(|r| r.dst.is_ipv4() == v4)
-                    .map(|r| LegacyRoute { dst: r.dst, gw: r.gw })
-                    .collect(),
-            })
+            self.ips
+                .iter()
+                .find(|ip| ip.address.is_ipv4() == v4)
+                .map(|ip| LegacyIp {
+                    ip: ip.address,
+                    gateway: ip.gateway,
+                    routes: self
+                        .routes
+                        .iter()
+                        .filter(|r| r.dst.is_ipv4() == v4)
+                        .map(|r| LegacyRoute {
+                            dst: r.dst,
+                            gw: r.gw,
+                        })
+                        .collect(),
+                })
         };
         let (ip4, ip6) = (first(true), first(false));
         if ip4.is_none() && ip6.is_none() {
@@ -230,7 +261,12 @@ impl CniResult {
                 "cannot express the result in version {version}: it has no IP address"
             )));
         }
-        Ok(LegacyWire { cni_version: version.to_string(), ip4, ip6, dns: self.dns.clone() })
+        Ok(LegacyWire {
+            cni_version: version.to_string(),
+            ip4,
+            ip6,
+            dns: self.dns.clone(),
+        })
     }
 
     /// Reads a result of any version. The version comes from its `cniVersion`; without
@@ -260,7 +296,11 @@ impl CniResult {
                     ips: w
                         .ips
                         .into_iter()
-                        .map(|ip| IpConfig { interface: ip.interface, address: ip.address, gateway: ip.gateway })
+                        .map(|ip| IpConfig {
+                            interface: ip.interface,
+                            address: ip.address,
+                            gateway: ip.gateway,
+                        })
                         .collect(),
                     routes: w.routes,
                     dns: w.dns,
@@ -271,10 +311,18 @@ impl CniResult {
     }
 
     fn from_legacy(w: LegacyWire) -> CniResult {
-        let mut r = CniResult { dns: w.dns, ..CniResult::default() };
+        let mut r = CniResult {
+            dns: w.dns,
+            ..CniResult::default()
+        };
         for ip in [w.ip4, w.ip6].into_iter().flatten() {
-            r.ips.push(IpConfig { interface: None, address: ip.ip, gateway: ip.gateway });
-            r.routes.extend(ip.routes.into_iter().map(|rt| Route::new(rt.dst, rt.gw)));
+            r.ips.push(IpConfig {
+                interface: None,
+                address: ip.ip,
+                gateway: ip.gateway,
+            });
+            r.routes
+                .extend(ip.routes.into_iter().map(|rt| Route::new(rt.dst, rt.gw)));
         }
         r
     }
@@ -296,7 +344,11 @@ mod tests {
     fn rich() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface { name: "veth1".into(), mac: Some("aa:bb:cc:dd:ee:01".into()), ..Default::default() },
+                Interface {
+                    name: "veth1".into(),
+                    mac: Some("aa:bb:cc:dd:ee:01".into()),
+                    ..Default::default()
+                },
                 Interface {
                     name: "eth0".into(),
                     mac: Some("aa:bb:cc:dd:ee:02".into()),
@@ -307,15 +359,42 @@ mod tests {
                 },
             ],
             ips: vec![
-                IpConfig { interface: Some(1), address: "10.88.0.10/16".parse().unwrap(), gateway: Some("10.88.0.1".parse().unwrap()) },
-                IpConfig { interface: Some(1), address: "10.99.0.10/16".parse().unwrap(), gateway: None },
-                IpConfig { interface: Some(1), address: "fd00::10/64".parse().unwrap(), gateway: Some("fd00::1".parse().unwrap()) },
+                IpConfig {
+                    interface: Some(1),
+                    address: "10.88.0.10/16".parse().unwrap(),
+                    gateway: Some("10.88.0.1".parse().unwrap()),
+                },
+                IpConfig {
+                    interface: Some(1),
+                    address: "10.99.0.10/16".parse().unwrap(),
+                    gateway: None,
+                },
+                IpConfig {
+                    interface: Some(1),
+                    address: "fd00::10/64".parse().unwrap(),
+                    gateway: Some("fd00::1".parse().unwrap()),
+                },
             ],
             routes: vec![
-                Route { mtu: Some(1300), advmss: Some(1200), priority: Some(10), table: Some(100), scope: Some(0), ..Route::new("0.0.0.0/0".parse().unwrap(), Some("10.88.0.1".parse().unwrap())) },
+                Route {
+                    mtu: Some(1300),
+                    advmss: Some(1200),
+                    priority: Some(10),
+                    table: Some(100),
+                    scope: Some(0),
+                    ..Route::new(
+                        "0.0.0.0/0".parse().unwrap(),
+                        Some("10.88.0.1".parse().unwrap()),
+                    )
+                },
                 Route::new("::/0".parse().unwrap(), Some("fd00::1".parse().unwrap())),
             ],
-            dns: Dns { nameservers: vec!["10.88.0.1".into()], domain: Some("dns.podman".into()), search: vec!["dns.podman".into()], options: vec!["ndots:1".into()] },
+            dns: Dns {
+                nameservers: vec!["10.88.0.1".into()],
+                domain: Some("dns.podman".into()),
+                search: vec!["dns.podman".into()],
+                options: vec!["ndots:1".into()],
+            },
         }
     }
 
@@ -324,20 +403,45 @@ mod tests {
         match version.result_shape() {
             ResultShape::V1_1 => r.clone(),
             ResultShape::V1_0 | ResultShape::Versioned => CniResult {
-                interfaces: r.interfaces.iter().map(|i| Interface { mtu: None, socket_path: None, pci_id: None, ..i.clone() }).collect(),
+                interfaces: r
+                    .interfaces
+                    .iter()
+                    .map(|i| Interface {
+                        mtu: None,
+                        socket_path: None,
+                        pci_id: None,
+                        ..i.clone()
+                    })
+                    .collect(),
                 routes: r.routes.iter().map(Route::without_v1_1_fields).collect(),
                 ..r.clone()
             },
             ResultShape::Legacy => {
                 let v4 = r.ips.iter().find(|i| i.address.is_ipv4());
                 let v6 = r.ips.iter().find(|i| i.address.is_ipv6());
-                let keep = |fam4: bool| r.routes.iter().filter(move |rt| rt.dst.is_ipv4() == fam4).map(Route::without_v1_1_fields);
+                let keep = |fam4: bool| {
+                    r.routes
+                        .iter()
+                        .filter(move |rt| rt.dst.is_ipv4() == fam4)
+                        .map(Route::without_v1_1_fields)
+                };
                 let mut routes: Vec<Route> = Vec::new();
-                if v4.is_some() { routes.extend(keep(true)); }
-                if v6.is_some() { routes.extend(keep(false)); }
+                if v4.is_some() {
+                    routes.extend(keep(true));
+                }
+                if v6.is_some() {
+                    routes.extend(keep(false));
+                }
                 CniResult {
                     interfaces: vec![],
-                    ips: v4.into_iter().chain(v6).map(|i| IpConfig { interface: None, ..i.clone() }).collect(),
+                    ips: v4
+                        .into_iter()
+                        .chain(v6)
+                        .map(|i| IpConfig {
+                            interface: None,
+                            ..i.clone()
+                        })
+                        .collect(),
                     routes,
                     dns: r.dns.clone(),
                 }
@@ -389,7 +493,13 @@ mod tests {
 
     #[test]
     fn legacy_needs_an_address() {
-        let r = CniResult { interfaces: vec![Interface { name: "lo".into(), ..Default::default() }], ..Default::default() };
+        let r = CniResult {
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
         let e = r.encode(CniVersion::V0_2_0).unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::INCOMPATIBLE_VERSION);
         assert!(r.encode(CniVersion::V0_3_0).is_ok());
@@ -402,7 +512,8 @@ mod tests {
         assert_eq!(r.ips.len(), 1);
         let e = CniResult::decode(&json!({"cniVersion":"3.0.0"})).unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::INCOMPATIBLE_VERSION);
-        let e = CniResult::decode(&json!({"cniVersion":"1.0.0","ips":[{"address":"bogus"}]})).unwrap_err();
+        let e = CniResult::decode(&json!({"cniVersion":"1.0.0","ips":[{"address":"bogus"}]}))
+            .unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::DECODING_FAILURE);
         assert!(e.msg.contains("ips[0].address"), "{}", e.msg);
     }

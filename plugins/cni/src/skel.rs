@@ -83,7 +83,9 @@ impl Command {
     /// The variables the spec requires for this command (besides `CNI_COMMAND`).
     fn required_env(self) -> &'static [&'static str] {
         match self {
-            Command::Add | Command::Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"],
+            Command::Add | Command::Check => {
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
+            }
             Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
             Command::Status | Command::Gc => &["CNI_PATH"],
             Command::Version => &[],
@@ -184,12 +186,18 @@ pub fn dispatch<P: Plugin>(
         return about_outcome(plugin);
     };
     let result = match Command::parse(&cmd_str) {
-        None => Err(CniError::invalid_env(format!("unknown CNI_COMMAND: {cmd_str}"))),
+        None => Err(CniError::invalid_env(format!(
+            "unknown CNI_COMMAND: {cmd_str}"
+        ))),
         Some(Command::Version) => return version_outcome(plugin, stdin),
         Some(cmd) => run_command(plugin, cmd, &env, stdin),
     };
     match result {
-        Ok(stdout) => Outcome { stdout, stderr: String::new(), status: 0 },
+        Ok(stdout) => Outcome {
+            stdout,
+            stderr: String::new(),
+            status: 0,
+        },
         Err(e) => error_outcome(e, answer_version),
     }
 }
@@ -200,7 +208,12 @@ fn run_command<P: Plugin>(
     env: &impl Fn(&str) -> Option<String>,
     stdin: &[u8],
 ) -> Result<String, CniError> {
-    let missing: Vec<&str> = cmd.required_env().iter().copied().filter(|k| env(k).is_none()).collect();
+    let missing: Vec<&str> = cmd
+        .required_env()
+        .iter()
+        .copied()
+        .filter(|k| env(k).is_none())
+        .collect();
     if !missing.is_empty() {
         return Err(CniError::invalid_env(format!(
             "required env variables [{}] missing",
@@ -213,12 +226,23 @@ fn run_command<P: Plugin>(
     let path = split_path(&env("CNI_PATH").unwrap_or_default());
     match cmd {
         Command::Status => {
-            plugin.status(&StatusArgs { path, stdin: stdin.to_vec(), conf, version })?;
+            plugin.status(&StatusArgs {
+                path,
+                stdin: stdin.to_vec(),
+                conf,
+                version,
+            })?;
             Ok(String::new())
         }
         Command::Gc => {
             let valid_attachments = valid_attachments(&conf)?;
-            plugin.gc(&GcArgs { path, stdin: stdin.to_vec(), conf, version, valid_attachments })?;
+            plugin.gc(&GcArgs {
+                path,
+                stdin: stdin.to_vec(),
+                conf,
+                version,
+                valid_attachments,
+            })?;
             Ok(String::new())
         }
         Command::Add | Command::Del | Command::Check => {
@@ -248,7 +272,10 @@ fn cmd_args(
     let prev_result = match &conf.prev_result {
         Some(v) if !v.is_null() => Some(
             CniResult::decode(v)
-                .map_err(|e| CniError { msg: format!("prevResult: {}", e.msg), ..e })?
+                .map_err(|e| CniError {
+                    msg: format!("prevResult: {}", e.msg),
+                    ..e
+                })?
                 .0,
         ),
         _ => None,
@@ -268,13 +295,21 @@ fn cmd_args(
 
 /// Picks the version to answer in and checks the command exists in it.
 fn negotiate<P: Plugin>(plugin: &P, conf: &NetConf, cmd: Command) -> Result<CniVersion, CniError> {
-    let raw = if conf.cni_version.is_empty() { "0.1.0" } else { conf.cni_version.as_str() };
+    let raw = if conf.cni_version.is_empty() {
+        "0.1.0"
+    } else {
+        conf.cni_version.as_str()
+    };
     let supported = plugin.supported_versions();
-    let version = raw.parse::<CniVersion>().ok().filter(|v| supported.contains(v)).ok_or_else(|| {
-        let list: Vec<&str> = supported.iter().map(|v| v.as_str()).collect();
-        CniError::incompatible_version("incompatible CNI versions")
-            .with_details(format!("config is {raw:?}, plugin supports {list:?}"))
-    })?;
+    let version = raw
+        .parse::<CniVersion>()
+        .ok()
+        .filter(|v| supported.contains(v))
+        .ok_or_else(|| {
+            let list: Vec<&str> = supported.iter().map(|v| v.as_str()).collect();
+            CniError::incompatible_version("incompatible CNI versions")
+                .with_details(format!("config is {raw:?}, plugin supports {list:?}"))
+        })?;
     let allowed = match cmd {
         Command::Check => version.allows_check(),
         Command::Status | Command::Gc => version.allows_status_and_gc(),
@@ -303,7 +338,10 @@ fn valid_attachments(conf: &NetConf) -> Result<Vec<Attachment>, CniError> {
 
 /// Splits `CNI_PATH` (colon separated, empty entries ignored).
 pub fn split_path(raw: &str) -> Vec<PathBuf> {
-    raw.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect()
+    raw.split(':')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 fn sniff_version(stdin: &[u8]) -> Option<CniVersion> {
@@ -312,7 +350,11 @@ fn sniff_version(stdin: &[u8]) -> Option<CniVersion> {
     struct Sniff {
         cni_version: String,
     }
-    serde_json::from_slice::<Sniff>(stdin).ok()?.cni_version.parse().ok()
+    serde_json::from_slice::<Sniff>(stdin)
+        .ok()?
+        .cni_version
+        .parse()
+        .ok()
 }
 
 fn version_outcome<P: Plugin>(plugin: &P, stdin: &[u8]) -> Outcome {
@@ -332,10 +374,18 @@ fn version_outcome<P: Plugin>(plugin: &P, stdin: &[u8]) -> Outcome {
 }
 
 fn about_outcome<P: Plugin>(plugin: &P) -> Outcome {
-    let list: Vec<&str> = plugin.supported_versions().iter().map(|v| v.as_str()).collect();
+    let list: Vec<&str> = plugin
+        .supported_versions()
+        .iter()
+        .map(|v| v.as_str())
+        .collect();
     Outcome {
         stdout: String::new(),
-        stderr: format!("{}\nCNI protocol versions supported: {}\n", plugin.about(), list.join(", ")),
+        stderr: format!(
+            "{}\nCNI protocol versions supported: {}\n",
+            plugin.about(),
+            list.join(", ")
+        ),
         status: 0,
     }
 }
@@ -371,9 +421,15 @@ mod tests {
             self.versions.unwrap_or(CniVersion::ALL)
         }
         fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
-            self.seen.borrow_mut().push(format!("ADD {}", args.container_id));
+            self.seen
+                .borrow_mut()
+                .push(format!("ADD {}", args.container_id));
             Ok(args.prev_result.clone().unwrap_or_else(|| CniResult {
-                ips: vec![crate::IpConfig { interface: None, address: "10.0.0.2/24".parse().unwrap(), gateway: None }],
+                ips: vec![crate::IpConfig {
+                    interface: None,
+                    address: "10.0.0.2/24".parse().unwrap(),
+                    gateway: None,
+                }],
                 ..Default::default()
             }))
         }
@@ -386,13 +442,18 @@ mod tests {
             Ok(())
         }
         fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
-            self.seen.borrow_mut().push(format!("GC {}", args.valid_attachments.len()));
+            self.seen
+                .borrow_mut()
+                .push(format!("GC {}", args.valid_attachments.len()));
             Ok(())
         }
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -403,7 +464,12 @@ mod tests {
         ("CNI_PATH", "/opt/cni/bin"),
     ];
 
-    fn call(p: &Fake, cmd: &str, extra: &[(&str, &str)], stdin: &str) -> (Outcome, serde_json::Value) {
+    fn call(
+        p: &Fake,
+        cmd: &str,
+        extra: &[(&str, &str)],
+        stdin: &str,
+    ) -> (Outcome, serde_json::Value) {
         let mut pairs = FULL.to_vec();
         pairs.push(("CNI_COMMAND", cmd));
         pairs.extend_from_slice(extra);
@@ -416,11 +482,21 @@ mod tests {
     fn add_answers_in_the_requested_version() {
         let p = Fake::default();
         for &v in CniVersion::ALL {
-            let (out, json) = call(&p, "ADD", &[], &format!(r#"{{"cniVersion":"{v}","name":"n","type":"fake"}}"#));
+            let (out, json) = call(
+                &p,
+                "ADD",
+                &[],
+                &format!(r#"{{"cniVersion":"{v}","name":"n","type":"fake"}}"#),
+            );
             assert_eq!(out.status, 0, "{v}: {}", out.stdout);
             assert_eq!(json["cniVersion"], v.as_str());
         }
-        let (_, json) = call(&p, "ADD", &[], r#"{"cniVersion":"0.2.0","name":"n","type":"fake"}"#);
+        let (_, json) = call(
+            &p,
+            "ADD",
+            &[],
+            r#"{"cniVersion":"0.2.0","name":"n","type":"fake"}"#,
+        );
         assert_eq!(json["ip4"]["ip"], "10.0.0.2/24");
     }
 
@@ -435,7 +511,12 @@ mod tests {
         );
         assert_eq!(out.status, 0);
         assert_eq!(json["ips"][0]["address"], "10.9.0.5/16");
-        let (out, json) = call(&p, "ADD", &[], r#"{"cniVersion":"1.0.0","name":"n","type":"fake","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"x"}]}}"#);
+        let (out, json) = call(
+            &p,
+            "ADD",
+            &[],
+            r#"{"cniVersion":"1.0.0","name":"n","type":"fake","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"x"}]}}"#,
+        );
         assert_eq!(out.status, 1);
         assert_eq!(json["code"], 6);
         assert!(json["msg"].as_str().unwrap().starts_with("prevResult"));
@@ -445,16 +526,36 @@ mod tests {
     fn error_paths_carry_spec_codes_and_version() {
         let p = Fake::default();
         let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"fake"}"#;
-        let cases: &[(&str, &[(&str, &str)], &str, u32, &str)] = &[
+        // (command, env overrides, stdin, expected code, text the message names)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, u32, &'a str);
+        let cases: &[Case<'_>] = &[
             ("ADD", &[("CNI_NETNS", "")], conf, 4, "CNI_NETNS"),
             ("FOO", &[], conf, 4, "FOO"),
             ("ADD", &[("CNI_CONTAINERID", "a b")], conf, 4, "containerID"),
             ("ADD", &[("CNI_IFNAME", "a/b")], conf, 4, "interface name"),
             ("ADD", &[("CNI_ARGS", "novalue")], conf, 4, "CNI_ARGS"),
             ("ADD", &[], "{", 6, "network config"),
-            ("ADD", &[], r#"{"cniVersion":"1.0.0","type":"fake"}"#, 7, "network name"),
-            ("ADD", &[], r#"{"cniVersion":"9.0.0","name":"n","type":"fake"}"#, 1, "incompatible"),
-            ("CHECK", &[], r#"{"cniVersion":"0.3.1","name":"n","type":"fake"}"#, 1, "CHECK"),
+            (
+                "ADD",
+                &[],
+                r#"{"cniVersion":"1.0.0","type":"fake"}"#,
+                7,
+                "network name",
+            ),
+            (
+                "ADD",
+                &[],
+                r#"{"cniVersion":"9.0.0","name":"n","type":"fake"}"#,
+                1,
+                "incompatible",
+            ),
+            (
+                "CHECK",
+                &[],
+                r#"{"cniVersion":"0.3.1","name":"n","type":"fake"}"#,
+                1,
+                "CHECK",
+            ),
             ("STATUS", &[], conf, 1, "STATUS"),
             ("GC", &[], conf, 1, "GC"),
         ];
@@ -465,13 +566,21 @@ mod tests {
             assert!(json["msg"].as_str().unwrap().contains(needle), "{json}");
             assert!(json["cniVersion"].is_string(), "{json}");
         }
-        assert!(p.seen.borrow().is_empty(), "no plugin method runs on bad input");
+        assert!(
+            p.seen.borrow().is_empty(),
+            "no plugin method runs on bad input"
+        );
     }
 
     #[test]
     fn del_without_netns_and_gc_with_attachments() {
         let p = Fake::default();
-        let (out, _) = call(&p, "DEL", &[("CNI_NETNS", "")], r#"{"cniVersion":"1.0.0","name":"n","type":"fake"}"#);
+        let (out, _) = call(
+            &p,
+            "DEL",
+            &[("CNI_NETNS", "")],
+            r#"{"cniVersion":"1.0.0","name":"n","type":"fake"}"#,
+        );
         assert_eq!(out.status, 0);
         assert_eq!(out.stdout, "");
         let (out, _) = call(
@@ -481,15 +590,27 @@ mod tests {
             r#"{"cniVersion":"1.1.0","name":"n","type":"fake","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
         );
         assert_eq!(out.status, 0, "{}", out.stdout);
-        let (out, _) = call(&p, "GC", &[], r#"{"cniVersion":"1.1.0","name":"n","type":"fake","cni.dev/attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"eth0"}]}"#);
+        let (out, _) = call(
+            &p,
+            "GC",
+            &[],
+            r#"{"cniVersion":"1.1.0","name":"n","type":"fake","cni.dev/attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"eth0"}]}"#,
+        );
         assert_eq!(out.status, 0);
-        assert_eq!(*p.seen.borrow(), vec!["DEL None".to_string(), "GC 1".into(), "GC 2".into()]);
+        assert_eq!(
+            *p.seen.borrow(),
+            vec!["DEL None".to_string(), "GC 1".into(), "GC 2".into()]
+        );
     }
 
     #[test]
     fn version_echoes_the_request_and_about_goes_to_stderr() {
         let p = Fake::default();
-        let out = dispatch(&p, env(&[("CNI_COMMAND", "VERSION")]), br#"{"cniVersion":"0.3.1"}"#);
+        let out = dispatch(
+            &p,
+            env(&[("CNI_COMMAND", "VERSION")]),
+            br#"{"cniVersion":"0.3.1"}"#,
+        );
         let info: VersionInfo = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(info.cni_version, "0.3.1");
         assert_eq!(info.supported_versions.len(), 7);
@@ -498,8 +619,19 @@ mod tests {
         let out = dispatch(&p, env(&[]), b"");
         assert_eq!((out.status, out.stdout.as_str()), (0, ""));
         assert!(out.stderr.contains("fake plugin") && out.stderr.contains("0.1.0, 0.2.0"));
-        let old = Fake { versions: Some(&[CniVersion::V0_3_1, CniVersion::V0_4_0]), ..Default::default() };
-        let (out, json) = call(&old, "ADD", &[], r#"{"cniVersion":"1.0.0","name":"n","type":"fake"}"#);
-        assert_eq!((out.status, json["code"].as_u64()), (1, Some(ErrorCode::INCOMPATIBLE_VERSION.0 as u64)));
+        let old = Fake {
+            versions: Some(&[CniVersion::V0_3_1, CniVersion::V0_4_0]),
+            ..Default::default()
+        };
+        let (out, json) = call(
+            &old,
+            "ADD",
+            &[],
+            r#"{"cniVersion":"1.0.0","name":"n","type":"fake"}"#,
+        );
+        assert_eq!(
+            (out.status, json["code"].as_u64()),
+            (1, Some(ErrorCode::INCOMPATIBLE_VERSION.0 as u64))
+        );
     }
 }

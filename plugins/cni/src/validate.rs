@@ -18,7 +18,10 @@ fn valid_identifier(s: &str) -> bool {
 /// `CNI_CONTAINERID`: non-empty, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 pub fn container_id(id: &str) -> Result<(), CniError> {
     if id.is_empty() {
-        return Err(CniError::new(ErrorCode::UNKNOWN_CONTAINER, "missing containerID"));
+        return Err(CniError::new(
+            ErrorCode::UNKNOWN_CONTAINER,
+            "missing containerID",
+        ));
     }
     if !valid_identifier(id) {
         return Err(CniError::invalid_env("invalid characters in containerID").with_details(id));
@@ -45,13 +48,20 @@ pub fn interface_name(name: &str) -> Result<(), CniError> {
         return Err(CniError::invalid_env("interface name is empty"));
     }
     if name.len() > MAX_IFNAME_LEN {
-        return Err(CniError::invalid_env("interface name is too long")
-            .with_details(format!("interface name should be less than {} characters", MAX_IFNAME_LEN + 1)));
+        return Err(
+            CniError::invalid_env("interface name is too long").with_details(format!(
+                "interface name should be less than {} characters",
+                MAX_IFNAME_LEN + 1
+            )),
+        );
     }
     if name == "." || name == ".." {
         return Err(CniError::invalid_env("interface name is . or .."));
     }
-    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         return Err(CniError::invalid_env(
             "interface name contains / or : or whitespace characters",
         )
@@ -67,15 +77,34 @@ mod tests {
     #[test]
     fn identifiers() {
         assert!(container_id("abc-1.2_3").is_ok());
-        assert_eq!(container_id("").unwrap_err().code, ErrorCode::UNKNOWN_CONTAINER);
-        assert_eq!(container_id("a b").unwrap_err().code, ErrorCode::INVALID_ENVIRONMENT);
-        assert_eq!(container_id("-a").unwrap_err().code, ErrorCode::INVALID_ENVIRONMENT);
+        assert_eq!(
+            container_id("").unwrap_err().code,
+            ErrorCode::UNKNOWN_CONTAINER
+        );
+        assert_eq!(
+            container_id("a b").unwrap_err().code,
+            ErrorCode::INVALID_ENVIRONMENT
+        );
+        assert_eq!(
+            container_id("-a").unwrap_err().code,
+            ErrorCode::INVALID_ENVIRONMENT
+        );
         assert!(network_name("podman").is_ok());
-        assert_eq!(network_name("").unwrap_err().code, ErrorCode::INVALID_NETWORK_CONFIG);
-        assert_eq!(network_name("a/b").unwrap_err().code, ErrorCode::INVALID_NETWORK_CONFIG);
+        assert_eq!(
+            network_name("").unwrap_err().code,
+            ErrorCode::INVALID_NETWORK_CONFIG
+        );
+        assert_eq!(
+            network_name("a/b").unwrap_err().code,
+            ErrorCode::INVALID_NETWORK_CONFIG
+        );
         assert!(interface_name("eth0").is_ok());
         for bad in ["", ".", "..", "a/b", "a:b", "a b", "abcdefghijklmnop"] {
-            assert_eq!(interface_name(bad).unwrap_err().code, ErrorCode::INVALID_ENVIRONMENT, "{bad}");
+            assert_eq!(
+                interface_name(bad).unwrap_err().code,
+                ErrorCode::INVALID_ENVIRONMENT,
+                "{bad}"
+            );
         }
     }
 }

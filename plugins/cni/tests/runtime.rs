@@ -20,7 +20,10 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("bin")).unwrap();
         fs::create_dir_all(dir.path().join("log")).unwrap();
-        let rt = CniRuntime::new(vec![dir.path().join("empty"), dir.path().join("bin")], dir.path().join("cache"));
+        let rt = CniRuntime::new(
+            vec![dir.path().join("empty"), dir.path().join("bin")],
+            dir.path().join("cache"),
+        );
         World { dir, rt }
     }
 
@@ -63,7 +66,8 @@ fi"#
     }
 
     fn stdin_of(&self, n: usize) -> Value {
-        serde_json::from_slice(&fs::read(self.log_dir().join(format!("{n}.json"))).unwrap()).unwrap()
+        serde_json::from_slice(&fs::read(self.log_dir().join(format!("{n}.json"))).unwrap())
+            .unwrap()
     }
 }
 
@@ -77,7 +81,10 @@ fn rt(id: &str) -> RuntimeConf {
         netns: Some(PathBuf::from("/run/netns/test")),
         ifname: "eth0".into(),
         args: CniArgs::parse("K8S_POD_NAME=web").unwrap(),
-        capability_args: serde_json::from_value(json!({"portMappings":[{"hostPort":8080}],"mac":"aa:bb:cc:dd:ee:ff"})).unwrap(),
+        capability_args: serde_json::from_value(
+            json!({"portMappings":[{"hostPort":8080}],"mac":"aa:bb:cc:dd:ee:ff"}),
+        )
+        .unwrap(),
     }
 }
 
@@ -96,16 +103,25 @@ fn add_threads_prev_result_injects_capabilities_and_caches() {
     let addrs: Vec<String> = result.ips.iter().map(|i| i.address.to_string()).collect();
     assert_eq!(addrs, ["fd00::2/64", "10.0.0.2/24"]);
     let calls = w.calls();
-    assert!(calls[0].starts_with("0 ADD first c1 eth0 /run/netns/test K8S_POD_NAME=web"), "{calls:?}");
+    assert!(
+        calls[0].starts_with("0 ADD first c1 eth0 /run/netns/test K8S_POD_NAME=web"),
+        "{calls:?}"
+    );
     assert!(calls[1].starts_with("1 ADD second"));
     let first = w.stdin_of(0);
     assert_eq!(first["name"], "net1");
     assert_eq!(first["cniVersion"], "1.0.0");
     assert_eq!(first["keep"], "me");
-    assert_eq!(first["runtimeConfig"], json!({"portMappings":[{"hostPort":8080}]}));
+    assert_eq!(
+        first["runtimeConfig"],
+        json!({"portMappings":[{"hostPort":8080}]})
+    );
     assert!(first.get("prevResult").is_none());
     let second = w.stdin_of(1);
-    assert!(second.get("runtimeConfig").is_none(), "mac is declared false");
+    assert!(
+        second.get("runtimeConfig").is_none(),
+        "mac is declared false"
+    );
     assert_eq!(second["prevResult"]["ips"][0]["address"], "10.0.0.2/24");
 
     // libcni's cache format.
@@ -119,9 +135,14 @@ fn add_threads_prev_result_injects_capabilities_and_caches() {
     assert_eq!(cached["cniArgs"], json!([["K8S_POD_NAME", "web"]]));
     assert_eq!(cached["result"]["cniVersion"], "1.0.0");
     use base64::Engine as _;
-    let config = base64::engine::general_purpose::STANDARD.decode(cached["config"].as_str().unwrap()).unwrap();
+    let config = base64::engine::general_purpose::STANDARD
+        .decode(cached["config"].as_str().unwrap())
+        .unwrap();
     assert_eq!(NetConfList::from_bytes(&config).unwrap(), two_plugins());
-    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -135,10 +156,20 @@ fn del_runs_in_reverse_with_cached_result_and_keeps_going() {
     w.plugin("second", r#"[ "$CNI_COMMAND" = DEL ] && { printf '{"code":5,"msg":"disk on fire"}'; exit 1; }; true"#);
     let err = w.rt.del(&l, &rt("c1")).unwrap_err();
     assert_eq!(err.code, ErrorCode::IO_FAILURE);
-    assert!(err.msg.contains("plugin \"second\" DEL: disk on fire"), "{}", err.msg);
+    assert!(
+        err.msg.contains("plugin \"second\" DEL: disk on fire"),
+        "{}",
+        err.msg
+    );
     let calls = w.calls();
-    assert!(calls[2].contains("DEL second") && calls[3].contains("DEL first"), "{calls:?}");
-    assert_eq!(w.stdin_of(3)["prevResult"]["ips"][0]["address"], "10.0.0.3/24");
+    assert!(
+        calls[2].contains("DEL second") && calls[3].contains("DEL first"),
+        "{calls:?}"
+    );
+    assert_eq!(
+        w.stdin_of(3)["prevResult"]["ips"][0]["address"],
+        "10.0.0.3/24"
+    );
     assert!(w.rt.cache.read("net1", "c1", "eth0").unwrap().is_some());
     w.plugin("second", "true");
     w.rt.del(&l, &rt("c1")).unwrap();
@@ -161,14 +192,23 @@ fn check_needs_the_cache_and_honours_disable_check() {
     w.rt.check(&l, &rt("c9")).unwrap();
     let n = w.calls().len();
     assert!(w.calls()[n - 2].contains("CHECK first"));
-    assert_eq!(w.stdin_of(n - 1)["prevResult"]["ips"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        w.stdin_of(n - 1)["prevResult"]["ips"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let mut off = l.clone();
     off.disable_check = true;
     w.plugin("first", "exit 1");
     w.rt.check(&off, &rt("c9")).unwrap();
     assert_eq!(w.calls().len(), n, "disableCheck calls no plugin");
     let old = list(json!({"cniVersion":"0.3.1","name":"net1","plugins":[{"type":"first"}]}));
-    assert_eq!(w.rt.check(&old, &rt("c9")).unwrap_err().code, ErrorCode::INCOMPATIBLE_VERSION);
+    assert_eq!(
+        w.rt.check(&old, &rt("c9")).unwrap_err().code,
+        ErrorCode::INCOMPATIBLE_VERSION
+    );
 }
 
 #[test]
@@ -177,8 +217,16 @@ fn plugin_errors_missing_plugins_and_timeouts() {
     w.plugin("first", r#"printf '{"cniVersion":"1.0.0","code":7,"msg":"bad subnet","details":"ipam.subnet"}'; exit 1"#);
     let l = list(json!({"cniVersion":"1.0.0","name":"n","plugins":[{"type":"first"}]}));
     let e = w.rt.add(&l, &rt("c1")).unwrap_err();
-    assert_eq!((e.code, e.details.as_str()), (ErrorCode::INVALID_NETWORK_CONFIG, "ipam.subnet"));
-    assert!(e.msg.contains("network \"n\" plugin \"first\" ADD: bad subnet"), "{}", e.msg);
+    assert_eq!(
+        (e.code, e.details.as_str()),
+        (ErrorCode::INVALID_NETWORK_CONFIG, "ipam.subnet")
+    );
+    assert!(
+        e.msg
+            .contains("network \"n\" plugin \"first\" ADD: bad subnet"),
+        "{}",
+        e.msg
+    );
     // The interrupted ADD stays visible to GC as a cache entry without a result.
     let pending = w.rt.cache.read("n", "c1", "eth0").unwrap().unwrap();
     assert!(pending.result.is_none());
@@ -200,7 +248,15 @@ fn plugin_errors_missing_plugins_and_timeouts() {
     assert_eq!(e.code, ErrorCode::PLUGIN_TIMEOUT);
     assert!(started.elapsed() < Duration::from_secs(3));
 
-    let e = w.rt.add(&l, &RuntimeConf { container_id: "../x".into(), ..rt("c1") }).unwrap_err();
+    let e =
+        w.rt.add(
+            &l,
+            &RuntimeConf {
+                container_id: "../x".into(),
+                ..rt("c1")
+            },
+        )
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::INVALID_ENVIRONMENT);
     assert!(!w.dir.path().join("cache/results/n-../x-eth0").exists());
 }
@@ -215,18 +271,35 @@ fn gc_deletes_stale_attachments_then_sends_valid_list() {
     }
     let other = list(json!({"cniVersion":"1.1.0","name":"gcnet2","plugins":[{"type":"first"}]}));
     w.rt.add(&other, &rt("elsewhere")).unwrap();
-    let valid = [Attachment { container_id: "keep".into(), ifname: "eth0".into() }];
+    let valid = [Attachment {
+        container_id: "keep".into(),
+        ifname: "eth0".into(),
+    }];
     w.rt.gc(&l, &valid).unwrap();
     let calls = w.calls();
-    let tail: Vec<&str> = calls[3..].iter().map(|c| c.split(' ').nth(1).unwrap()).collect();
+    let tail: Vec<&str> = calls[3..]
+        .iter()
+        .map(|c| c.split(' ').nth(1).unwrap())
+        .collect();
     assert_eq!(tail, ["DEL", "GC"], "{calls:?}");
     assert!(calls[3].contains(" stale "));
     let gc_conf = w.stdin_of(4);
-    assert_eq!(gc_conf["cni.dev/valid-attachments"], json!([{"containerID":"keep","ifname":"eth0"}]));
-    assert_eq!(gc_conf["cni.dev/attachments"], gc_conf["cni.dev/valid-attachments"]);
+    assert_eq!(
+        gc_conf["cni.dev/valid-attachments"],
+        json!([{"containerID":"keep","ifname":"eth0"}])
+    );
+    assert_eq!(
+        gc_conf["cni.dev/attachments"],
+        gc_conf["cni.dev/valid-attachments"]
+    );
     assert!(w.rt.cache.read("gcnet", "stale", "eth0").unwrap().is_none());
     assert!(w.rt.cache.read("gcnet", "keep", "eth0").unwrap().is_some());
-    assert!(w.rt.cache.read("gcnet2", "elsewhere", "eth0").unwrap().is_some());
+    assert!(w
+        .rt
+        .cache
+        .read("gcnet2", "elsewhere", "eth0")
+        .unwrap()
+        .is_some());
 
     let mut off = l.clone();
     off.disable_gc = true;
@@ -240,7 +313,10 @@ fn status_forwards_plugin_codes_and_skips_old_versions() {
     let w = World::new();
     w.plugin("first", r#"[ "$CNI_COMMAND" = STATUS ] && { printf '{"code":50,"msg":"range exhausted"}'; exit 1; }; true"#);
     let l = list(json!({"cniVersion":"1.1.0","name":"s","plugins":[{"type":"first"}]}));
-    assert_eq!(w.rt.status(&l).unwrap_err().code, ErrorCode::PLUGIN_NOT_AVAILABLE);
+    assert_eq!(
+        w.rt.status(&l).unwrap_err().code,
+        ErrorCode::PLUGIN_NOT_AVAILABLE
+    );
     let old = list(json!({"cniVersion":"1.0.0","name":"s","plugins":[{"type":"first"}]}));
     w.rt.status(&old).unwrap();
     assert_eq!(w.calls().len(), 1);
@@ -252,7 +328,8 @@ fn the_cache_is_shared_with_libcni_entries() {
     let w = World::new();
     let dir = w.dir.path().join("cache/results");
     fs::create_dir_all(&dir).unwrap();
-    let conf = base64_of(br#"{"cniVersion":"0.4.0","name":"podman","plugins":[{"type":"bridge"}]}"#);
+    let conf =
+        base64_of(br#"{"cniVersion":"0.4.0","name":"podman","plugins":[{"type":"bridge"}]}"#);
     fs::write(
         dir.join("podman-abc-eth0"),
         json!({"kind":"cniCacheV1","containerId":"abc","config":conf,"ifName":"eth0","networkName":"podman",
@@ -264,12 +341,24 @@ fn the_cache_is_shared_with_libcni_entries() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].container_id, "abc");
     let l = list(json!({"cniVersion":"1.0.0","name":"podman","plugins":[{"type":"bridge"}]}));
-    let prev = w.rt.cached_result(&l, &RuntimeConf { container_id: "abc".into(), ifname: "eth0".into(), ..Default::default() }).unwrap().unwrap();
-    assert_eq!(prev, json!({"cniVersion":"1.0.0","ips":[{"address":"10.88.0.5/16"}],"dns":{}}));
+    let prev =
+        w.rt.cached_result(
+            &l,
+            &RuntimeConf {
+                container_id: "abc".into(),
+                ifname: "eth0".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        prev,
+        json!({"cniVersion":"1.0.0","ips":[{"address":"10.88.0.5/16"}],"dns":{}})
+    );
 }
 
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
-

@@ -9,7 +9,7 @@
 use cni::skel::{CmdArgs, Plugin};
 use cni::{CniError, CniResult, ErrorCode, Interface, IpConfig};
 use ipnetwork::IpNetwork;
-use netkit::{NetNs, Netlink};
+use netkit::{NetNs, Netlink, LOOPBACK_IFINDEX};
 
 /// The plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,11 +24,11 @@ impl Plugin for Loopback {
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let ns = open_netns(args)?;
+        // `lo` is always LOOPBACK_IFINDEX: no lookup round trip on the hot path.
         let addrs = netkit::block_on(async {
             let nl = Netlink::open_in(&ns)?;
-            let lo = nl.link_require(LO).await?;
-            nl.link_set_up(lo.index).await?;
-            nl.addr_list(Some(lo.index)).await
+            nl.link_set_up(LOOPBACK_IFINDEX).await?;
+            nl.addr_list(Some(LOOPBACK_IFINDEX)).await
         })?;
         if let Some(prev) = &args.prev_result {
             return Ok(prev.clone());
@@ -37,17 +37,18 @@ impl Plugin for Loopback {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let Some(path) = &args.netns else { return Ok(()) };
+        let Some(path) = &args.netns else {
+            return Ok(());
+        };
         let ns = match NetNs::open(path) {
             Ok(ns) => ns,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         netkit::block_on(async {
-            let nl = Netlink::open_in(&ns)?;
-            match nl.link_get(LO).await? {
-                Some(lo) => nl.link_set_down(lo.index).await,
-                None => Ok(()),
+            match Netlink::open_in(&ns)?.link_set_down(LOOPBACK_IFINDEX).await {
+                Err(e) if e.is_not_found() => Ok(()),
+                other => other,
             }
         })
         .map_err(CniError::from)
@@ -57,17 +58,25 @@ impl Plugin for Loopback {
         let ns = open_netns(args)?;
         let (lo, addrs) = netkit::block_on(async {
             let nl = Netlink::open_in(&ns)?;
-            let lo = nl.link_require(LO).await?;
+            let lo = nl
+                .link_by_index(LOOPBACK_IFINDEX)
+                .await?
+                .filter(|l| l.name == LO);
+            let lo = lo.ok_or_else(|| netkit::Error::LinkNotFound(LO.into()))?;
             let addrs = nl.addr_list(Some(lo.index)).await?;
             Ok::<_, netkit::Error>((lo, addrs))
         })?;
         if !lo.up {
             return Err(check_failed("lo is down"));
         }
-        let Some(prev) = &args.prev_result else { return Ok(()) };
+        let Some(prev) = &args.prev_result else {
+            return Ok(());
+        };
         for want in expected_addresses(prev, &args.ifname) {
             if !addrs.iter().any(|(_, have)| *have == want) {
-                return Err(check_failed(&format!("lo lacks address {want} of the recorded result")));
+                return Err(check_failed(&format!(
+                    "lo lacks address {want} of the recorded result"
+                )));
             }
         }
         Ok(())
@@ -76,15 +85,29 @@ impl Plugin for Loopback {
 
 /// The namespace ADD and CHECK work in; a missing one is an unknown container (3).
 fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
-    let path = args.netns.as_ref().ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
+    let path = args
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
     NetNs::open(path).map_err(|e| {
-        let code = if e.is_not_found() { ErrorCode::UNKNOWN_CONTAINER } else { ErrorCode::NAMESPACE_FAILURE };
-        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display())).with_details(cni::error::chain(&e))
+        let code = if e.is_not_found() {
+            ErrorCode::UNKNOWN_CONTAINER
+        } else {
+            ErrorCode::NAMESPACE_FAILURE
+        };
+        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display()))
+            .with_details(cni::error::chain(&e))
     })
 }
 
 fn result(args: &CmdArgs, addrs: impl Iterator<Item = IpNetwork>) -> CniResult {
-    let mut ips: Vec<IpConfig> = addrs.map(|address| IpConfig { interface: Some(0), address, gateway: None }).collect();
+    let mut ips: Vec<IpConfig> = addrs
+        .map(|address| IpConfig {
+            interface: Some(0),
+            address,
+            gateway: None,
+        })
+        .collect();
     // IPv4 first, as the reference answers.
     ips.sort_by_key(|ip| ip.address.is_ipv6());
     CniResult {
@@ -106,7 +129,9 @@ fn expected_addresses(prev: &CniResult, ifname: &str) -> Vec<IpNetwork> {
         .filter(|ip| {
             ip.interface
                 .and_then(|i| prev.interfaces.get(i))
-                .is_some_and(|iface| iface.name == ifname && iface.mac.as_deref() == Some("00:00:00:00:00:00"))
+                .is_some_and(|iface| {
+                    iface.name == ifname && iface.mac.as_deref() == Some("00:00:00:00:00:00")
+                })
         })
         .map(|ip| ip.address)
         .collect()

@@ -8,17 +8,37 @@ use nix::errno::Errno;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("opening network namespace {path}")]
-    Open { path: PathBuf, #[source] source: std::io::Error },
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not a network namespace")]
     NotNetns { path: PathBuf },
     #[error("entering network namespace {what}")]
-    Enter { what: String, #[source] source: Errno },
+    Enter {
+        what: String,
+        #[source]
+        source: Errno,
+    },
     #[error("creating network namespace {path}")]
-    Create { path: PathBuf, #[source] source: Errno },
+    Create {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
     #[error("deleting network namespace {path}")]
-    Delete { path: PathBuf, #[source] source: Errno },
+    Delete {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
     #[error("netlink: {op}")]
-    Netlink { op: String, #[source] source: rtnetlink::Error },
+    Netlink {
+        op: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
     #[error("opening netlink socket")]
     Socket(#[source] std::io::Error),
     #[error("link {0:?} not found")]
@@ -26,7 +46,11 @@ pub enum Error {
     #[error("invalid sysctl key {0:?}: only net.* keys of a namespace are allowed")]
     SysctlKey(String),
     #[error("sysctl {key}")]
-    Sysctl { key: String, #[source] source: std::io::Error },
+    Sysctl {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid {what} {value:?}")]
     Invalid { what: &'static str, value: String },
 }
@@ -37,10 +61,13 @@ impl Error {
     /// The errno the kernel answered with, when it did.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Enter { source, .. } | Error::Create { source, .. } | Error::Delete { source, .. } => Some(*source),
-            Error::Netlink { source: rtnetlink::Error::NetlinkError(msg), .. } => {
-                msg.code.map(|c| Errno::from_raw(-c.get()))
-            }
+            Error::Enter { source, .. }
+            | Error::Create { source, .. }
+            | Error::Delete { source, .. } => Some(*source),
+            Error::Netlink {
+                source: rtnetlink::Error::NetlinkError(msg),
+                ..
+            } => msg.code.map(|c| Errno::from_raw(-c.get())),
             Error::Open { source, .. } | Error::Sysctl { source, .. } | Error::Socket(source) => {
                 source.raw_os_error().map(Errno::from_raw)
             }
@@ -51,7 +78,10 @@ impl Error {
     /// Whether the object is simply gone (a DEL treats this as done).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::LinkNotFound(_) | Error::NotNetns { .. })
-            || matches!(self.errno(), Some(Errno::ENOENT | Errno::ENODEV | Errno::ESRCH | Errno::EADDRNOTAVAIL))
+            || matches!(
+                self.errno(),
+                Some(Errno::ENOENT | Errno::ENODEV | Errno::ESRCH | Errno::EADDRNOTAVAIL)
+            )
     }
 
     /// Whether the object already exists.
@@ -64,10 +94,14 @@ impl Error {
 impl From<Error> for CniError {
     fn from(e: Error) -> CniError {
         let code = match &e {
-            Error::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorCode::UNKNOWN_CONTAINER,
-            Error::Open { .. } | Error::NotNetns { .. } | Error::Enter { .. } | Error::Create { .. } | Error::Delete { .. } => {
-                ErrorCode::NAMESPACE_FAILURE
+            Error::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorCode::UNKNOWN_CONTAINER
             }
+            Error::Open { .. }
+            | Error::NotNetns { .. }
+            | Error::Enter { .. }
+            | Error::Create { .. }
+            | Error::Delete { .. } => ErrorCode::NAMESPACE_FAILURE,
             Error::Netlink { .. } | Error::LinkNotFound(_) => ErrorCode::NETLINK_FAILURE,
             Error::Socket(_) | Error::Sysctl { .. } => ErrorCode::IO_FAILURE,
             Error::SysctlKey(_) | Error::Invalid { .. } => ErrorCode::INVALID_NETWORK_CONFIG,

@@ -11,13 +11,21 @@ use std::os::fd::{AsFd, AsRawFd};
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::error::{Error, Result};
 use crate::ns::NetNs;
+
+/// The loopback device's index: the kernel gives `lo` index 1 in every network
+/// namespace (`LOOPBACK_IFINDEX`), so it can be addressed without a lookup.
+pub const LOOPBACK_IFINDEX: u32 = 1;
 
 /// What netkit reads back about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +91,12 @@ impl Netlink {
 
     /// `ip link show NAME`; `None` when there is no such link.
     pub async fn link_get(&self, name: &str) -> Result<Option<Link>> {
-        let req = self.handle.link().get().match_name(name.to_owned()).execute();
+        let req = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         match req.try_collect::<Vec<_>>().await {
             Ok(msgs) => Ok(msgs.first().map(link_from)),
             Err(e) if is_nodev(&e) => Ok(None),
@@ -93,7 +106,9 @@ impl Netlink {
 
     /// Like [`Netlink::link_get`], failing with [`Error::LinkNotFound`].
     pub async fn link_require(&self, name: &str) -> Result<Link> {
-        self.link_get(name).await?.ok_or_else(|| Error::LinkNotFound(name.into()))
+        self.link_get(name)
+            .await?
+            .ok_or_else(|| Error::LinkNotFound(name.into()))
     }
 
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
@@ -107,13 +122,26 @@ impl Netlink {
 
     /// `ip link show`.
     pub async fn link_list(&self) -> Result<Vec<Link>> {
-        let msgs: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await.map_err(nl("link show"))?;
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("link show"))?;
         Ok(msgs.iter().map(link_from).collect())
     }
 
     /// `ip link add NAME type veth peer name PEER netns PEER_NS`: the peer is born in
     /// `peer_ns`, never moved there.
-    pub async fn link_add_veth(&self, name: &str, peer: &str, peer_ns: &NetNs, opts: &VethOptions) -> Result<()> {
+    pub async fn link_add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_ns: &NetNs,
+        opts: &VethOptions,
+    ) -> Result<()> {
         let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_owned())
             .setns_by_fd(peer_ns.as_fd().as_raw_fd());
@@ -123,7 +151,8 @@ impl Netlink {
         if let Some(mac) = opts.peer_mac {
             peer_msg = peer_msg.address(mac.to_vec());
         }
-        let mut msg = LinkVeth::new(name, peer).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
+        let mut msg = LinkVeth::new(name, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
         if let Some(mtu) = opts.mtu {
             msg = msg.mtu(mtu);
         }
@@ -131,7 +160,12 @@ impl Netlink {
             msg = msg.address(mac.to_vec());
         }
         // `peer_ns` is borrowed for the whole request, so the fd in the message stays valid.
-        self.handle.link().add(msg.build()).execute().await.map_err(nl(format!("link add {name} type veth peer name {peer}")))
+        self.handle
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .map_err(nl(format!("link add {name} type veth peer name {peer}")))
     }
 
     /// `ip link add NAME type bridge`.
@@ -140,12 +174,27 @@ impl Netlink {
         if let Some(mtu) = mtu {
             msg = msg.mtu(mtu);
         }
-        self.handle.link().add(msg.build()).execute().await.map_err(nl(format!("link add {name} type bridge")))
+        self.handle
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .map_err(nl(format!("link add {name} type bridge")))
     }
 
-    async fn link_set(&self, index: u32, op: &str, f: impl FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>) -> Result<()> {
+    async fn link_set(
+        &self,
+        index: u32,
+        op: &str,
+        f: impl FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>,
+    ) -> Result<()> {
         let msg = f(LinkUnspec::new_with_index(index)).build();
-        self.handle.link().set(msg).execute().await.map_err(nl(format!("link set index {index} {op}")))
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("link set index {index} {op}")))
     }
 
     /// `ip link set dev up`.
@@ -160,31 +209,42 @@ impl Netlink {
 
     /// `ip link set dev mtu N`.
     pub async fn link_set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
-        self.link_set(index, &format!("mtu {mtu}"), |m| m.mtu(mtu)).await
+        self.link_set(index, &format!("mtu {mtu}"), |m| m.mtu(mtu))
+            .await
     }
 
     /// `ip link set dev address MAC`.
     pub async fn link_set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
-        self.link_set(index, &format!("address {}", format_mac(&mac)), |m| m.address(mac.to_vec())).await
+        self.link_set(index, &format!("address {}", format_mac(&mac)), |m| {
+            m.address(mac.to_vec())
+        })
+        .await
     }
 
     /// `ip link set dev master BRIDGE` (`None`: `nomaster`).
     pub async fn link_set_master(&self, index: u32, master: Option<u32>) -> Result<()> {
         match master {
-            Some(m) => self.link_set(index, &format!("master {m}"), |b| b.controller(m)).await,
+            Some(m) => {
+                self.link_set(index, &format!("master {m}"), |b| b.controller(m))
+                    .await
+            }
             None => self.link_set(index, "nomaster", |b| b.nocontroller()).await,
         }
     }
 
     /// `ip link set dev name NEW` (the link must be down).
     pub async fn link_set_name(&self, index: u32, name: &str) -> Result<()> {
-        self.link_set(index, &format!("name {name}"), |m| m.name(name.to_owned())).await
+        self.link_set(index, &format!("name {name}"), |m| m.name(name.to_owned()))
+            .await
     }
 
     /// `ip link set dev netns NS`.
     pub async fn link_set_netns(&self, index: u32, ns: &NetNs) -> Result<()> {
         let fd = ns.as_fd().as_raw_fd();
-        self.link_set(index, &format!("netns {}", ns.path().display()), |m| m.setns_by_fd(fd)).await
+        self.link_set(index, &format!("netns {}", ns.path().display()), |m| {
+            m.setns_by_fd(fd)
+        })
+        .await
     }
 
     /// `ip link del`; a link that is already gone is fine.
@@ -210,7 +270,12 @@ impl Netlink {
 
     /// `ip addr del`; an address that is not there is fine.
     pub async fn addr_del(&self, index: u32, addr: IpNetwork) -> Result<()> {
-        let Some(msg) = self.addr_messages(Some(index)).await?.into_iter().find(|m| addr_of(m) == Some(addr)) else {
+        let Some(msg) = self
+            .addr_messages(Some(index))
+            .await?
+            .into_iter()
+            .find(|m| addr_of(m) == Some(addr))
+        else {
             return Ok(());
         };
         match self.handle.address().del(msg).execute().await {
@@ -242,7 +307,13 @@ impl Netlink {
     /// `ip route replace DST [via GW] [dev] [scope]` in the main table.
     pub async fn route_add(&self, route: &RouteSpec) -> Result<()> {
         let msg = route_message(route)?;
-        self.handle.route().add(msg).replace().execute().await.map_err(nl(format!("route add {}", route.dst)))
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("route add {}", route.dst)))
     }
 
     /// `ip route del`; a route that is not there is fine.
@@ -260,16 +331,32 @@ impl Netlink {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut filter = RouteMessageBuilder::<IpAddr>::new().build();
             filter.header.address_family = family;
-            let msgs: Vec<RouteMessage> = self.handle.route().get(filter).execute().try_collect().await.map_err(nl("route show"))?;
-            out.extend(msgs.iter().filter(|m| m.header.table == 254 || table_of(m) == Some(254)).filter_map(route_from));
+            let msgs: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(filter)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl("route show"))?;
+            out.extend(
+                msgs.iter()
+                    .filter(|m| m.header.table == 254 || table_of(m) == Some(254))
+                    .filter_map(route_from),
+            );
         }
         Ok(out)
     }
 }
 
 fn route_message(route: &RouteSpec) -> Result<RouteMessage> {
-    let invalid = |_| Error::Invalid { what: "route", value: format!("{:?}", route) };
-    let mut b = RouteMessageBuilder::<IpAddr>::new().destination_prefix(route.dst.network(), route.dst.prefix()).map_err(invalid)?;
+    let invalid = |_| Error::Invalid {
+        what: "route",
+        value: format!("{:?}", route),
+    };
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.dst.network(), route.dst.prefix())
+        .map_err(invalid)?;
     if let Some(gw) = route.gateway {
         b = b.gateway(gw).map_err(invalid)?;
     }
@@ -363,12 +450,18 @@ fn kind_name(k: &InfoKind) -> String {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive).
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bad = || Error::Invalid { what: "MAC address", value: s.into() };
+    let bad = || Error::Invalid {
+        what: "MAC address",
+        value: s.into(),
+    };
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {
         return Err(bad());
@@ -395,8 +488,14 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(parse_mac("AA:bb:0c:dd:ee:0F").unwrap(), [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x0f]);
-        assert_eq!(format_mac(&[0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x0f]), "aa:bb:0c:dd:ee:0f");
+        assert_eq!(
+            parse_mac("AA:bb:0c:dd:ee:0F").unwrap(),
+            [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x0f]
+        );
+        assert_eq!(
+            format_mac(&[0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x0f]),
+            "aa:bb:0c:dd:ee:0f"
+        );
         for bad in ["", "aa:bb", "aa:bb:cc:dd:ee:fg", "aaa:bb:cc:dd:ee:f"] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
@@ -404,10 +503,20 @@ mod tests {
 
     #[test]
     fn route_messages_carry_scope_and_gateway() {
-        let r = RouteSpec { dst: "10.1.0.0/16".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()), oif: Some(3), scope: 0 };
+        let r = RouteSpec {
+            dst: "10.1.0.0/16".parse().unwrap(),
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            oif: Some(3),
+            scope: 0,
+        };
         let back = route_from(&route_message(&r).unwrap()).unwrap();
         assert_eq!(back, r);
-        let host = RouteSpec { dst: "fd00::5/128".parse().unwrap(), gateway: None, oif: Some(4), scope: 253 };
+        let host = RouteSpec {
+            dst: "fd00::5/128".parse().unwrap(),
+            gateway: None,
+            oif: Some(4),
+            scope: 253,
+        };
         assert_eq!(route_from(&route_message(&host).unwrap()).unwrap(), host);
     }
 }

@@ -39,9 +39,17 @@ impl NetNs {
     /// checking that it is one.
     pub fn open(path: impl AsRef<Path>) -> Result<NetNs> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| Error::Open { path: path.clone(), source })?;
+        let file = File::open(&path).map_err(|source| Error::Open {
+            path: path.clone(),
+            source,
+        })?;
         let fd = OwnedFd::from(file);
-        let fs_type = fstatfs(&fd).map_err(|e| Error::Open { path: path.clone(), source: e.into() })?.filesystem_type();
+        let fs_type = fstatfs(&fd)
+            .map_err(|e| Error::Open {
+                path: path.clone(),
+                source: e.into(),
+            })?
+            .filesystem_type();
         // nsfs for pins and /proc/PID/ns/net on current kernels; procfs on old ones.
         if fs_type != NSFS_MAGIC && fs_type != PROC_SUPER_MAGIC {
             return Err(Error::NotNetns { path });
@@ -70,7 +78,10 @@ impl NetNs {
     /// to mount namespaces created later. Nothing is left behind on failure.
     pub fn create_at(path: impl Into<PathBuf>) -> Result<NetNs> {
         let path = path.into();
-        let create_err = |source| Error::Create { path: path.clone(), source };
+        let create_err = |source| Error::Create {
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| create_err(io_errno(&e)))?;
             make_shared_mountpoint(dir).map_err(create_err)?;
@@ -86,7 +97,13 @@ impl NetNs {
         let target = path.clone();
         let pinned = std::thread::spawn(move || -> nix::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET)?;
-            mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
         })
         .join()
         .unwrap_or(Err(Errno::EIO));
@@ -103,12 +120,18 @@ impl NetNs {
         let path = path.as_ref();
         match umount2(path, MntFlags::MNT_DETACH) {
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
-            Err(source) => return Err(Error::Delete { path: path.into(), source }),
+            Err(source) => {
+                return Err(Error::Delete {
+                    path: path.into(),
+                    source,
+                })
+            }
         }
         match fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::Delete { path: path.into(), source: io_errno(&e) })
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Delete {
+                path: path.into(),
+                source: io_errno(&e),
+            }),
             _ => Ok(()),
         }
     }
@@ -122,9 +145,14 @@ impl NetNs {
     /// Switches the calling thread into this namespace until the guard drops.
     pub fn enter(&self) -> Result<NsGuard> {
         let original = NetNs::current()?;
-        setns(&self.fd, CloneFlags::CLONE_NEWNET)
-            .map_err(|source| Error::Enter { what: self.path.display().to_string(), source })?;
-        Ok(NsGuard { original, _not_send: PhantomData })
+        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|source| Error::Enter {
+            what: self.path.display().to_string(),
+            source,
+        })?;
+        Ok(NsGuard {
+            original,
+            _not_send: PhantomData,
+        })
     }
 
     /// Runs `f` inside this namespace, always switching back.
@@ -159,7 +187,10 @@ impl Drop for NsGuard {
 
 fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(Error::Invalid { what: "namespace name", value: name.into() });
+        return Err(Error::Invalid {
+            what: "namespace name",
+            value: name.into(),
+        });
     }
     Ok(())
 }
@@ -171,7 +202,13 @@ fn make_shared_mountpoint(dir: &Path) -> nix::Result<()> {
     match mount(None::<&str>, dir, None::<&str>, shared, None::<&str>) {
         Ok(()) => Ok(()),
         Err(Errno::EINVAL) => {
-            mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+            mount(
+                Some(dir),
+                dir,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
             mount(None::<&str>, dir, None::<&str>, shared, None::<&str>)
         }
         Err(e) => Err(e),

@@ -9,9 +9,15 @@ use crate::ns::NetNs;
 /// `/proc/sys/...` for a key in dotted (`net.ipv4.ip_forward`) or slashed
 /// (`net/ipv4/conf/eth0.100/forwarding`, for names with dots) form.
 pub fn sysctl_path(key: &str) -> Result<PathBuf> {
-    let rel = if key.contains('/') { key.to_owned() } else { key.replace('.', "/") };
+    let rel = if key.contains('/') {
+        key.to_owned()
+    } else {
+        key.replace('.', "/")
+    };
     let ok = rel.starts_with("net/")
-        && rel.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+        && rel
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
         && !rel.contains('\0');
     if !ok {
         return Err(Error::SysctlKey(key.into()));
@@ -24,7 +30,11 @@ pub fn get(ns: &NetNs, key: &str) -> Result<String> {
     let path = sysctl_path(key)?;
     // /proc/sys/net resolves to the namespace of the thread that opens the file.
     let read = ns.run(|| std::fs::read_to_string(&path))?;
-    read.map(|s| s.trim().to_owned()).map_err(|source| Error::Sysctl { key: key.into(), source })
+    read.map(|s| s.trim().to_owned())
+        .map_err(|source| Error::Sysctl {
+            key: key.into(),
+            source,
+        })
 }
 
 /// Writes a sysctl of `ns` and returns the value it had before.
@@ -35,7 +45,10 @@ pub fn set(ns: &NetNs, key: &str, value: &str) -> Result<String> {
         std::fs::write(&path, value)?;
         Ok(old.trim().to_owned())
     })?;
-    done.map_err(|source| Error::Sysctl { key: key.into(), source })
+    done.map_err(|source| Error::Sysctl {
+        key: key.into(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -44,13 +57,25 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(sysctl_path("net.ipv4.ip_forward").unwrap(), PathBuf::from("/proc/sys/net/ipv4/ip_forward"));
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            PathBuf::from("/proc/sys/net/ipv4/ip_forward")
+        );
         assert_eq!(
             sysctl_path("net/ipv4/conf/eth0.100/forwarding").unwrap(),
             PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/forwarding")
         );
-        for bad in ["kernel.hostname", "net..x", "net/../kernel/x", "vm.swappiness", ""] {
-            assert!(matches!(sysctl_path(bad), Err(Error::SysctlKey(_))), "{bad}");
+        for bad in [
+            "kernel.hostname",
+            "net..x",
+            "net/../kernel/x",
+            "vm.swappiness",
+            "",
+        ] {
+            assert!(
+                matches!(sysctl_path(bad), Err(Error::SysctlKey(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -14,7 +14,11 @@ fn ip(ns: &NetNs, args: &str) -> String {
         .args(args.split(' '))
         .output()
         .expect("ip runs");
-    assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -8,7 +8,14 @@ use podnet_tests::{privileged_test, Sandbox, Subject};
 use serde_json::json;
 
 fn lo_up(ns: &netkit::NetNs) -> bool {
-    netkit::block_on(async { Netlink::open_in(ns).unwrap().link_require("lo").await.unwrap().up })
+    netkit::block_on(async {
+        Netlink::open_in(ns)
+            .unwrap()
+            .link_require("lo")
+            .await
+            .unwrap()
+            .up
+    })
 }
 
 privileged_test! {

@@ -48,7 +48,9 @@ mod b64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD.decode(s).map_err(serde::de::Error::custom)
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -64,7 +66,9 @@ fn io_err(what: String, e: &std::io::Error) -> CniError {
 
 impl ResultCache {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        ResultCache { dir: cache_dir.into() }
+        ResultCache {
+            dir: cache_dir.into(),
+        }
     }
 
     fn results_dir(&self) -> PathBuf {
@@ -73,7 +77,8 @@ impl ResultCache {
 
     /// The file of one attachment (names were validated by the caller).
     pub fn path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-        self.results_dir().join(format!("{network}-{container_id}-{ifname}"))
+        self.results_dir()
+            .join(format!("{network}-{container_id}-{ifname}"))
     }
 
     /// Writes atomically (temp file, fsync, rename): a crash leaves the old or the new
@@ -84,14 +89,22 @@ impl ResultCache {
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
         let bytes = serde_json::to_vec(entry).expect("cache entries serialize");
         let mut tmp = tempfile_in(&dir)?;
-        tmp.1.write_all(&bytes).and_then(|()| tmp.1.sync_all()).map_err(|e| io_err(format!("writing {}", tmp.0.display()), &e))?;
+        tmp.1
+            .write_all(&bytes)
+            .and_then(|()| tmp.1.sync_all())
+            .map_err(|e| io_err(format!("writing {}", tmp.0.display()), &e))?;
         fs::rename(&tmp.0, &path).map_err(|e| {
             let _ = fs::remove_file(&tmp.0);
             io_err(format!("renaming into {}", path.display()), &e)
         })
     }
 
-    pub fn read(&self, network: &str, container_id: &str, ifname: &str) -> Result<Option<CachedAttachment>, CniError> {
+    pub fn read(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<CachedAttachment>, CniError> {
         read_entry(&self.path(network, container_id, ifname))
     }
 
@@ -99,7 +112,9 @@ impl ResultCache {
     pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
         let path = self.path(network, container_id, ifname);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(format!("removing {}", path.display()), &e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err(format!("removing {}", path.display()), &e))
+            }
             _ => Ok(()),
         }
     }
@@ -131,8 +146,11 @@ impl ResultCache {
 
 fn read_entry(path: &Path) -> Result<Option<CachedAttachment>, CniError> {
     match fs::read(path) {
-        Ok(bytes) => crate::config::decode::<CachedAttachment>(&format!("cache entry {}", path.display()), &bytes)
-            .map(Some),
+        Ok(bytes) => crate::config::decode::<CachedAttachment>(
+            &format!("cache entry {}", path.display()),
+            &bytes,
+        )
+        .map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(format!("reading {}", path.display()), &e)),
     }

@@ -35,7 +35,10 @@ impl RuntimeConf {
     }
 
     fn attachment(&self) -> Attachment {
-        Attachment { container_id: self.container_id.clone(), ifname: self.ifname.clone() }
+        Attachment {
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
     }
 }
 
@@ -48,7 +51,10 @@ pub struct CniRuntime {
 
 impl CniRuntime {
     pub fn new(plugin_path: Vec<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
-        CniRuntime { exec: PluginExec::new(plugin_path), cache: ResultCache::new(cache_dir) }
+        CniRuntime {
+            exec: PluginExec::new(plugin_path),
+            cache: ResultCache::new(cache_dir),
+        }
     }
 
     /// ADD every plugin in order. The cache entry is written before the first plugin
@@ -64,7 +70,8 @@ impl CniRuntime {
         for (i, plugin) in list.plugins.iter().enumerate() {
             let conf = plugin_config(list, plugin, version, rt, prev.take(), None);
             let out = self.call(list, i, Command::Add, rt, &conf)?;
-            let value: Value = crate::config::decode(&format!("result of {}", describe(list, i)), &out)?;
+            let value: Value =
+                crate::config::decode(&format!("result of {}", describe(list, i)), &out)?;
             prev = Some(value);
         }
         let value = prev.expect("a conflist has at least one plugin");
@@ -80,7 +87,11 @@ impl CniRuntime {
     pub fn del(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
         rt.validate()?;
         let version = list.version()?;
-        let prev = if version >= CniVersion::V0_4_0 { self.cached_result(list, rt)? } else { None };
+        let prev = if version >= CniVersion::V0_4_0 {
+            self.cached_result(list, rt)?
+        } else {
+            None
+        };
         let mut failures = Vec::new();
         for (i, plugin) in list.plugins.iter().enumerate().rev() {
             let conf = plugin_config(list, plugin, version, rt, prev.clone(), None);
@@ -149,7 +160,9 @@ impl CniRuntime {
                 container_id: cached.container_id.clone(),
                 netns: cached.netns.as_ref().map(PathBuf::from),
                 ifname: cached.if_name.clone(),
-                args: CniArgs::from_pairs(cached.cni_args.iter().map(|[k, v]| (k.clone(), v.clone()))),
+                args: CniArgs::from_pairs(
+                    cached.cni_args.iter().map(|[k, v]| (k.clone(), v.clone())),
+                ),
                 capability_args: cached.capability_args.clone(),
             };
             if !valid.contains(&rt.attachment()) {
@@ -175,11 +188,17 @@ impl CniRuntime {
     }
 
     /// The cached result of an attachment, in the list's version.
-    pub fn cached_result(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<Option<Value>, CniError> {
+    pub fn cached_result(
+        &self,
+        list: &NetConfList,
+        rt: &RuntimeConf,
+    ) -> Result<Option<Value>, CniError> {
         let Some(entry) = self.cache.read(&list.name, &rt.container_id, &rt.ifname)? else {
             return Ok(None);
         };
-        let Some(raw) = entry.result else { return Ok(None) };
+        let Some(raw) = entry.result else {
+            return Ok(None);
+        };
         let (result, _) = CniResult::decode(&raw)?;
         Ok(Some(result.encode(list.version()?)?))
     }
@@ -192,13 +211,25 @@ impl CniRuntime {
             if_name: rt.ifname.clone(),
             network_name: list.name.clone(),
             netns: rt.netns.as_ref().map(|p| p.display().to_string()),
-            cni_args: rt.args.pairs().iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            cni_args: rt
+                .args
+                .pairs()
+                .iter()
+                .map(|(k, v)| [k.clone(), v.clone()])
+                .collect(),
             capability_args: rt.capability_args.clone(),
             result: None,
         }
     }
 
-    fn call(&self, list: &NetConfList, index: usize, cmd: Command, rt: &RuntimeConf, conf: &Value) -> Result<Vec<u8>, CniError> {
+    fn call(
+        &self,
+        list: &NetConfList,
+        index: usize,
+        cmd: Command,
+        rt: &RuntimeConf,
+        conf: &Value,
+    ) -> Result<Vec<u8>, CniError> {
         let plugin_type = list.plugins[index]["type"].as_str().unwrap_or_default();
         let binary = self.exec.find(plugin_type)?;
         let call = Invocation {
@@ -210,7 +241,10 @@ impl CniRuntime {
         };
         self.exec
             .exec(&binary, &call, conf.to_string().as_bytes())
-            .map_err(|e| CniError { msg: format!("{} {}: {}", describe(list, index), cmd.as_str(), e.msg), ..e })
+            .map_err(|e| CniError {
+                msg: format!("{} {}: {}", describe(list, index), cmd.as_str(), e.msg),
+                ..e
+            })
     }
 }
 
@@ -242,7 +276,11 @@ pub fn plugin_config(
         .into_iter()
         .flatten()
         .filter(|(_, on)| **on == Value::Bool(true))
-        .filter_map(|(cap, _)| rt.capability_args.get(cap).map(|v| (cap.clone(), v.clone())))
+        .filter_map(|(cap, _)| {
+            rt.capability_args
+                .get(cap)
+                .map(|v| (cap.clone(), v.clone()))
+        })
         .collect();
     if !runtime_config.is_empty() {
         conf.insert("runtimeConfig".into(), Value::Object(runtime_config));
@@ -259,7 +297,11 @@ fn join_errors(mut failures: Vec<CniError>) -> CniError {
         return failures.remove(0);
     }
     let code = failures[0].code;
-    let msg = failures.iter().map(|e| e.msg.as_str()).collect::<Vec<_>>().join("; ");
+    let msg = failures
+        .iter()
+        .map(|e| e.msg.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
     let details = failures
         .iter()
         .filter(|e| !e.details.is_empty())

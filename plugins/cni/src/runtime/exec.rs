@@ -38,13 +38,18 @@ pub struct Invocation<'a> {
 
 impl PluginExec {
     pub fn new(path: Vec<PathBuf>) -> Self {
-        PluginExec { path, timeout: DEFAULT_TIMEOUT }
+        PluginExec {
+            path,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     /// The first executable named `plugin_type` in the search path.
     pub fn find(&self, plugin_type: &str) -> Result<PathBuf, CniError> {
         if plugin_type.is_empty() || plugin_type.contains('/') {
-            return Err(CniError::invalid_config(format!("invalid plugin type {plugin_type:?}")));
+            return Err(CniError::invalid_config(format!(
+                "invalid plugin type {plugin_type:?}"
+            )));
         }
         self.path
             .iter()
@@ -54,7 +59,10 @@ impl PluginExec {
                 let dirs: Vec<String> = self.path.iter().map(|p| p.display().to_string()).collect();
                 CniError::new(
                     ErrorCode::PLUGIN_NOT_FOUND,
-                    format!("failed to find plugin {plugin_type:?} in path [{}]", dirs.join(" ")),
+                    format!(
+                        "failed to find plugin {plugin_type:?} in path [{}]",
+                        dirs.join(" ")
+                    ),
                 )
             })
     }
@@ -62,20 +70,33 @@ impl PluginExec {
     /// Runs `plugin` and returns its stdout on success; on failure returns its error
     /// object, or a [`ErrorCode::PLUGIN_FAILED`] error carrying its stderr when it
     /// printed none.
-    pub fn exec(&self, plugin: &Path, call: &Invocation<'_>, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+    pub fn exec(
+        &self,
+        plugin: &Path,
+        call: &Invocation<'_>,
+        stdin: &[u8],
+    ) -> Result<Vec<u8>, CniError> {
         let name = plugin.display().to_string();
         let mut child = Process::new(plugin)
             .env("CNI_COMMAND", call.command.as_str())
             .env("CNI_CONTAINERID", call.container_id)
-            .env("CNI_NETNS", call.netns.map(Path::as_os_str).unwrap_or_default())
+            .env(
+                "CNI_NETNS",
+                call.netns.map(Path::as_os_str).unwrap_or_default(),
+            )
             .env("CNI_IFNAME", call.ifname)
             .env("CNI_ARGS", call.args.to_env())
-            .env("CNI_PATH", std::env::join_paths(&self.path).unwrap_or_default())
+            .env(
+                "CNI_PATH",
+                std::env::join_paths(&self.path).unwrap_or_default(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| CniError::from_source(ErrorCode::IO_FAILURE, format!("executing {name}"), &e))?;
+            .map_err(|e| {
+                CniError::from_source(ErrorCode::IO_FAILURE, format!("executing {name}"), &e)
+            })?;
         if let Some(mut input) = child.stdin.take() {
             // A plugin may exit without reading stdin (VERSION); a broken pipe is fine.
             let _ = input.write_all(stdin);
@@ -86,12 +107,18 @@ impl PluginExec {
             let _ = tx.send(child.wait_with_output());
         });
         let output = match rx.recv_timeout(self.timeout) {
-            Ok(out) => out.map_err(|e| CniError::from_source(ErrorCode::IO_FAILURE, format!("waiting for {name}"), &e))?,
+            Ok(out) => out.map_err(|e| {
+                CniError::from_source(ErrorCode::IO_FAILURE, format!("waiting for {name}"), &e)
+            })?,
             Err(_) => {
                 let _ = kill(pid, Signal::SIGKILL);
                 return Err(CniError::new(
                     ErrorCode::PLUGIN_TIMEOUT,
-                    format!("{name} {} did not finish within {:?}", call.command.as_str(), self.timeout),
+                    format!(
+                        "{name} {} did not finish within {:?}",
+                        call.command.as_str(),
+                        self.timeout
+                    ),
                 ));
             }
         };
@@ -102,7 +129,11 @@ impl PluginExec {
             Ok(err) => err,
             Err(_) => CniError::new(
                 ErrorCode::PLUGIN_FAILED,
-                format!("{name} {} failed ({})", call.command.as_str(), output.status),
+                format!(
+                    "{name} {} failed ({})",
+                    call.command.as_str(),
+                    output.status
+                ),
             )
             .with_details(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
         })

@@ -16,7 +16,13 @@ fn each_plugin(f: impl Fn(&Subject, &str, Call)) {
     assert!(!plugins.is_empty());
     for p in plugins {
         let v = s.newest(p).to_string();
-        let call = Call::new(&s.plugin(p), "ADD", std::path::Path::new("/run/netns/none"), "eth0", &conf(p, &v));
+        let call = Call::new(
+            &s.plugin(p),
+            "ADD",
+            std::path::Path::new("/run/netns/none"),
+            "eth0",
+            &conf(p, &v),
+        );
         f(&s, p, call);
     }
 }
@@ -26,7 +32,10 @@ fn assert_error(s: &Subject, plugin: &str, call: &Call, code: u64, needle: &str)
     assert_eq!(got, code, "{plugin}: {obj}");
     assert!(msg.contains(needle), "{plugin}: {msg:?} lacks {needle:?}");
     if !s.deviates(Deviation::ErrorWithoutVersion) {
-        assert!(obj["cniVersion"].is_string(), "{plugin}: error without cniVersion: {obj}");
+        assert!(
+            obj["cniVersion"].is_string(),
+            "{plugin}: error without cniVersion: {obj}"
+        );
     }
 }
 
