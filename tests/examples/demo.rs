@@ -10,29 +10,19 @@ use std::path::PathBuf;
 
 use cni::runtime::{CniRuntime, RuntimeConf};
 use cni::{Attachment, CniArgs, CniVersion, NetConfList};
-use netkit::{NetNs, Netlink};
+use netkit::NetNs;
 
 fn step(n: u32, what: &str) {
     println!("\n== {n}. {what}");
 }
 
 fn lo_state(ns: &NetNs) -> String {
-    netkit::block_on(async {
-        let nl = Netlink::open_in(ns)?;
-        let lo = nl.link_require("lo").await?;
-        let addrs: Vec<String> = nl
-            .addr_list(Some(lo.index))
-            .await?
-            .iter()
-            .map(|(_, a)| a.to_string())
-            .collect();
-        Ok::<_, netkit::Error>(format!(
-            "lo is {} with [{}]",
-            if lo.up { "UP" } else { "DOWN" },
-            addrs.join(", ")
-        ))
-    })
-    .unwrap_or_else(|e| format!("cannot read lo: {e}"))
+    let (lo, addrs) = podnet_tests::link_state(ns, "lo");
+    format!(
+        "lo is {} with [{}]",
+        if lo.up { "UP" } else { "DOWN" },
+        addrs.join(", ")
+    )
 }
 
 fn main() {

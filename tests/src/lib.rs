@@ -8,5 +8,5 @@ pub mod sandbox;
 pub mod subject;
 
 pub use plugin::{Call, Reply};
-pub use sandbox::{random_name, Sandbox};
+pub use sandbox::{link_state, random_name, Sandbox};
 pub use subject::{Deviation, Subject};

@@ -149,3 +149,14 @@ impl Drop for Sandbox {
         }
     }
 }
+
+/// A link of `ns` and its addresses, read back from the kernel (panics when absent).
+pub fn link_state(ns: &NetNs, name: &str) -> (netkit::Link, Vec<String>) {
+    netkit::block_on(async {
+        let nl = netkit::Netlink::open_in(ns)?;
+        let link = nl.link_require(name).await?;
+        let addrs = nl.addr_list(Some(link.index)).await?;
+        Ok::<_, netkit::Error>((link, addrs.iter().map(|(_, a)| a.to_string()).collect()))
+    })
+    .unwrap_or_else(|e| panic!("reading {name} in {}: {e}", ns.path().display()))
+}

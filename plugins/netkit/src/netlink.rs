@@ -91,17 +91,8 @@ impl Netlink {
 
     /// `ip link show NAME`; `None` when there is no such link.
     pub async fn link_get(&self, name: &str) -> Result<Option<Link>> {
-        let req = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute();
-        match req.try_collect::<Vec<_>>().await {
-            Ok(msgs) => Ok(msgs.first().map(link_from)),
-            Err(e) if is_nodev(&e) => Ok(None),
-            Err(e) => Err(nl(format!("link show {name}"))(e)),
-        }
+        let req = self.handle.link().get().match_name(name.to_owned());
+        self.link_query(req, format!("link show {name}")).await
     }
 
     /// Like [`Netlink::link_get`], failing with [`Error::LinkNotFound`].
@@ -111,12 +102,19 @@ impl Netlink {
             .ok_or_else(|| Error::LinkNotFound(name.into()))
     }
 
+    /// `ip link show` by index; `None` when there is no such link.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
-        let req = self.handle.link().get().match_index(index).execute();
-        match req.try_collect::<Vec<_>>().await {
+        let req = self.handle.link().get().match_index(index);
+        self.link_query(req, format!("link show index {index}"))
+            .await
+    }
+
+    /// One link by a filter; "no such device" is `None`.
+    async fn link_query(&self, req: rtnetlink::LinkGetRequest, op: String) -> Result<Option<Link>> {
+        match req.execute().try_collect::<Vec<_>>().await {
             Ok(msgs) => Ok(msgs.first().map(link_from)),
             Err(e) if is_nodev(&e) => Ok(None),
-            Err(e) => Err(nl(format!("link show index {index}"))(e)),
+            Err(e) => Err(nl(op)(e)),
         }
     }
 
@@ -160,12 +158,11 @@ impl Netlink {
             msg = msg.address(mac.to_vec());
         }
         // `peer_ns` is borrowed for the whole request, so the fd in the message stays valid.
-        self.handle
-            .link()
-            .add(msg.build())
-            .execute()
-            .await
-            .map_err(nl(format!("link add {name} type veth peer name {peer}")))
+        self.link_add(
+            msg.build(),
+            format!("link add {name} type veth peer name {peer}"),
+        )
+        .await
     }
 
     /// `ip link add NAME type bridge`.
@@ -174,12 +171,12 @@ impl Netlink {
         if let Some(mtu) = mtu {
             msg = msg.mtu(mtu);
         }
-        self.handle
-            .link()
-            .add(msg.build())
-            .execute()
+        self.link_add(msg.build(), format!("link add {name} type bridge"))
             .await
-            .map_err(nl(format!("link add {name} type bridge")))
+    }
+
+    async fn link_add(&self, msg: LinkMessage, op: String) -> Result<()> {
+        self.handle.link().add(msg).execute().await.map_err(nl(op))
     }
 
     async fn link_set(

@@ -3,19 +3,11 @@
 
 use cni::runtime::{CniRuntime, RuntimeConf};
 use cni::{Attachment, CniArgs, NetConfList};
-use netkit::Netlink;
-use podnet_tests::{privileged_test, Sandbox, Subject};
+use podnet_tests::{link_state, privileged_test, Sandbox, Subject};
 use serde_json::json;
 
 fn lo_up(ns: &netkit::NetNs) -> bool {
-    netkit::block_on(async {
-        Netlink::open_in(ns)
-            .unwrap()
-            .link_require("lo")
-            .await
-            .unwrap()
-            .up
-    })
+    link_state(ns, "lo").0.up
 }
 
 privileged_test! {

@@ -3,8 +3,8 @@
 //! prevResult, STATUS and GC.
 
 use cni::{CniResult, CniVersion};
-use netkit::{NetNs, Netlink};
-use podnet_tests::{privileged_test, Call, Deviation, Sandbox, Subject};
+use netkit::NetNs;
+use podnet_tests::{link_state, privileged_test, Call, Deviation, Sandbox, Subject};
 use serde_json::{json, Value};
 
 fn conf(version: CniVersion) -> Value {
@@ -12,12 +12,8 @@ fn conf(version: CniVersion) -> Value {
 }
 
 fn lo_state(ns: &NetNs) -> (bool, Vec<String>) {
-    netkit::block_on(async {
-        let nl = Netlink::open_in(ns).unwrap();
-        let lo = nl.link_require("lo").await.unwrap();
-        let addrs = nl.addr_list(Some(lo.index)).await.unwrap();
-        (lo.up, addrs.iter().map(|(_, a)| a.to_string()).collect())
-    })
+    let (lo, addrs) = link_state(ns, "lo");
+    (lo.up, addrs)
 }
 
 fn call(s: &Subject, cmd: &str, ns: &NetNs, version: CniVersion) -> Call {
