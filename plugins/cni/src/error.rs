@@ -50,6 +50,12 @@ impl ErrorCode {
     pub const NAMESPACE_FAILURE: ErrorCode = ErrorCode(111);
     /// CHECK found the kernel state differs from the recorded result.
     pub const CHECK_FAILED: ErrorCode = ErrorCode(120);
+    /// IPAM: a requested address is held by another attachment (the holder is named).
+    pub const ADDRESS_IN_USE: ErrorCode = ErrorCode(130);
+    /// IPAM: no free address is left in a range set (the set is named).
+    pub const RANGE_EXHAUSTED: ErrorCode = ErrorCode(131);
+    /// IPAM: a requested address is in no range set, or is a gateway.
+    pub const ADDRESS_NOT_AVAILABLE: ErrorCode = ErrorCode(132);
 }
 
 impl fmt::Display for ErrorCode {

@@ -1,0 +1,4 @@
+//! The `host-local` IPAM plugin.
+fn main() {
+    cni::skel::run(ipam::HostLocal)
+}

@@ -1,0 +1,4 @@
+//! The `static` IPAM plugin.
+fn main() {
+    cni::skel::run(ipam::Static)
+}

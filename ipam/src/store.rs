@@ -1,0 +1,363 @@
+//! The lease store: the only I/O of host-local. On-disk layout is the reference's, so
+//! either implementation reads what the other wrote:
+//!
+//! ```text
+//! <dataDir>/<network>/<ip>                 "<containerID>\r\n<ifname>" (legacy: "<containerID>")
+//! <dataDir>/<network>/last_reserved_ip.<N>  the last address handed out from range set N
+//! <dataDir>/<network>/lock                  flock(2)ed for the whole of every operation
+//! ```
+//!
+//! What podnet adds lives beside it, where the reference never looks (a network name
+//! cannot start with a dot):
+//!
+//! ```text
+//! <dataDir>/.podnet-index/<network>/ids/<containerID>   "<ip> <ifname>" lines (legacy: "<ip>")
+//! <dataDir>/.podnet-index/<network>/stamp               the network directory's mtime podnet last set
+//! ```
+//!
+//! The index answers "which addresses does this attachment hold" without reading every
+//! lease, so ADD and DEL cost the same at 10 or 10,000 leases. It stays correct with other
+//! writers: after each change podnet sets the network directory's mtime to a synthetic
+//! stamp (random nanoseconds) and records it; any create or remove by another writer (the
+//! reference plugin, a person) resets the mtime to the real time, the stamps differ, and
+//! the next operation rebuilds the index from the leases once. A synthetic stamp, unlike
+//! the real mtime, cannot be hit by a write in the same coarse timestamp tick.
+//!
+//! A lease appears atomically: its content is written to a temporary file, synced, and
+//! `link(2)`ed to the address's name, which fails with EEXIST when the address is taken.
+//! A crash leaves either no lease or a whole one, never a torn file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cni::{CniError, ErrorCode};
+use nix::fcntl::{Flock, FlockArg};
+
+const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+const TMP_PREFIX: &str = ".podnet-tmp-";
+const INDEX_DIR: &str = ".podnet-index";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}", path.display())]
+pub struct StoreError {
+    what: &'static str,
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+impl From<StoreError> for CniError {
+    fn from(e: StoreError) -> CniError {
+        CniError::from_source(ErrorCode::IO_FAILURE, e.to_string(), &e)
+    }
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError { what, path, source }
+}
+
+/// Who holds a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub id: String,
+    /// `None` for a legacy lease written before leases named the interface.
+    pub ifname: Option<String>,
+}
+
+impl Holder {
+    fn parse(content: &str) -> Option<Holder> {
+        let content = content.trim();
+        if content.is_empty() {
+            return None;
+        }
+        Some(match content.split_once("\r\n") {
+            Some((id, ifname)) => Holder { id: id.trim().into(), ifname: Some(ifname.trim().into()) },
+            None => Holder { id: content.into(), ifname: None },
+        })
+    }
+
+    /// Whether the lease belongs to attachment (id, ifname); a legacy lease belongs to
+    /// every interface of its container, as in the reference.
+    pub fn matches(&self, id: &str, ifname: &str) -> bool {
+        self.id == id && self.ifname.as_deref().is_none_or(|i| i == ifname)
+    }
+}
+
+/// One network's leases, locked for as long as the value lives.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    index: PathBuf,
+    _lock: Flock<File>,
+    changed: bool,
+}
+
+impl Store {
+    /// Opens (creating) the network's directory, takes the lock, and brings the index
+    /// up to date.
+    pub fn open(data_dir: &Path, network: &str) -> Result<Store, StoreError> {
+        let dir = data_dir.join(network);
+        let index = data_dir.join(INDEX_DIR).join(network);
+        for d in [&dir, &index.join("ids")] {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(d).map_err(io("creating", d))?;
+        }
+        let lock_path = dir.join("lock");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&lock_path).map_err(io("opening", &lock_path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| StoreError { what: "locking", path: lock_path.clone(), source: e.into() })?;
+        let mut store = Store { dir, index, _lock: lock, changed: false };
+        if !store.stamp_is_current()? {
+            store.rebuild_index()?;
+        }
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The addresses attachment (id, ifname) holds.
+    pub fn leases_of(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        Ok(self.index_entries(id)?.into_iter().filter(|(_, h)| h.matches(id, ifname)).map(|(ip, _)| ip).collect())
+    }
+
+    /// Who holds `ip`, if anyone (an unreadable or empty lease has no holder).
+    pub fn holder(&self, ip: IpAddr) -> Result<Option<Holder>, StoreError> {
+        let path = self.dir.join(ip.to_string());
+        match fs::read_to_string(&path) {
+            Ok(c) => Ok(Holder::parse(&c)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("reading", &path)(e)),
+        }
+    }
+
+    pub fn is_taken(&self, ip: IpAddr) -> bool {
+        self.dir.join(ip.to_string()).symlink_metadata().is_ok()
+    }
+
+    /// Reserves `ip` for (id, ifname); `false` when it is taken.
+    pub fn reserve(&mut self, ip: IpAddr, id: &str, ifname: &str, range_set: usize) -> Result<bool, StoreError> {
+        let target = self.dir.join(ip.to_string());
+        let tmp = self.write_tmp(format!("{id}\r\n{ifname}").as_bytes(), true)?;
+        let linked = fs::hard_link(&tmp, &target);
+        let _ = fs::remove_file(&tmp);
+        self.changed = true;
+        match linked {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            other => other.map_err(io("creating lease", &target))?,
+        }
+        let mut entries = self.index_entries(id)?;
+        entries.push((ip, Holder { id: id.into(), ifname: Some(ifname.into()) }));
+        self.write_index(id, &entries)?;
+        let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
+        let tmp = self.write_tmp(ip.to_string().as_bytes(), false)?;
+        fs::rename(&tmp, &last).map_err(io("writing", &last))?;
+        Ok(true)
+    }
+
+    /// Releases every lease of attachment (id, ifname); returns the addresses freed.
+    pub fn release(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        self.release_where(id, |_, h| h.matches(id, ifname))
+    }
+
+    /// Releases only `ips` of attachment (id, ifname).
+    pub fn release_only(&mut self, id: &str, ifname: &str, ips: &[IpAddr]) -> Result<Vec<IpAddr>, StoreError> {
+        self.release_where(id, |ip, h| h.matches(id, ifname) && ips.contains(&ip))
+    }
+
+    fn release_where(&mut self, id: &str, pick: impl Fn(IpAddr, &Holder) -> bool) -> Result<Vec<IpAddr>, StoreError> {
+        let entries = self.index_entries(id)?;
+        let (gone, kept): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(ip, h)| pick(*ip, h));
+        for (ip, _) in &gone {
+            self.remove_lease(*ip)?;
+        }
+        if !gone.is_empty() {
+            self.write_index(id, &kept)?;
+        }
+        Ok(gone.into_iter().map(|(ip, _)| ip).collect())
+    }
+
+    /// The last address reserved from range set `n`.
+    pub fn last_reserved(&self, n: usize) -> Option<IpAddr> {
+        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{n}"))).ok()?.trim().parse().ok()
+    }
+
+    /// Every lease on disk (a full read: for GC).
+    pub fn scan(&self) -> Result<Vec<(IpAddr, Option<Holder>)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io("listing", &self.dir))? {
+            let entry = entry.map_err(io("listing", &self.dir))?;
+            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else { continue };
+            out.push((ip, self.holder(ip)?));
+        }
+        Ok(out)
+    }
+
+    /// Removes the leases `keep` rejects, and temporary files a crash left; rebuilds the
+    /// index. Returns the addresses freed.
+    pub fn retain(&mut self, keep: impl Fn(&Holder) -> bool) -> Result<Vec<IpAddr>, StoreError> {
+        let mut freed = Vec::new();
+        for (ip, holder) in self.scan()? {
+            if !holder.as_ref().is_some_and(&keep) {
+                self.remove_lease(ip)?;
+                freed.push(ip);
+            }
+        }
+        for entry in fs::read_dir(&self.dir).map_err(io("listing", &self.dir))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let _ = fs::remove_file(entry.path());
+                self.changed = true;
+            }
+        }
+        self.rebuild_index()?;
+        Ok(freed)
+    }
+
+    fn remove_lease(&mut self, ip: IpAddr) -> Result<(), StoreError> {
+        let path = self.dir.join(ip.to_string());
+        self.changed = true;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(io("removing", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- index ------------------------------------------------------------------------
+
+    fn id_file(&self, id: &str) -> PathBuf {
+        self.index.join("ids").join(id)
+    }
+
+    fn index_entries(&self, id: &str) -> Result<Vec<(IpAddr, Holder)>, StoreError> {
+        let path = self.id_file(id);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("reading", &path)(e)),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let ip = parts.next()?.parse().ok()?;
+                Some((ip, Holder { id: id.into(), ifname: parts.next().map(str::to_owned) }))
+            })
+            .collect())
+    }
+
+    fn write_index(&self, id: &str, entries: &[(IpAddr, Holder)]) -> Result<(), StoreError> {
+        let path = self.id_file(id);
+        if entries.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => Err(io("removing", &path)(e)),
+                _ => Ok(()),
+            };
+        }
+        atomic_write(&self.index.join("ids"), &path, index_body(entries).as_bytes())
+    }
+
+    fn rebuild_index(&mut self) -> Result<(), StoreError> {
+        let mut by_id: BTreeMap<String, Vec<(IpAddr, Holder)>> = BTreeMap::new();
+        for (ip, holder) in self.scan()? {
+            if let Some(h) = holder {
+                by_id.entry(h.id.clone()).or_default().push((ip, h));
+            }
+        }
+        let ids = self.index.join("ids");
+        let fresh = self.index.join("ids.new");
+        let _ = fs::remove_dir_all(&fresh);
+        fs::create_dir_all(&fresh).map_err(io("creating", &fresh))?;
+        for (id, entries) in &by_id {
+            if cni::validate::container_id(id).is_ok() {
+                atomic_write(&fresh, &fresh.join(id), index_body(entries).as_bytes())?;
+            }
+        }
+        let old = self.index.join("ids.old");
+        let _ = fs::remove_dir_all(&old);
+        let _ = fs::rename(&ids, &old);
+        fs::rename(&fresh, &ids).map_err(io("replacing", &ids))?;
+        let _ = fs::remove_dir_all(&old);
+        self.changed = true;
+        Ok(())
+    }
+
+    // ---- stamp ------------------------------------------------------------------------
+
+    fn stamp_is_current(&self) -> Result<bool, StoreError> {
+        let recorded = fs::read_to_string(self.index.join("stamp")).ok().and_then(|s| parse_stamp(&s));
+        let actual = fs::metadata(&self.dir).map_err(io("reading", &self.dir))?.modified().ok();
+        Ok(recorded.is_some() && recorded == actual)
+    }
+
+    fn restamp(&self) -> Result<(), StoreError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let stamp = UNIX_EPOCH + Duration::new(now.as_secs(), random_nanos());
+        let dir = File::open(&self.dir).map_err(io("opening", &self.dir))?;
+        dir.set_times(fs::FileTimes::new().set_modified(stamp)).map_err(io("stamping", &self.dir))?;
+        let d = stamp.duration_since(UNIX_EPOCH).unwrap_or_default();
+        atomic_write(&self.index, &self.index.join("stamp"), format!("{}.{:09}", d.as_secs(), d.subsec_nanos()).as_bytes())
+    }
+
+    fn write_tmp(&self, content: &[u8], sync: bool) -> Result<PathBuf, StoreError> {
+        write_tmp_in(&self.dir, content, sync)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.changed {
+            // A failed restamp only costs a rebuild on the next operation.
+            let _ = self.restamp();
+        }
+    }
+}
+
+/// An id file: `<ip> <ifname>` lines, `<ip>` alone for a legacy lease.
+fn index_body(entries: &[(IpAddr, Holder)]) -> String {
+    entries
+        .iter()
+        .map(|(ip, h)| match &h.ifname {
+            Some(i) => format!("{ip} {i}\n"),
+            None => format!("{ip}\n"),
+        })
+        .collect()
+}
+
+fn parse_stamp(s: &str) -> Option<SystemTime> {
+    let (secs, nanos) = s.trim().split_once('.')?;
+    Some(UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos.parse().ok()?))
+}
+
+fn random_nanos() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % 1_000_000_000) as u32
+}
+
+fn write_tmp_in(dir: &Path, content: &[u8], sync: bool) -> Result<PathBuf, StoreError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&path).map_err(io("creating", &path))?;
+    let written = f.write_all(content).and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&path);
+        return Err(io("writing", &path)(e));
+    }
+    Ok(path)
+}
+
+fn atomic_write(dir: &Path, target: &Path, content: &[u8]) -> Result<(), StoreError> {
+    let tmp = write_tmp_in(dir, content, false)?;
+    fs::rename(&tmp, target).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io("writing", target)(e)
+    })
+}
