@@ -95,9 +95,15 @@ pub struct HostLocalConf {
 
 impl HostLocalConf {
     /// Parses the plugin's stdin (the whole network config, as IPAM plugins get it).
-    pub fn parse(stdin: &[u8], args: &CniArgs, version: CniVersion) -> Result<HostLocalConf, CniError> {
+    pub fn parse(
+        stdin: &[u8],
+        args: &CniArgs,
+        version: CniVersion,
+    ) -> Result<HostLocalConf, CniError> {
         let net: NetWire = cni::config::decode("network config", stdin)?;
-        let ipam = net.ipam.ok_or_else(|| CniError::invalid_config("IPAM config missing 'ipam' key"))?;
+        let ipam = net
+            .ipam
+            .ok_or_else(|| CniError::invalid_config("IPAM config missing 'ipam' key"))?;
         let mut sets: Vec<(String, Vec<RangeWire>)> = net
             .runtime_config
             .ip_ranges
@@ -106,20 +112,41 @@ impl HostLocalConf {
             .map(|(i, s)| (format!("runtimeConfig.ipRanges[{i}]"), s))
             .collect();
         if ipam.subnet.is_some() {
-            let legacy = RangeWire { subnet: ipam.subnet, range_start: ipam.range_start, range_end: ipam.range_end, gateway: ipam.gateway };
+            let legacy = RangeWire {
+                subnet: ipam.subnet,
+                range_start: ipam.range_start,
+                range_end: ipam.range_end,
+                gateway: ipam.gateway,
+            };
             sets.push(("ipam.subnet".into(), vec![legacy]));
         }
-        sets.extend(ipam.ranges.into_iter().enumerate().map(|(i, s)| (format!("ipam.ranges[{i}]"), s)));
+        sets.extend(
+            ipam.ranges
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("ipam.ranges[{i}]"), s)),
+        );
         if sets.is_empty() {
-            return Err(CniError::invalid_config("ipam: no IP ranges specified (\"ranges\" or \"subnet\")"));
+            return Err(CniError::invalid_config(
+                "ipam: no IP ranges specified (\"ranges\" or \"subnet\")",
+            ));
         }
-        let range_sets = sets.into_iter().map(|(path, set)| range_set(&path, set)).collect::<Result<Vec<_>, _>>()?;
+        let range_sets = sets
+            .into_iter()
+            .map(|(path, set)| range_set(&path, set))
+            .collect::<Result<Vec<_>, _>>()?;
         check_sets(&range_sets, version)?;
         Ok(HostLocalConf {
             network: net.name,
             range_sets,
-            routes: ipam.routes.into_iter().map(|r| Route::new(r.dst, r.gw)).collect(),
-            data_dir: ipam.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            routes: ipam
+                .routes
+                .into_iter()
+                .map(|r| Route::new(r.dst, r.gw))
+                .collect(),
+            data_dir: ipam
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             resolv_conf: ipam.resolv_conf,
             requested: requested_ips(args, net.args, net.runtime_config.ips)?,
         })
@@ -131,9 +158,9 @@ fn range_set(path: &str, ranges: Vec<RangeWire>) -> Result<RangeSet, CniError> {
         .into_iter()
         .enumerate()
         .map(|(j, r)| {
-            let subnet = r
-                .subnet
-                .ok_or_else(|| CniError::invalid_config(format!("{path}[{j}].subnet is missing")))?;
+            let subnet = r.subnet.ok_or_else(|| {
+                CniError::invalid_config(format!("{path}[{j}].subnet is missing"))
+            })?;
             Range::new(subnet, r.range_start, r.range_end, r.gateway)
                 .map_err(|e| CniError::invalid_config(format!("{path}[{j}]: {e}")))
         })
@@ -144,7 +171,10 @@ fn range_set(path: &str, ranges: Vec<RangeWire>) -> Result<RangeSet, CniError> {
 fn check_sets(sets: &[RangeSet], version: CniVersion) -> Result<(), CniError> {
     for (i, a) in sets.iter().enumerate() {
         if let Some(j) = sets[i + 1..].iter().position(|b| a.overlaps(b)) {
-            return Err(CniError::invalid_config(format!("range set {i} overlaps with {}", i + 1 + j)));
+            return Err(CniError::invalid_config(format!(
+                "range set {i} overlaps with {}",
+                i + 1 + j
+            )));
         }
     }
     let v4 = sets.iter().filter(|s| s.is_ipv4()).count();
@@ -158,9 +188,22 @@ fn check_sets(sets: &[RangeSet], version: CniVersion) -> Result<(), CniError> {
 
 /// `CNI_ARGS IP=` (comma separated), then `args.cni.ips`, then `runtimeConfig.ips`;
 /// each an address, with or without a prefix length.
-fn requested_ips(args: &CniArgs, conf_args: Option<ArgsWire>, runtime: Vec<String>) -> Result<Vec<IpAddr>, CniError> {
-    let from_env = args.get("IP").into_iter().flat_map(|v| v.split(',')).map(|s| ("CNI_ARGS IP", s.to_owned()));
-    let from_args = conf_args.and_then(|a| a.cni).map(|c| c.ips).unwrap_or_default().into_iter().map(|s| ("args.cni.ips", s));
+fn requested_ips(
+    args: &CniArgs,
+    conf_args: Option<ArgsWire>,
+    runtime: Vec<String>,
+) -> Result<Vec<IpAddr>, CniError> {
+    let from_env = args
+        .get("IP")
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(|s| ("CNI_ARGS IP", s.to_owned()));
+    let from_args = conf_args
+        .and_then(|a| a.cni)
+        .map(|c| c.ips)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| ("args.cni.ips", s));
     let from_rt = runtime.into_iter().map(|s| ("runtimeConfig.ips", s));
     let mut out: Vec<IpAddr> = Vec::new();
     for (source, raw) in from_env.chain(from_args).chain(from_rt) {
@@ -168,7 +211,9 @@ fn requested_ips(args: &CniArgs, conf_args: Option<ArgsWire>, runtime: Vec<Strin
         let ip = text
             .parse::<IpAddr>()
             .or_else(|_| text.parse::<IpNetwork>().map(|n| n.ip()))
-            .map_err(|_| CniError::invalid_config(format!("{source}: invalid IP address {text:?}")))?;
+            .map_err(|_| {
+                CniError::invalid_config(format!("{source}: invalid IP address {text:?}"))
+            })?;
         if !out.contains(&ip) {
             out.push(ip);
         }
@@ -182,7 +227,11 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: serde_json::Value, args: &str) -> Result<HostLocalConf, CniError> {
-        HostLocalConf::parse(v.to_string().as_bytes(), &CniArgs::parse(args).unwrap(), CniVersion::V1_0_0)
+        HostLocalConf::parse(
+            v.to_string().as_bytes(),
+            &CniArgs::parse(args).unwrap(),
+            CniVersion::V1_0_0,
+        )
     }
 
     #[test]
@@ -196,10 +245,23 @@ mod tests {
             "IP=10.1.0.7",
         )
         .unwrap();
-        let subnets: Vec<String> = c.range_sets.iter().map(|s| s.0[0].subnet.to_string()).collect();
-        assert_eq!(subnets, ["10.3.0.0/24", "10.1.0.0/24", "10.2.0.0/24", "fd00::/64"]);
+        let subnets: Vec<String> = c
+            .range_sets
+            .iter()
+            .map(|s| s.0[0].subnet.to_string())
+            .collect();
+        assert_eq!(
+            subnets,
+            ["10.3.0.0/24", "10.1.0.0/24", "10.2.0.0/24", "fd00::/64"]
+        );
         assert_eq!(c.range_sets[2].0[0].gateway.to_string(), "10.2.0.254");
-        assert_eq!(c.requested.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["10.1.0.7", "fd00::5", "10.2.0.15"]);
+        assert_eq!(
+            c.requested
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>(),
+            ["10.1.0.7", "fd00::5", "10.2.0.15"]
+        );
         assert_eq!(c.routes.len(), 2);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.network, "net");
@@ -209,12 +271,30 @@ mod tests {
     fn errors_name_the_place() {
         let cases = [
             (json!({"name":"n"}), "'ipam'"),
-            (json!({"name":"n","ipam":{"type":"host-local"}}), "no IP ranges"),
-            (json!({"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.5/24"}]]}}), "ipam.ranges[0][0]: network 10.0.0.5/24 has host bits"),
-            (json!({"name":"n","ipam":{"ranges":[[{"gateway":"10.0.0.1"}]]}}), "ipam.ranges[0][0].subnet is missing"),
-            (json!({"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/16"}],[{"subnet":"10.0.1.0/24"}]]}}), "range set 0 overlaps with 1"),
-            (json!({"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]]}}), "ipam.ranges[0]: mixes"),
-            (json!({"name":"n","ipam":{"subnet":"10.0.0.0/24"},"runtimeConfig":{"ips":["bogus"]}}), "runtimeConfig.ips"),
+            (
+                json!({"name":"n","ipam":{"type":"host-local"}}),
+                "no IP ranges",
+            ),
+            (
+                json!({"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.5/24"}]]}}),
+                "ipam.ranges[0][0]: network 10.0.0.5/24 has host bits",
+            ),
+            (
+                json!({"name":"n","ipam":{"ranges":[[{"gateway":"10.0.0.1"}]]}}),
+                "ipam.ranges[0][0].subnet is missing",
+            ),
+            (
+                json!({"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/16"}],[{"subnet":"10.0.1.0/24"}]]}}),
+                "range set 0 overlaps with 1",
+            ),
+            (
+                json!({"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]]}}),
+                "ipam.ranges[0]: mixes",
+            ),
+            (
+                json!({"name":"n","ipam":{"subnet":"10.0.0.0/24"},"runtimeConfig":{"ips":["bogus"]}}),
+                "runtimeConfig.ips",
+            ),
         ];
         for (conf, needle) in cases {
             let e = parse(conf, "").unwrap_err();
@@ -224,7 +304,12 @@ mod tests {
         assert_eq!(e.code, cni::ErrorCode::DECODING_FAILURE);
         assert!(e.msg.contains("ipam.subnet"), "{}", e.msg);
         let two_v4 = json!({"name":"n","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"10.1.0.0/24"}]]}});
-        let e = HostLocalConf::parse(two_v4.to_string().as_bytes(), &CniArgs::default(), CniVersion::V0_2_0).unwrap_err();
+        let e = HostLocalConf::parse(
+            two_v4.to_string().as_bytes(),
+            &CniArgs::default(),
+            CniVersion::V0_2_0,
+        )
+        .unwrap_err();
         assert_eq!(e.code, cni::ErrorCode::INCOMPATIBLE_VERSION);
     }
 }

@@ -38,7 +38,12 @@ impl Plugin for HostLocal {
                 return Err(e);
             }
         };
-        Ok(CniResult { ips, routes: conf.routes, dns, ..Default::default() })
+        Ok(CniResult {
+            ips,
+            routes: conf.routes,
+            dns,
+            ..Default::default()
+        })
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
@@ -58,10 +63,17 @@ impl Plugin for HostLocal {
                 args.container_id, args.ifname, conf.network
             )));
         }
-        let recorded = args.prev_result.iter().flat_map(|r| r.ips.iter()).map(|ip| ip.address.ip());
+        let recorded = args
+            .prev_result
+            .iter()
+            .flat_map(|r| r.ips.iter())
+            .map(|ip| ip.address.ip());
         for ip in recorded.filter(|ip| conf.range_sets.iter().any(|s| s.range_for(*ip).is_some())) {
             if !held.contains(&ip) {
-                return Err(check_failed(format!("address {ip} of the recorded result is not leased to container {:?}", args.container_id)));
+                return Err(check_failed(format!(
+                    "address {ip} of the recorded result is not leased to container {:?}",
+                    args.container_id
+                )));
             }
         }
         Ok(())
@@ -71,10 +83,17 @@ impl Plugin for HostLocal {
         let conf = HostLocalConf::parse(&args.stdin, &CniArgs::default(), args.version)?;
         let store = Store::open(&conf.data_dir, &conf.network)?;
         for (n, set) in conf.range_sets.iter().enumerate() {
-            if !set.candidates(store.last_reserved(n)).any(|(ip, _)| !store.is_taken(ip)) {
+            if !set
+                .candidates(store.last_reserved(n))
+                .any(|(ip, _)| !store.is_taken(ip))
+            {
                 return Err(CniError::new(
                     ErrorCode::PLUGIN_NOT_AVAILABLE,
-                    format!("range set {n} ({}) of network {:?} is exhausted", describe(set), conf.network),
+                    format!(
+                        "range set {n} ({}) of network {:?} is exhausted",
+                        describe(set),
+                        conf.network
+                    ),
                 ));
             }
         }
@@ -91,12 +110,20 @@ impl Plugin for HostLocal {
 }
 
 /// One address per range set, recording every fresh reservation in `reserved`.
-fn allocate_all(conf: &HostLocalConf, store: &mut Store, args: &CmdArgs, reserved: &mut Vec<IpAddr>) -> Result<Vec<IpConfig>, CniError> {
+fn allocate_all(
+    conf: &HostLocalConf,
+    store: &mut Store,
+    args: &CmdArgs,
+    reserved: &mut Vec<IpAddr>,
+) -> Result<Vec<IpConfig>, CniError> {
     let held = store.leases_of(&args.container_id, &args.ifname)?;
     let mut requested = conf.requested.clone();
     let mut ips = Vec::new();
     for (n, set) in conf.range_sets.iter().enumerate() {
-        let wanted = requested.iter().position(|ip| set.range_for(*ip).is_some()).map(|i| requested.remove(i));
+        let wanted = requested
+            .iter()
+            .position(|ip| set.range_for(*ip).is_some())
+            .map(|i| requested.remove(i));
         let holding = held.iter().copied().find(|ip| set.range_for(*ip).is_some());
         let ip = match (wanted, holding) {
             (Some(w), Some(h)) if w != h => {
@@ -114,22 +141,39 @@ fn allocate_all(conf: &HostLocalConf, store: &mut Store, args: &CmdArgs, reserve
         }
         let range = set.range_for(ip).expect("chosen from this set");
         let address = IpNetwork::new(ip, range.subnet.prefix()).expect("the subnet's prefix fits");
-        ips.push(IpConfig { interface: None, address, gateway: Some(range.gateway) });
+        ips.push(IpConfig {
+            interface: None,
+            address,
+            gateway: Some(range.gateway),
+        });
     }
     if !requested.is_empty() {
         let list: Vec<String> = requested.iter().map(IpAddr::to_string).collect();
         return Err(CniError::new(
             ErrorCode::ADDRESS_NOT_AVAILABLE,
-            format!("requested addresses in no range set of network {:?}: {}", conf.network, list.join(", ")),
+            format!(
+                "requested addresses in no range set of network {:?}: {}",
+                conf.network,
+                list.join(", ")
+            ),
         ));
     }
     Ok(ips)
 }
 
-fn reserve_requested(store: &mut Store, set: &RangeSet, n: usize, ip: IpAddr, args: &CmdArgs) -> Result<IpAddr, CniError> {
+fn reserve_requested(
+    store: &mut Store,
+    set: &RangeSet,
+    n: usize,
+    ip: IpAddr,
+    args: &CmdArgs,
+) -> Result<IpAddr, CniError> {
     let range = set.range_for(ip).expect("chosen because the set has it");
     if ip == range.gateway {
-        return Err(CniError::new(ErrorCode::ADDRESS_NOT_AVAILABLE, format!("requested address {ip} is the gateway of {}", range.subnet)));
+        return Err(CniError::new(
+            ErrorCode::ADDRESS_NOT_AVAILABLE,
+            format!("requested address {ip} is the gateway of {}", range.subnet),
+        ));
     }
     if store.reserve(ip, &args.container_id, &args.ifname, n)? {
         return Ok(ip);
@@ -139,11 +183,20 @@ fn reserve_requested(store: &mut Store, set: &RangeSet, n: usize, ip: IpAddr, ar
         Some(i) => format!("container {:?} interface {i:?}", h.id),
         None => format!("container {:?}", h.id),
     });
-    Err(CniError::new(ErrorCode::ADDRESS_IN_USE, format!("requested address {ip} is already in use by {who}"))
-        .with_details(store.dir().join(ip.to_string()).display().to_string()))
+    Err(CniError::new(
+        ErrorCode::ADDRESS_IN_USE,
+        format!("requested address {ip} is already in use by {who}"),
+    )
+    .with_details(store.dir().join(ip.to_string()).display().to_string()))
 }
 
-fn reserve_next(store: &mut Store, set: &RangeSet, n: usize, args: &CmdArgs, network: &str) -> Result<IpAddr, CniError> {
+fn reserve_next(
+    store: &mut Store,
+    set: &RangeSet,
+    n: usize,
+    args: &CmdArgs,
+    network: &str,
+) -> Result<IpAddr, CniError> {
     for (ip, _) in set.candidates(store.last_reserved(n)) {
         if store.reserve(ip, &args.container_id, &args.ifname, n)? {
             return Ok(ip);
@@ -151,7 +204,10 @@ fn reserve_next(store: &mut Store, set: &RangeSet, n: usize, args: &CmdArgs, net
     }
     Err(CniError::new(
         ErrorCode::RANGE_EXHAUSTED,
-        format!("no free address in range set {n} ({}) of network {network:?}", describe(set)),
+        format!(
+            "no free address in range set {n} ({}) of network {network:?}",
+            describe(set)
+        ),
     ))
 }
 
@@ -163,7 +219,11 @@ fn undo(store: &mut Store, args: &CmdArgs, reserved: &[IpAddr]) {
 }
 
 fn describe(set: &RangeSet) -> String {
-    set.0.iter().map(|r| format!("{}-{}", r.start, r.end)).collect::<Vec<_>>().join(", ")
+    set.0
+        .iter()
+        .map(|r| format!("{}-{}", r.start, r.end))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_failed(msg: String) -> CniError {

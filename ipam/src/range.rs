@@ -60,7 +60,12 @@ fn from_u128(v: u128, like: IpAddr) -> IpAddr {
 
 impl Range {
     /// Canonicalizes a range as given in the config.
-    pub fn new(subnet: IpNetwork, start: Option<IpAddr>, end: Option<IpAddr>, gateway: Option<IpAddr>) -> Result<Range, RangeError> {
+    pub fn new(
+        subnet: IpNetwork,
+        start: Option<IpAddr>,
+        end: Option<IpAddr>,
+        gateway: Option<IpAddr>,
+    ) -> Result<Range, RangeError> {
         let network = subnet.network();
         if subnet.ip() != network {
             return Err(RangeError::HostBits(subnet, network));
@@ -85,13 +90,19 @@ impl Range {
         if !subnet.contains(gateway) || gateway.is_ipv4() != subnet.is_ipv4() {
             return Err(RangeError::GatewayOutside(gateway, subnet));
         }
-        Ok(Range { subnet, start, end, gateway })
+        Ok(Range {
+            subnet,
+            start,
+            end,
+            gateway,
+        })
     }
 
     /// Whether `ip` may be handed out from this range (the gateway included: a request
     /// for it is refused separately, with its own message).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.subnet.is_ipv4() && (to_u128(self.start)..=to_u128(self.end)).contains(&to_u128(ip))
+        ip.is_ipv4() == self.subnet.is_ipv4()
+            && (to_u128(self.start)..=to_u128(self.end)).contains(&to_u128(ip))
     }
 
     /// How many addresses the range hands out.
@@ -113,8 +124,13 @@ pub struct RangeSet(pub Vec<Range>);
 
 impl RangeSet {
     pub fn new(ranges: Vec<Range>) -> Result<RangeSet, RangeError> {
-        let Some(first) = ranges.first() else { return Err(RangeError::Empty) };
-        if ranges.iter().any(|r| r.subnet.is_ipv4() != first.subnet.is_ipv4()) {
+        let Some(first) = ranges.first() else {
+            return Err(RangeError::Empty);
+        };
+        if ranges
+            .iter()
+            .any(|r| r.subnet.is_ipv4() != first.subnet.is_ipv4())
+        {
             return Err(RangeError::MixedFamilies);
         }
         for (i, a) in ranges.iter().enumerate() {
@@ -146,10 +162,11 @@ impl RangeSet {
     /// last address reserved, when it is in the set; else at the first range's start),
     /// wrapping around, never the gateway.
     pub fn candidates(&self, last: Option<IpAddr>) -> impl Iterator<Item = (IpAddr, &Range)> + '_ {
-        let (first_range, first) = match last.and_then(|ip| self.0.iter().position(|r| r.contains(ip)).map(|i| (i, ip))) {
-            Some((i, ip)) => (i, Some(to_u128(ip))),
-            None => (0, None),
-        };
+        let (first_range, first) =
+            match last.and_then(|ip| self.0.iter().position(|r| r.contains(ip)).map(|i| (i, ip))) {
+                Some((i, ip)) => (i, Some(to_u128(ip))),
+                None => (0, None),
+            };
         let n = self.0.len();
         // Visit the starting range's tail, the other ranges, then the starting range's head.
         (0..=n).flat_map(move |step| {
@@ -164,7 +181,9 @@ impl RangeSet {
                 _ => (lo, hi),
             };
             let gw = to_u128(r.gateway);
-            (from..=to).filter(move |v| *v != gw).map(move |v| (from_u128(v, r.start), r))
+            (from..=to)
+                .filter(move |v| *v != gw)
+                .map(move |v| (from_u128(v, r.start), r))
         })
     }
 }
@@ -184,25 +203,63 @@ mod tests {
     #[test]
     fn defaults_follow_the_reference() {
         let r = range("10.88.0.0/24");
-        assert_eq!((r.start, r.end, r.gateway), (ip("10.88.0.1"), ip("10.88.0.254"), ip("10.88.0.1")));
+        assert_eq!(
+            (r.start, r.end, r.gateway),
+            (ip("10.88.0.1"), ip("10.88.0.254"), ip("10.88.0.1"))
+        );
         assert_eq!(r.capacity(), 253);
         let r6 = range("fd00::/120");
         assert_eq!((r6.start, r6.end), (ip("fd00::1"), ip("fd00::ff")));
-        let r = Range::new("10.0.0.0/24".parse().unwrap(), Some(ip("10.0.0.100")), Some(ip("10.0.0.110")), Some(ip("10.0.0.254"))).unwrap();
+        let r = Range::new(
+            "10.0.0.0/24".parse().unwrap(),
+            Some(ip("10.0.0.100")),
+            Some(ip("10.0.0.110")),
+            Some(ip("10.0.0.254")),
+        )
+        .unwrap();
         assert_eq!(r.capacity(), 11);
     }
 
     #[test]
     fn invalid_ranges() {
         let n = |s: &str| s.parse::<IpNetwork>().unwrap();
-        assert!(matches!(Range::new(n("10.0.0.5/24"), None, None, None), Err(RangeError::HostBits(..))));
-        assert!(matches!(Range::new(n("10.0.0.0/31"), None, None, None), Err(RangeError::TooSmall(_))));
-        assert!(matches!(Range::new(n("10.0.0.0/24"), Some(ip("10.0.1.1")), None, None), Err(RangeError::StartOutside(..))));
-        assert!(matches!(Range::new(n("10.0.0.0/24"), None, Some(ip("fd00::1")), None), Err(RangeError::EndOutside(..))));
-        assert!(matches!(Range::new(n("10.0.0.0/24"), Some(ip("10.0.0.9")), Some(ip("10.0.0.8")), None), Err(RangeError::StartAfterEnd(..))));
-        assert!(matches!(Range::new(n("10.0.0.0/24"), None, None, Some(ip("10.9.0.1"))), Err(RangeError::GatewayOutside(..))));
-        assert_eq!(RangeSet::new(vec![range("10.0.0.0/24"), range("fd00::/64")]), Err(RangeError::MixedFamilies));
-        assert!(matches!(RangeSet::new(vec![range("10.0.0.0/16"), range("10.0.5.0/24")]), Err(RangeError::Overlap(..))));
+        assert!(matches!(
+            Range::new(n("10.0.0.5/24"), None, None, None),
+            Err(RangeError::HostBits(..))
+        ));
+        assert!(matches!(
+            Range::new(n("10.0.0.0/31"), None, None, None),
+            Err(RangeError::TooSmall(_))
+        ));
+        assert!(matches!(
+            Range::new(n("10.0.0.0/24"), Some(ip("10.0.1.1")), None, None),
+            Err(RangeError::StartOutside(..))
+        ));
+        assert!(matches!(
+            Range::new(n("10.0.0.0/24"), None, Some(ip("fd00::1")), None),
+            Err(RangeError::EndOutside(..))
+        ));
+        assert!(matches!(
+            Range::new(
+                n("10.0.0.0/24"),
+                Some(ip("10.0.0.9")),
+                Some(ip("10.0.0.8")),
+                None
+            ),
+            Err(RangeError::StartAfterEnd(..))
+        ));
+        assert!(matches!(
+            Range::new(n("10.0.0.0/24"), None, None, Some(ip("10.9.0.1"))),
+            Err(RangeError::GatewayOutside(..))
+        ));
+        assert_eq!(
+            RangeSet::new(vec![range("10.0.0.0/24"), range("fd00::/64")]),
+            Err(RangeError::MixedFamilies)
+        );
+        assert!(matches!(
+            RangeSet::new(vec![range("10.0.0.0/16"), range("10.0.5.0/24")]),
+            Err(RangeError::Overlap(..))
+        ));
         assert_eq!(RangeSet::new(vec![]), Err(RangeError::Empty));
     }
 
@@ -210,23 +267,53 @@ mod tests {
     fn candidates_start_after_last_wrap_and_skip_the_gateway() {
         let set = RangeSet::new(vec![
             Range::new("10.0.0.0/29".parse().unwrap(), None, None, None).unwrap(), // .1 gw, .2-.6
-            Range::new("10.0.1.0/29".parse().unwrap(), Some(ip("10.0.1.4")), None, Some(ip("10.0.1.5"))).unwrap(),
+            Range::new(
+                "10.0.1.0/29".parse().unwrap(),
+                Some(ip("10.0.1.4")),
+                None,
+                Some(ip("10.0.1.5")),
+            )
+            .unwrap(),
         ])
         .unwrap();
-        let all = |last| set.candidates(last).map(|(ip, _)| ip.to_string()).collect::<Vec<_>>();
-        assert_eq!(all(None), ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.1.4", "10.0.1.6"]);
-        assert_eq!(all(Some(ip("10.0.0.4"))), ["10.0.0.5", "10.0.0.6", "10.0.1.4", "10.0.1.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
-        assert_eq!(all(Some(ip("10.0.1.6"))), ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.1.4", "10.0.1.6"]);
-        assert_eq!(all(Some(ip("192.168.0.1"))), all(None), "a last address outside the set is ignored");
+        let all = |last| {
+            set.candidates(last)
+                .map(|(ip, _)| ip.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            all(None),
+            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.1.4", "10.0.1.6"]
+        );
+        assert_eq!(
+            all(Some(ip("10.0.0.4"))),
+            ["10.0.0.5", "10.0.0.6", "10.0.1.4", "10.0.1.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+        );
+        assert_eq!(
+            all(Some(ip("10.0.1.6"))),
+            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.1.4", "10.0.1.6"]
+        );
+        assert_eq!(
+            all(Some(ip("192.168.0.1"))),
+            all(None),
+            "a last address outside the set is ignored"
+        );
         assert_eq!(set.capacity(), 7);
-        assert_eq!(set.range_for(ip("10.0.1.6")).unwrap().gateway, ip("10.0.1.5"));
+        assert_eq!(
+            set.range_for(ip("10.0.1.6")).unwrap().gateway,
+            ip("10.0.1.5")
+        );
         assert!(set.range_for(ip("10.0.1.2")).is_none());
     }
 
     #[test]
     fn candidates_are_lazy_on_huge_ranges() {
         let set = RangeSet::new(vec![range("fd00::/64")]).unwrap();
-        let first: Vec<_> = set.candidates(Some(ip("fd00::ffff"))).take(2).map(|(ip, _)| ip).collect();
+        let first: Vec<_> = set
+            .candidates(Some(ip("fd00::ffff")))
+            .take(2)
+            .map(|(ip, _)| ip)
+            .collect();
         assert_eq!(first, [ip("fd00::1:0"), ip("fd00::1:1")]);
     }
 }

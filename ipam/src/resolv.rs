@@ -5,8 +5,13 @@ use std::path::Path;
 use cni::{CniError, Dns, ErrorCode};
 
 pub fn parse_file(path: &Path) -> Result<Dns, CniError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CniError::from_source(ErrorCode::IO_FAILURE, format!("ipam.resolvConf: reading {}", path.display()), &e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CniError::from_source(
+            ErrorCode::IO_FAILURE,
+            format!("ipam.resolvConf: reading {}", path.display()),
+            &e,
+        )
+    })?;
     Ok(parse(&text))
 }
 

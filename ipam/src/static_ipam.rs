@@ -76,24 +76,59 @@ fn addresses(net: &NetWire, ipam: &IpamWire, args: &CmdArgs) -> Result<Vec<IpCon
         .addresses
         .iter()
         .enumerate()
-        .map(|(i, a)| Ok(IpConfig { interface: None, address: cidr(&format!("ipam.addresses[{i}].address"), &a.address)?, gateway: a.gateway }))
+        .map(|(i, a)| {
+            Ok(IpConfig {
+                interface: None,
+                address: cidr(&format!("ipam.addresses[{i}].address"), &a.address)?,
+                gateway: a.gateway,
+            })
+        })
         .collect::<Result<_, CniError>>()?;
     for item in args.args.get("IP").into_iter().flat_map(|v| v.split(',')) {
-        out.push(IpConfig { interface: None, address: cidr("CNI_ARGS IP", item)?, gateway: None });
+        out.push(IpConfig {
+            interface: None,
+            address: cidr("CNI_ARGS IP", item)?,
+            gateway: None,
+        });
     }
-    for gw in args.args.get("GATEWAY").into_iter().flat_map(|v| v.split(',')) {
-        let gw: IpAddr = gw.trim().parse().map_err(|_| CniError::invalid_config(format!("CNI_ARGS GATEWAY: invalid address {gw:?}")))?;
+    for gw in args
+        .args
+        .get("GATEWAY")
+        .into_iter()
+        .flat_map(|v| v.split(','))
+    {
+        let gw: IpAddr = gw.trim().parse().map_err(|_| {
+            CniError::invalid_config(format!("CNI_ARGS GATEWAY: invalid address {gw:?}"))
+        })?;
         for ip in out.iter_mut().filter(|ip| ip.address.contains(gw)) {
             ip.gateway = Some(gw);
         }
     }
     let overrides = [
-        ("args.cni.ips", net.args.as_ref().and_then(|a| a.cni.as_ref()).map(|c| &c.ips)),
-        ("runtimeConfig.ips", net.runtime_config.as_ref().map(|r| &r.ips)),
+        (
+            "args.cni.ips",
+            net.args
+                .as_ref()
+                .and_then(|a| a.cni.as_ref())
+                .map(|c| &c.ips),
+        ),
+        (
+            "runtimeConfig.ips",
+            net.runtime_config.as_ref().map(|r| &r.ips),
+        ),
     ];
     for (source, list) in overrides {
         if let Some(list) = list.filter(|l| !l.is_empty()) {
-            out = list.iter().map(|s| Ok(IpConfig { interface: None, address: cidr(source, s)?, gateway: None })).collect::<Result<_, CniError>>()?;
+            out = list
+                .iter()
+                .map(|s| {
+                    Ok(IpConfig {
+                        interface: None,
+                        address: cidr(source, s)?,
+                        gateway: None,
+                    })
+                })
+                .collect::<Result<_, CniError>>()?;
         }
     }
     Ok(out)
@@ -101,19 +136,41 @@ fn addresses(net: &NetWire, ipam: &IpamWire, args: &CmdArgs) -> Result<Vec<IpCon
 
 impl Static {
     fn result(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
-        args.args.reject_unknown(&["IP", "GATEWAY", "K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"])?;
+        args.args.reject_unknown(&[
+            "IP",
+            "GATEWAY",
+            "K8S_POD_NAME",
+            "K8S_POD_NAMESPACE",
+            "K8S_POD_INFRA_CONTAINER_ID",
+            "K8S_POD_UID",
+        ])?;
         let net: NetWire = args.config()?;
-        let ipam = net.ipam.as_ref().ok_or_else(|| CniError::invalid_config("IPAM config missing 'ipam' key"))?;
+        let ipam = net
+            .ipam
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_config("IPAM config missing 'ipam' key"))?;
         let ips = addresses(&net, ipam, args)?;
         if ips.is_empty() {
             return Err(CniError::invalid_config("ipam.addresses: no address given (config, CNI_ARGS IP, args.cni.ips or runtimeConfig.ips)"));
         }
         let v4 = ips.iter().filter(|i| i.address.is_ipv4()).count();
         if (v4 > 1 || ips.len() - v4 > 1) && args.version < CniVersion::V0_3_0 {
-            return Err(CniError::incompatible_version(format!("CNI version {} does not support more than 1 address per family", args.version)));
+            return Err(CniError::incompatible_version(format!(
+                "CNI version {} does not support more than 1 address per family",
+                args.version
+            )));
         }
-        let routes = ipam.routes.iter().map(|r| Route::new(r.dst, r.gw)).collect();
-        Ok(CniResult { ips, routes, dns: ipam.dns.clone(), ..Default::default() })
+        let routes = ipam
+            .routes
+            .iter()
+            .map(|r| Route::new(r.dst, r.gw))
+            .collect();
+        Ok(CniResult {
+            ips,
+            routes,
+            dns: ipam.dns.clone(),
+            ..Default::default()
+        })
     }
 }
 
@@ -137,7 +194,10 @@ impl Plugin for Static {
         if let Some(prev) = &args.prev_result {
             for ip in &want.ips {
                 if !prev.ips.iter().any(|p| p.address == ip.address) {
-                    return Err(CniError::new(cni::ErrorCode::CHECK_FAILED, format!("address {} is not in the recorded result", ip.address)));
+                    return Err(CniError::new(
+                        cni::ErrorCode::CHECK_FAILED,
+                        format!("address {} is not in the recorded result", ip.address),
+                    ));
                 }
             }
         }

@@ -77,8 +77,14 @@ impl Holder {
             return None;
         }
         Some(match content.split_once("\r\n") {
-            Some((id, ifname)) => Holder { id: id.trim().into(), ifname: Some(ifname.trim().into()) },
-            None => Holder { id: content.into(), ifname: None },
+            Some((id, ifname)) => Holder {
+                id: id.trim().into(),
+                ifname: Some(ifname.trim().into()),
+            },
+            None => Holder {
+                id: content.into(),
+                ifname: None,
+            },
         })
     }
 
@@ -105,13 +111,32 @@ impl Store {
         let dir = data_dir.join(network);
         let index = data_dir.join(INDEX_DIR).join(network);
         for d in [&dir, &index.join("ids")] {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(d).map_err(io("creating", d))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(d)
+                .map_err(io("creating", d))?;
         }
         let lock_path = dir.join("lock");
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&lock_path).map_err(io("opening", &lock_path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| StoreError { what: "locking", path: lock_path.clone(), source: e.into() })?;
-        let mut store = Store { dir, index, _lock: lock, changed: false };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io("opening", &lock_path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError {
+            what: "locking",
+            path: lock_path.clone(),
+            source: e.into(),
+        })?;
+        let mut store = Store {
+            dir,
+            index,
+            _lock: lock,
+            changed: false,
+        };
         if !store.stamp_is_current()? {
             store.rebuild_index()?;
         }
@@ -124,7 +149,12 @@ impl Store {
 
     /// The addresses attachment (id, ifname) holds.
     pub fn leases_of(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
-        Ok(self.index_entries(id)?.into_iter().filter(|(_, h)| h.matches(id, ifname)).map(|(ip, _)| ip).collect())
+        Ok(self
+            .index_entries(id)?
+            .into_iter()
+            .filter(|(_, h)| h.matches(id, ifname))
+            .map(|(ip, _)| ip)
+            .collect())
     }
 
     /// Who holds `ip`, if anyone (an unreadable or empty lease has no holder).
@@ -142,7 +172,13 @@ impl Store {
     }
 
     /// Reserves `ip` for (id, ifname); `false` when it is taken.
-    pub fn reserve(&mut self, ip: IpAddr, id: &str, ifname: &str, range_set: usize) -> Result<bool, StoreError> {
+    pub fn reserve(
+        &mut self,
+        ip: IpAddr,
+        id: &str,
+        ifname: &str,
+        range_set: usize,
+    ) -> Result<bool, StoreError> {
         let target = self.dir.join(ip.to_string());
         let tmp = self.write_tmp(format!("{id}\r\n{ifname}").as_bytes(), true)?;
         let linked = fs::hard_link(&tmp, &target);
@@ -153,7 +189,13 @@ impl Store {
             other => other.map_err(io("creating lease", &target))?,
         }
         let mut entries = self.index_entries(id)?;
-        entries.push((ip, Holder { id: id.into(), ifname: Some(ifname.into()) }));
+        entries.push((
+            ip,
+            Holder {
+                id: id.into(),
+                ifname: Some(ifname.into()),
+            },
+        ));
         self.write_index(id, &entries)?;
         let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
         let tmp = self.write_tmp(ip.to_string().as_bytes(), false)?;
@@ -167,11 +209,20 @@ impl Store {
     }
 
     /// Releases only `ips` of attachment (id, ifname).
-    pub fn release_only(&mut self, id: &str, ifname: &str, ips: &[IpAddr]) -> Result<Vec<IpAddr>, StoreError> {
+    pub fn release_only(
+        &mut self,
+        id: &str,
+        ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<Vec<IpAddr>, StoreError> {
         self.release_where(id, |ip, h| h.matches(id, ifname) && ips.contains(&ip))
     }
 
-    fn release_where(&mut self, id: &str, pick: impl Fn(IpAddr, &Holder) -> bool) -> Result<Vec<IpAddr>, StoreError> {
+    fn release_where(
+        &mut self,
+        id: &str,
+        pick: impl Fn(IpAddr, &Holder) -> bool,
+    ) -> Result<Vec<IpAddr>, StoreError> {
         let entries = self.index_entries(id)?;
         let (gone, kept): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(ip, h)| pick(*ip, h));
         for (ip, _) in &gone {
@@ -185,7 +236,11 @@ impl Store {
 
     /// The last address reserved from range set `n`.
     pub fn last_reserved(&self, n: usize) -> Option<IpAddr> {
-        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{n}"))).ok()?.trim().parse().ok()
+        fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{n}")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Every lease on disk (a full read: for GC).
@@ -193,7 +248,13 @@ impl Store {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io("listing", &self.dir))? {
             let entry = entry.map_err(io("listing", &self.dir))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else { continue };
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
             out.push((ip, self.holder(ip)?));
         }
         Ok(out)
@@ -209,7 +270,10 @@ impl Store {
                 freed.push(ip);
             }
         }
-        for entry in fs::read_dir(&self.dir).map_err(io("listing", &self.dir))?.flatten() {
+        for entry in fs::read_dir(&self.dir)
+            .map_err(io("listing", &self.dir))?
+            .flatten()
+        {
             if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
                 let _ = fs::remove_file(entry.path());
                 self.changed = true;
@@ -246,7 +310,13 @@ impl Store {
             .filter_map(|line| {
                 let mut parts = line.split(' ');
                 let ip = parts.next()?.parse().ok()?;
-                Some((ip, Holder { id: id.into(), ifname: parts.next().map(str::to_owned) }))
+                Some((
+                    ip,
+                    Holder {
+                        id: id.into(),
+                        ifname: parts.next().map(str::to_owned),
+                    },
+                ))
             })
             .collect())
     }
@@ -259,7 +329,11 @@ impl Store {
                 _ => Ok(()),
             };
         }
-        atomic_write(&self.index.join("ids"), &path, index_body(entries).as_bytes())
+        atomic_write(
+            &self.index.join("ids"),
+            &path,
+            index_body(entries).as_bytes(),
+        )
     }
 
     fn rebuild_index(&mut self) -> Result<(), StoreError> {
@@ -290,18 +364,30 @@ impl Store {
     // ---- stamp ------------------------------------------------------------------------
 
     fn stamp_is_current(&self) -> Result<bool, StoreError> {
-        let recorded = fs::read_to_string(self.index.join("stamp")).ok().and_then(|s| parse_stamp(&s));
-        let actual = fs::metadata(&self.dir).map_err(io("reading", &self.dir))?.modified().ok();
+        let recorded = fs::read_to_string(self.index.join("stamp"))
+            .ok()
+            .and_then(|s| parse_stamp(&s));
+        let actual = fs::metadata(&self.dir)
+            .map_err(io("reading", &self.dir))?
+            .modified()
+            .ok();
         Ok(recorded.is_some() && recorded == actual)
     }
 
     fn restamp(&self) -> Result<(), StoreError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let stamp = UNIX_EPOCH + Duration::new(now.as_secs(), random_nanos());
         let dir = File::open(&self.dir).map_err(io("opening", &self.dir))?;
-        dir.set_times(fs::FileTimes::new().set_modified(stamp)).map_err(io("stamping", &self.dir))?;
+        dir.set_times(fs::FileTimes::new().set_modified(stamp))
+            .map_err(io("stamping", &self.dir))?;
         let d = stamp.duration_since(UNIX_EPOCH).unwrap_or_default();
-        atomic_write(&self.index, &self.index.join("stamp"), format!("{}.{:09}", d.as_secs(), d.subsec_nanos()).as_bytes())
+        atomic_write(
+            &self.index,
+            &self.index.join("stamp"),
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos()).as_bytes(),
+        )
     }
 
     fn write_tmp(&self, content: &[u8], sync: bool) -> Result<PathBuf, StoreError> {
@@ -345,8 +431,16 @@ fn write_tmp_in(dir: &Path, content: &[u8], sync: bool) -> Result<PathBuf, Store
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&path).map_err(io("creating", &path))?;
-    let written = f.write_all(content).and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(io("creating", &path))?;
+    let written = f
+        .write_all(content)
+        .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
     if let Err(e) = written {
         let _ = fs::remove_file(&path);
         return Err(io("writing", &path)(e));

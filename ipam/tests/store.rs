@@ -15,14 +15,29 @@ fn leases_use_the_reference_layout() {
     let d = tempfile::tempdir().unwrap();
     let mut s = Store::open(d.path(), "net").unwrap();
     assert!(s.reserve(ip("10.0.0.2"), "ctr1", "eth0", 0).unwrap());
-    assert!(!s.reserve(ip("10.0.0.2"), "ctr2", "eth0", 0).unwrap(), "taken");
+    assert!(
+        !s.reserve(ip("10.0.0.2"), "ctr2", "eth0", 0).unwrap(),
+        "taken"
+    );
     drop(s);
     let dir = d.path().join("net");
-    assert_eq!(fs::read_to_string(dir.join("10.0.0.2")).unwrap(), "ctr1\r\neth0");
-    assert_eq!(fs::read_to_string(dir.join("last_reserved_ip.0")).unwrap(), "10.0.0.2");
+    assert_eq!(
+        fs::read_to_string(dir.join("10.0.0.2")).unwrap(),
+        "ctr1\r\neth0"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("last_reserved_ip.0")).unwrap(),
+        "10.0.0.2"
+    );
     assert!(dir.join("lock").exists());
-    let names: Vec<String> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert!(names.iter().all(|n| !n.starts_with('.')), "no temporary file is left: {names:?}");
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "no temporary file is left: {names:?}"
+    );
 }
 
 #[test]
@@ -43,7 +58,11 @@ fn the_index_answers_and_survives_foreign_writes() {
     assert_eq!(s.leases_of("b", "eth0").unwrap(), [ip("10.0.0.9")]);
     let mut a0 = s.leases_of("a", "eth0").unwrap();
     a0.sort();
-    assert_eq!(a0, [ip("10.0.0.2"), ip("10.0.0.10")], "the legacy lease belongs to every interface");
+    assert_eq!(
+        a0,
+        [ip("10.0.0.2"), ip("10.0.0.10")],
+        "the legacy lease belongs to every interface"
+    );
     assert_eq!(s.leases_of("a", "eth1").unwrap(), [ip("10.0.0.10")]);
     let mut freed = s.release("a", "eth0").unwrap();
     freed.sort();
@@ -60,11 +79,20 @@ fn a_write_in_the_same_instant_is_still_seen() {
     for n in 0..50u8 {
         {
             let mut s = Store::open(d.path(), "net").unwrap();
-            s.reserve(ip(&format!("10.1.0.{}", n + 1)), "p", "eth0", 0).unwrap();
+            s.reserve(ip(&format!("10.1.0.{}", n + 1)), "p", "eth0", 0)
+                .unwrap();
         }
-        fs::write(d.path().join("net").join(format!("10.2.0.{}", n + 1)), format!("f{n}\r\neth0")).unwrap();
+        fs::write(
+            d.path().join("net").join(format!("10.2.0.{}", n + 1)),
+            format!("f{n}\r\neth0"),
+        )
+        .unwrap();
         let s = Store::open(d.path(), "net").unwrap();
-        assert_eq!(s.leases_of(&format!("f{n}"), "eth0").unwrap().len(), 1, "round {n}");
+        assert_eq!(
+            s.leases_of(&format!("f{n}"), "eth0").unwrap().len(),
+            1,
+            "round {n}"
+        );
     }
 }
 
@@ -94,9 +122,19 @@ fn the_lock_serializes_processes() {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(d.path(), "net").unwrap();
     // flock(1) on the same file must wait while the store is open.
-    let busy = Command::new("flock").args(["-n", "-E", "42"]).arg(d.path().join("net/lock")).arg("true").status().unwrap();
+    let busy = Command::new("flock")
+        .args(["-n", "-E", "42"])
+        .arg(d.path().join("net/lock"))
+        .arg("true")
+        .status()
+        .unwrap();
     assert_eq!(busy.code(), Some(42), "the lock is held");
     drop(s);
-    let free = Command::new("flock").args(["-n"]).arg(d.path().join("net/lock")).arg("true").status().unwrap();
+    let free = Command::new("flock")
+        .args(["-n"])
+        .arg(d.path().join("net/lock"))
+        .arg("true")
+        .status()
+        .unwrap();
     assert!(free.success());
 }

@@ -4,5 +4,6 @@
 //! `protocol` checks every known plugin present in the directory on the paths that fail
 //! before any kernel state is touched; `loopback` checks the full lifecycle.
 
+mod host_local;
 mod loopback;
 mod protocol;
