@@ -73,6 +73,66 @@ fn row(
     )
 }
 
+/// Leases live on the real disk (under /var/tmp, which `make bench` leaves on disk), as
+/// /var/lib/cni/networks does in production.
+const BENCH_DATA: &str = "/var/tmp/podnet-bench";
+
+/// A host-local config on its own data directory per implementation.
+fn host_local_conf(side: usize) -> serde_json::Value {
+    json!({"cniVersion": "1.0.0", "name": "scale", "type": "bridge",
+           "ipam": {"type": "host-local", "dataDir": format!("{BENCH_DATA}{side}"),
+                    "ranges": [[{"subnet": "10.80.0.0/16"}]]}})
+}
+
+/// ADD and DEL of one more container on a network that already has `leases` leases,
+/// written in the reference layout.
+fn host_local_rows(dirs: [&Path; 2], leases: usize, iterations: usize) -> [String; 2] {
+    for side in 0..2 {
+        let dir = PathBuf::from(format!("{BENCH_DATA}{side}/scale"));
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..leases {
+            let ip = format!("10.80.{}.{}", (i + 2) / 256, (i + 2) % 256);
+            std::fs::write(dir.join(ip), format!("fill{i}\r\neth0")).unwrap();
+        }
+    }
+    let call = |d: &Path, cmd: &str| {
+        let side = usize::from(d != dirs[0]);
+        Call::new(
+            &d.join("host-local"),
+            cmd,
+            Path::new("/run/netns/unused"),
+            "eth0",
+            &host_local_conf(side),
+        )
+    };
+    // One untimed round each: podnet indexes the leases written behind its back here.
+    for d in dirs {
+        timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"));
+    }
+    let add = row(
+        &format!("host-local ADD, {leases} leases"),
+        dirs,
+        iterations,
+        |d, _| {
+            let took = timed(&call(d, "ADD"));
+            timed(&call(d, "DEL"));
+            took
+        },
+    );
+    let del = row(
+        &format!("host-local DEL, {leases} leases"),
+        dirs,
+        iterations,
+        |d, _| {
+            timed(&call(d, "ADD"));
+            timed(&call(d, "DEL"))
+        },
+    );
+    [add, del]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let ours = PathBuf::from(
@@ -121,6 +181,16 @@ fn main() {
     }));
     drop(ns);
     NetNs::delete_named("bench-lo").expect("removing the bench namespace");
+
+    for leases in [1usize, 100, 1_000, 10_000] {
+        let iterations = n.min(40_000 / leases).max(20);
+        let [add, del] = host_local_rows(dirs, leases, iterations);
+        rows.push(add);
+        rows.push(del);
+    }
+    for side in 0..2 {
+        let _ = std::fs::remove_dir_all(format!("{BENCH_DATA}{side}"));
+    }
 
     println!("{n} iterations per row, alternating implementations; times in ms.");
     println!(

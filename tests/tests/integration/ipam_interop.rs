@@ -108,8 +108,9 @@ privileged_test! {
             }
         });
         assert!(leases().is_empty(), "{:?}", leases());
-        let index: Vec<_> = fs::read_dir(format!("{DATA}/.podnet-index/mix/ids")).unwrap().collect();
-        assert!(index.is_empty(), "the index is empty too");
+        let index: String = fs::read_dir(format!("{DATA}/.podnet-index/mix/buckets")).unwrap()
+            .map(|e| fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+        assert!(index.is_empty(), "the index is empty too: {index}");
     }
 }
 
