@@ -7,11 +7,16 @@
 
 pub mod error;
 pub mod netlink;
+pub mod nft;
 pub mod ns;
 pub mod sysctl;
 
 pub use error::{Error, Result};
-pub use netlink::{format_mac, parse_mac, Link, Netlink, RouteSpec, VethOptions, LOOPBACK_IFINDEX};
+pub use netlink::{
+    format_mac, parse_mac, BridgeOptions, BridgePortOptions, BridgeVlan, Link, Netlink, RouteSpec,
+    VethOptions, LOOPBACK_IFINDEX,
+};
+pub use nix::errno::Errno;
 pub use ns::{NetNs, NsGuard, NETNS_RUN_DIR};
 
 /// Runs a future to completion on a fresh single-threaded runtime: what a plugin

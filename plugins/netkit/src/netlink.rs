@@ -41,6 +41,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// `veth`, `bridge`, …; `None` for links without a kind (`lo`, physical).
     pub kind: Option<String>,
+    /// IFLA_LINK: for a veth, its peer's index (in the peer's namespace).
+    pub peer: Option<u32>,
 }
 
 /// A route as read back or to be added.
@@ -51,6 +53,32 @@ pub struct RouteSpec {
     pub oif: Option<u32>,
     /// `RT_SCOPE_*`: 0 universe, 253 link, 254 host.
     pub scope: u8,
+}
+
+/// Options for a new bridge.
+#[derive(Debug, Clone, Default)]
+pub struct BridgeOptions {
+    pub mtu: Option<u32>,
+    pub vlan_filtering: bool,
+    /// Set explicitly so the bridge's MAC stays put as ports come and go (a bridge
+    /// otherwise takes the lowest MAC of its ports).
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Per-port bridge flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgePortOptions {
+    pub hairpin: bool,
+    pub isolated: bool,
+}
+
+/// A VLAN (or range) on a bridge port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeVlan {
+    pub first: u16,
+    pub last: u16,
+    /// Access VLAN: PVID and egress untagged (`vlan`); else tagged (`vlanTrunk`).
+    pub pvid_untagged: bool,
 }
 
 /// Options for a veth pair.
@@ -165,11 +193,17 @@ impl Netlink {
         .await
     }
 
-    /// `ip link add NAME type bridge`.
-    pub async fn link_add_bridge(&self, name: &str, mtu: Option<u32>) -> Result<()> {
+    /// `ip link add NAME type bridge [mtu N] [vlan_filtering 1] [address MAC]`.
+    pub async fn link_add_bridge(&self, name: &str, opts: &BridgeOptions) -> Result<()> {
         let mut msg = LinkBridge::new(name);
-        if let Some(mtu) = mtu {
+        if let Some(mtu) = opts.mtu {
             msg = msg.mtu(mtu);
+        }
+        if opts.vlan_filtering {
+            msg = msg.vlan_filtering(true);
+        }
+        if let Some(mac) = opts.mac {
+            msg = msg.address(mac.to_vec());
         }
         self.link_add(msg.build(), format!("link add {name} type bridge"))
             .await
@@ -216,6 +250,119 @@ impl Netlink {
             m.address(mac.to_vec())
         })
         .await
+    }
+
+    /// `ip link set dev promisc on|off`.
+    pub async fn link_set_promisc(&self, index: u32, on: bool) -> Result<()> {
+        self.link_set(index, &format!("promisc {on}"), |m| m.promiscuous(on))
+            .await
+    }
+
+    /// `ip link set dev type bridge vlan_filtering 0|1` on an existing bridge.
+    pub async fn bridge_set_vlan_filtering(&self, index: u32, on: bool) -> Result<()> {
+        let mut msg = LinkBridge::new("").index(index).vlan_filtering(on).build();
+        // Addressed by index: drop the (empty) name the builder insists on.
+        msg.attributes
+            .retain(|a| !matches!(a, LinkAttribute::IfName(_)));
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "link set index {index} type bridge vlan_filtering {on}"
+            )))
+    }
+
+    /// `ip link set dev type bridge_slave hairpin on|off isolated on|off`.
+    pub async fn bridge_port_set(&self, index: u32, port: &BridgePortOptions) -> Result<()> {
+        let msg = rtnetlink::LinkBridgePort::new(index)
+            .hairpin(port.hairpin)
+            .isolated(port.isolated)
+            .build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("link set index {index} type bridge_slave")))
+    }
+
+    /// Reads a bridge port's flags back (`ip -d link show`).
+    pub async fn bridge_port_get(&self, index: u32) -> Result<Option<BridgePortOptions>> {
+        use netlink_packet_route::link::{InfoBridgePort, InfoPortData};
+        let msgs: Vec<LinkMessage> = match self
+            .handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_collect()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if is_nodev(&e) => return Ok(None),
+            Err(e) => return Err(nl(format!("link show index {index}"))(e)),
+        };
+        let infos = msgs
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i),
+                _ => None,
+            });
+        let mut port = None;
+        for info in infos.flatten() {
+            if let LinkInfo::PortData(InfoPortData::BridgePort(attrs)) = info {
+                let mut p = BridgePortOptions::default();
+                for a in attrs {
+                    match a {
+                        InfoBridgePort::HairpinMode(v) => p.hairpin = *v,
+                        InfoBridgePort::Isolated(v) => p.isolated = *v,
+                        _ => {}
+                    }
+                }
+                port = Some(p);
+            }
+        }
+        Ok(port)
+    }
+
+    /// `bridge vlan add dev PORT vid V [pvid untagged]` for each VLAN.
+    pub async fn bridge_vlan_add(&self, port: u32, vlans: &[BridgeVlan]) -> Result<()> {
+        use netlink_packet_route::link::BridgeVlanInfoFlags as F;
+        let mut msg = rtnetlink::LinkBridgeVlan::new(port);
+        for v in vlans {
+            let flags = if v.pvid_untagged {
+                F::Pvid | F::Untagged
+            } else {
+                F::empty()
+            };
+            msg = if v.first == v.last {
+                msg.vlan(v.first, flags)
+            } else {
+                msg.vlan_range_start(v.first, flags)
+                    .vlan_range_end(v.last, flags)
+            };
+        }
+        self.handle
+            .link()
+            .set(msg.build())
+            .execute()
+            .await
+            .map_err(nl(format!("bridge vlan add dev index {port}")))
+    }
+
+    /// `bridge vlan del dev PORT vid V`; a VLAN that is not there is fine.
+    pub async fn bridge_vlan_del(&self, port: u32, vid: u16) -> Result<()> {
+        use netlink_packet_route::link::BridgeVlanInfoFlags as F;
+        let msg = rtnetlink::LinkBridgeVlan::new(port)
+            .vlan(vid, F::empty())
+            .build();
+        match self.handle.link().del_with_message(msg).execute().await {
+            Err(e) if is_nodev(&e) => Ok(()),
+            other => other.map_err(nl(format!("bridge vlan del dev index {port} vid {vid}"))),
+        }
     }
 
     /// `ip link set dev master BRIDGE` (`None`: `nomaster`).
@@ -417,6 +564,7 @@ fn link_from(m: &LinkMessage) -> Link {
         up: m.header.flags.contains(LinkFlags::Up),
         master: None,
         kind: None,
+        peer: None,
     };
     for a in &m.attributes {
         match a {
@@ -424,6 +572,7 @@ fn link_from(m: &LinkMessage) -> Link {
             LinkAttribute::Address(mac) => link.mac = format_mac(mac),
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Controller(c) => link.master = Some(*c),
+            LinkAttribute::Link(p) => link.peer = Some(*p),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {

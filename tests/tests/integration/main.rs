@@ -1,5 +1,6 @@
 //! One integration binary for the workspace; each module is a suite.
 
+mod bridge;
 mod conformance;
 mod ipam_interop;
 mod netkit;

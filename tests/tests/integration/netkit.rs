@@ -123,10 +123,10 @@ privileged_test! {
         let (a, b) = (random_name("va"), random_name("vb"));
         netkit::block_on(async {
             let nl = Netlink::open_in(&host).unwrap();
-            nl.link_add_bridge(&br, Some(1450)).await.unwrap();
+            nl.link_add_bridge(&br, &netkit::BridgeOptions { mtu: Some(1450), ..Default::default() }).await.unwrap();
             let bridge = nl.link_require(&br).await.unwrap();
             assert_eq!((bridge.kind.as_deref(), bridge.mtu), (Some("bridge"), 1450));
-            assert!(nl.link_add_bridge(&br, None).await.unwrap_err().is_exists());
+            assert!(nl.link_add_bridge(&br, &Default::default()).await.unwrap_err().is_exists());
             nl.link_add_veth(&a, &b, &host, &VethOptions::default()).await.unwrap();
             let va = nl.link_require(&a).await.unwrap();
             nl.link_set_master(va.index, Some(bridge.index)).await.unwrap();

@@ -1,0 +1,583 @@
+//! The `bridge` plugin: containers on a Linux bridge, one veth pair each.
+//!
+//! ADD reads like the spec: parse → ensure the bridge → IPAM (exec, `ipam.type`) →
+//! create the veth (the container end born inside the container's namespace) → wire the
+//! host end (bridge port flags, VLANs) → configure the container end through a netlink
+//! socket opened in its namespace → gateway addresses on the bridge → masquerade →
+//! result. A failure after IPAM undoes the veth, the masquerade elements and the lease.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+use std::net::IpAddr;
+
+use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
+use cni::{delegate, CniError, CniResult, ErrorCode, Interface, Route};
+use ipnetwork::IpNetwork;
+use netkit::{
+    nft, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Link, NetNs, Netlink, RouteSpec,
+    VethOptions,
+};
+
+use config::BridgeConf;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bridge;
+
+/// Everything one ADD works with.
+struct Ctx<'a> {
+    args: &'a CmdArgs,
+    conf: &'a BridgeConf,
+    ns: &'a NetNs,
+    host: Netlink,
+    ctr: Netlink,
+}
+
+impl Plugin for Bridge {
+    fn about(&self) -> &'static str {
+        concat!("podnet bridge plugin v", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        let conf = BridgeConf::parse(args)?;
+        let mac = conf.mac(args)?;
+        let ns = open_netns(args)?;
+        netkit::block_on(async {
+            let cx = Ctx {
+                args,
+                conf: &conf,
+                ns: &ns,
+                host: Netlink::open_current()?,
+                ctr: Netlink::open_in(&ns)?,
+            };
+            if cx.ctr.link_get(&args.ifname).await?.is_some() {
+                return Err(CniError::invalid_env(format!(
+                    "CNI_IFNAME: interface {:?} already exists in {}",
+                    args.ifname,
+                    ns.path().display()
+                )));
+            }
+            let bridge = ensure_bridge(&cx).await?;
+            let ipam = match &conf.ipam {
+                Some(i) => delegate::add(&i.plugin_type, args)?,
+                None => CniResult::default(),
+            };
+            match wire(&cx, &bridge, mac, ipam).await {
+                Ok(result) => Ok(result),
+                Err(e) => {
+                    undo(&cx).await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = BridgeConf::parse(args)?;
+        let mut failures = Vec::new();
+        if let Some(ipam) = &conf.ipam {
+            failures.extend(delegate::del(&ipam.plugin_type, args).err());
+        }
+        failures.extend(remove_container_link(args).err());
+        if conf.ip_masq {
+            let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
+            failures.extend(
+                nft::remove_where(|c| c == key)
+                    .map_err(CniError::from)
+                    .err(),
+            );
+        }
+        match failures.into_iter().next() {
+            None => Ok(()),
+            Some(first) => Err(first),
+        }
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = BridgeConf::parse(args)?;
+        let prev = args
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        if let Some(ipam) = &conf.ipam {
+            delegate::check(&ipam.plugin_type, args)?;
+        }
+        let ns = open_netns(args)?;
+        netkit::block_on(check_kernel(args, &conf, &ns, prev))?;
+        if conf.ip_masq {
+            check_masq(args, &conf, prev)?;
+        }
+        Ok(())
+    }
+
+    fn status(&self, args: &StatusArgs) -> Result<(), CniError> {
+        let conf: BridgeConf = cni::config::decode("network config", &args.stdin)?;
+        match conf.ipam {
+            Some(ipam) => {
+                delegate::status_or_gc(&ipam.plugin_type, Command::Status, &args.path, &args.stdin)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
+        let conf: BridgeConf = cni::config::decode("network config", &args.stdin)?;
+        let mut result = Ok(());
+        if let Some(ipam) = &conf.ipam {
+            result =
+                delegate::status_or_gc(&ipam.plugin_type, Command::Gc, &args.path, &args.stdin);
+        }
+        if conf.ip_masq {
+            let prefix = format!("{} ", conf.name);
+            let valid: Vec<String> = args
+                .valid_attachments
+                .iter()
+                .map(|a| nft::attachment_key(&conf.name, &a.container_id, &a.ifname))
+                .collect();
+            nft::remove_where(|c| c.starts_with(&prefix) && !valid.iter().any(|v| v == c))?;
+        }
+        result
+    }
+}
+
+fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
+    let path = args
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
+    NetNs::open(path).map_err(|e| {
+        let code = if e.is_not_found() {
+            ErrorCode::UNKNOWN_CONTAINER
+        } else {
+            ErrorCode::NAMESPACE_FAILURE
+        };
+        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display()))
+            .with_details(cni::error::chain(&e))
+    })
+}
+
+/// The bridge, created (MAC pinned, VLAN filtering as needed) when missing, and up.
+async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
+    let c = cx.conf;
+    let filtering = c.vlan_filtering()?;
+    let existing = match cx.host.link_get(&c.bridge).await? {
+        Some(l) => Some(l),
+        None => {
+            let opts = BridgeOptions {
+                mtu: c.mtu(),
+                vlan_filtering: filtering,
+                mac: Some(random_mac()),
+            };
+            match cx.host.link_add_bridge(&c.bridge, &opts).await {
+                Err(e) if filtering && is_unsupported(&e) => return Err(no_vlan_filtering(c)),
+                Err(e) if !e.is_exists() => return Err(e.into()), // EEXIST: a parallel ADD made it
+                _ => None,
+            }
+        }
+    };
+    let br = cx.host.link_require(&c.bridge).await?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(CniError::invalid_config(format!(
+            "bridge: {:?} exists and is not a bridge (it is {:?})",
+            c.bridge, br.kind
+        )));
+    }
+    if existing.is_some() && filtering {
+        cx.host
+            .bridge_set_vlan_filtering(br.index, true)
+            .await
+            .map_err(|e| match is_unsupported(&e) {
+                true => no_vlan_filtering(c),
+                false => e.into(),
+            })?;
+    }
+    cx.host.link_set_up(br.index).await?;
+    if c.promisc_mode {
+        cx.host.link_set_promisc(br.index, true).await?;
+    }
+    Ok(br)
+}
+
+fn is_unsupported(e: &netkit::Error) -> bool {
+    e.errno() == Some(netkit::Errno::EOPNOTSUPP)
+}
+
+/// `vlan`/`vlanTrunk` on a kernel built without CONFIG_BRIDGE_VLAN_FILTERING.
+fn no_vlan_filtering(c: &BridgeConf) -> CniError {
+    let key = if c.vlan != 0 {
+        format!("vlan: {}", c.vlan)
+    } else {
+        "vlanTrunk".to_owned()
+    };
+    CniError::new(
+        ErrorCode::UNSUPPORTED_FIELD,
+        format!("{key}: this kernel does not support bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"),
+    )
+}
+
+/// Everything after IPAM; on error the caller undoes it.
+async fn wire(
+    cx: &Ctx<'_>,
+    bridge: &Link,
+    mac: Option<[u8; 6]>,
+    ipam: CniResult,
+) -> Result<CniResult, CniError> {
+    let (args, conf) = (cx.args, cx.conf);
+    let host_name = veth_name();
+    let opts = VethOptions {
+        mtu: conf.mtu(),
+        mac: None,
+        peer_mac: mac,
+    };
+    cx.host
+        .link_add_veth(&host_name, &args.ifname, cx.ns, &opts)
+        .await?;
+    let hv = cx.host.link_require(&host_name).await?;
+    attach_port(cx, bridge, &hv).await?;
+    let c = cx.ctr.link_require(&args.ifname).await?;
+    let mut result = ipam;
+    fill_gateways(conf, &mut result);
+    configure_container(cx, &c, &result).await?;
+    if conf.is_gateway {
+        set_gateway_addresses(cx, bridge, &result).await?;
+    }
+    if conf.ip_masq {
+        let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
+        let addrs: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+        let _lock = nft::lock()?;
+        nft::apply(&nft::masq_add(&key, &addrs))?;
+    }
+    let bridge_mac = cx.host.link_require(&conf.bridge).await?.mac;
+    result.interfaces = vec![
+        Interface {
+            name: conf.bridge.clone(),
+            mac: Some(bridge_mac),
+            ..Default::default()
+        },
+        Interface {
+            name: host_name,
+            mac: Some(hv.mac.clone()),
+            ..Default::default()
+        },
+        Interface {
+            name: args.ifname.clone(),
+            mac: Some(c.mac.clone()),
+            sandbox: Some(cx.ns.path().display().to_string()),
+            ..Default::default()
+        },
+    ];
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+    }
+    if !conf.dns.is_empty() {
+        result.dns = conf.dns.clone();
+    }
+    Ok(result)
+}
+
+/// The host end: enslaved, port flags, VLANs, up.
+async fn attach_port(cx: &Ctx<'_>, bridge: &Link, hv: &Link) -> Result<(), CniError> {
+    let conf = cx.conf;
+    cx.host
+        .link_set_master(hv.index, Some(bridge.index))
+        .await?;
+    if conf.hairpin_mode || conf.port_isolation {
+        let port = BridgePortOptions {
+            hairpin: conf.hairpin_mode,
+            isolated: conf.port_isolation,
+        };
+        cx.host.bridge_port_set(hv.index, &port).await?;
+    }
+    let mut vlans: Vec<BridgeVlan> = conf
+        .trunk()?
+        .into_iter()
+        .map(|(first, last)| BridgeVlan {
+            first,
+            last,
+            pvid_untagged: false,
+        })
+        .collect();
+    if conf.vlan != 0 {
+        vlans.push(BridgeVlan {
+            first: conf.vlan,
+            last: conf.vlan,
+            pvid_untagged: true,
+        });
+    }
+    if !vlans.is_empty() {
+        cx.host.bridge_vlan_add(hv.index, &vlans).await?;
+        if !conf.preserve_default_vlan && conf.vlan != 1 {
+            cx.host.bridge_vlan_del(hv.index, 1).await?;
+        }
+    }
+    cx.host.link_set_up(hv.index).await?;
+    Ok(())
+}
+
+/// As the reference: with `isGateway`, an address without a gateway gets its subnet's
+/// first address; with `isDefaultGateway`, a default route via it per family.
+fn fill_gateways(conf: &BridgeConf, result: &mut CniResult) {
+    if !conf.is_gateway {
+        return;
+    }
+    for ip in &mut result.ips {
+        if ip.gateway.is_none() {
+            ip.gateway = nth(ip.address.network(), 1);
+        }
+    }
+    if conf.is_default_gateway {
+        for v4 in [true, false] {
+            let Some(gw) = result
+                .ips
+                .iter()
+                .filter(|i| i.address.is_ipv4() == v4)
+                .find_map(|i| i.gateway)
+            else {
+                continue;
+            };
+            let dst: IpNetwork = if v4 {
+                "0.0.0.0/0".parse().expect("valid")
+            } else {
+                "::/0".parse().expect("valid")
+            };
+            if !result.routes.iter().any(|r| r.dst == dst) {
+                result.routes.push(Route::new(dst, Some(gw)));
+            }
+        }
+    }
+}
+
+fn nth(base: IpAddr, n: u128) -> Option<IpAddr> {
+    match base {
+        IpAddr::V4(v4) => Some(IpAddr::V4((u32::from(v4).checked_add(n as u32)?).into())),
+        IpAddr::V6(v6) => Some(IpAddr::V6((u128::from(v6).checked_add(n)?).into())),
+    }
+}
+
+/// The container end: DAD, addresses, up, routes.
+async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Result<(), CniError> {
+    let (args, conf) = (cx.args, cx.conf);
+    if !conf.enabledad && result.ips.iter().any(|i| i.address.is_ipv6()) {
+        let key = format!("net/ipv6/conf/{}/accept_dad", args.ifname);
+        sysctl::set(cx.ns, &key, "0")?;
+    }
+    for ip in &result.ips {
+        cx.ctr.addr_add(c.index, ip.address).await?;
+    }
+    if conf.disable_container_interface {
+        return Ok(()); // left down: routes through it cannot be added
+    }
+    cx.ctr.link_set_up(c.index).await?;
+    for r in &result.routes {
+        let gateway = r.gw.or_else(|| {
+            result
+                .ips
+                .iter()
+                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
+                .and_then(|i| i.gateway)
+        });
+        cx.ctr
+            .route_add(&RouteSpec {
+                dst: r.dst,
+                gateway,
+                oif: Some(c.index),
+                scope: 0,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Gateway addresses on the bridge (one per subnet), and forwarding on.
+async fn set_gateway_addresses(
+    cx: &Ctx<'_>,
+    bridge: &Link,
+    result: &CniResult,
+) -> Result<(), CniError> {
+    let existing = cx.host.addr_list(Some(bridge.index)).await?;
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let want =
+            IpNetwork::new(gw, ip.address.prefix()).expect("the address's prefix fits its gateway");
+        let same_subnet: Vec<IpNetwork> = existing
+            .iter()
+            .map(|(_, a)| *a)
+            .filter(|a| a.is_ipv4() == want.is_ipv4() && a.contains(gw) && !a.ip().is_loopback())
+            .filter(|a| !is_link_local(a.ip()))
+            .collect();
+        if same_subnet.contains(&want) {
+            continue;
+        }
+        if let Some(old) = same_subnet.first() {
+            if !cx.conf.force_address {
+                return Err(CniError::invalid_config(format!(
+                    "bridge {:?} already has address {old}, different from {want} (set forceAddress to replace it)",
+                    cx.conf.bridge
+                )));
+            }
+            cx.host.addr_del(bridge.index, *old).await?;
+        }
+        cx.host.addr_add(bridge.index, want).await?;
+        let host = NetNs::current()?;
+        match want {
+            IpNetwork::V4(_) => sysctl::set(&host, "net.ipv4.ip_forward", "1")?,
+            IpNetwork::V6(_) => sysctl::set(&host, "net.ipv6.conf.all.forwarding", "1")?,
+        };
+    }
+    Ok(())
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// Best-effort removal of what a failed ADD made after IPAM.
+async fn undo(cx: &Ctx<'_>) {
+    if let Ok(Some(c)) = cx.ctr.link_get(&cx.args.ifname).await {
+        let _ = cx.ctr.link_del(c.index).await;
+    }
+    if cx.conf.ip_masq {
+        let key = nft::attachment_key(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
+        let _ = nft::remove_where(|c| c == key);
+    }
+    if let Some(ipam) = &cx.conf.ipam {
+        let _ = delegate::del(&ipam.plugin_type, cx.args);
+    }
+}
+
+/// Deletes the container's end of the pair (the host end goes with it); a missing
+/// namespace or interface is fine.
+fn remove_container_link(args: &CmdArgs) -> Result<(), CniError> {
+    let Some(path) = &args.netns else {
+        return Ok(());
+    };
+    let ns = match NetNs::open(path) {
+        Ok(ns) => ns,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    netkit::block_on(async {
+        let ctr = Netlink::open_in(&ns)?;
+        match ctr.link_get(&args.ifname).await? {
+            Some(c) => ctr.link_del(c.index).await,
+            None => Ok(()),
+        }
+    })
+    .map_err(CniError::from)
+}
+
+async fn check_kernel(
+    args: &CmdArgs,
+    conf: &BridgeConf,
+    ns: &NetNs,
+    prev: &CniResult,
+) -> Result<(), CniError> {
+    let failed = |m: String| CniError::new(ErrorCode::CHECK_FAILED, m);
+    let host = Netlink::open_current()?;
+    let ctr = Netlink::open_in(ns)?;
+    let br = host
+        .link_get(&conf.bridge)
+        .await?
+        .filter(|b| b.kind.as_deref() == Some("bridge"));
+    let br = br.ok_or_else(|| failed(format!("bridge {:?} is missing", conf.bridge)))?;
+    let c = ctr.link_get(&args.ifname).await?.ok_or_else(|| {
+        failed(format!(
+            "interface {:?} is missing in the container",
+            args.ifname
+        ))
+    })?;
+    if c.kind.as_deref() != Some("veth") {
+        return Err(failed(format!("interface {:?} is not a veth", args.ifname)));
+    }
+    let peer = match c.peer {
+        Some(p) => host.link_by_index(p).await?,
+        None => None,
+    };
+    if peer.as_ref().and_then(|p| p.master) != Some(br.index) {
+        return Err(failed(format!(
+            "the host end of {:?} is not a port of bridge {:?}",
+            args.ifname, conf.bridge
+        )));
+    }
+    let have: Vec<IpNetwork> = ctr
+        .addr_list(Some(c.index))
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    for ip in &prev.ips {
+        let ours = ip
+            .interface
+            .and_then(|i| prev.interfaces.get(i))
+            .is_some_and(|i| i.name == args.ifname && i.sandbox.is_some());
+        if ours && !have.contains(&ip.address) {
+            return Err(failed(format!(
+                "address {} is missing on {:?}",
+                ip.address, args.ifname
+            )));
+        }
+    }
+    if !conf.disable_container_interface {
+        let routes = ctr.route_list().await?;
+        for r in &prev.routes {
+            if !routes.iter().any(|have| have.dst == r.dst) {
+                return Err(failed(format!(
+                    "route to {} is missing in the container",
+                    r.dst
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_masq(args: &CmdArgs, conf: &BridgeConf, prev: &CniResult) -> Result<(), CniError> {
+    let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
+    let elements = nft::list_elements()?;
+    for ip in &prev.ips {
+        let set = if ip.address.is_ipv4() {
+            "masq4"
+        } else {
+            "masq6"
+        };
+        let want = ip.address.ip().to_string();
+        if !elements
+            .iter()
+            .any(|e| e.set == set && e.key == want && e.comment == key)
+        {
+            return Err(CniError::new(
+                ErrorCode::CHECK_FAILED,
+                format!("masquerade for {want} is missing from table inet podnet"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn random_bytes() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// `veth` and 8 hex digits, as the reference names host ends.
+fn veth_name() -> String {
+    format!("veth{:08x}", random_bytes() as u32)
+}
+
+/// A random locally administered unicast MAC.
+fn random_mac() -> [u8; 6] {
+    let b = random_bytes().to_be_bytes();
+    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}

@@ -1,0 +1,4 @@
+//! The `bridge` CNI plugin.
+fn main() {
+    cni::skel::run(bridge::Bridge)
+}

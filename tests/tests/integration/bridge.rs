@@ -1,0 +1,245 @@
+//! bridge + host-local with real traffic between namespaces and kernel state read back.
+
+use std::path::Path;
+use std::process::Command;
+
+use netkit::{NetNs, Netlink, VethOptions};
+use podnet_tests::{link_state, privileged_test, random_name, Call, Sandbox, Subject};
+use serde_json::{json, Value};
+
+fn conf(br: &str, extra: Value) -> Value {
+    let mut c = json!({"cniVersion": "1.0.0", "name": "brnet", "type": "bridge", "bridge": br,
+        "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "subnet": "10.70.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]}});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn bridge_call(cmd: &str, ns: &NetNs, id: &str, c: &Value) -> Call {
+    let s = Subject::from_env();
+    Call::new(&s.plugin("bridge"), cmd, ns.path(), "eth0", c).set("CNI_CONTAINERID", id)
+}
+
+fn sh(ns: Option<&NetNs>, cmd: &str) -> (bool, String) {
+    let mut c = Command::new("sh");
+    if let Some(ns) = ns {
+        c = Command::new("nsenter");
+        c.arg(format!("--net={}", ns.path().display())).arg("sh");
+    }
+    let out = c.arg("-c").arg(cmd).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn ping(from: &NetNs, to: &str) -> bool {
+    sh(Some(from), &format!("ping -c 1 -W 2 {to}")).0
+}
+
+fn addr_of(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A namespace standing in for "outside", reached from the host over 192.0.2.0/24, with
+/// no route back to the container subnet (so only masqueraded traffic is answered).
+fn outside(sb: &mut Sandbox) -> NetNs {
+    let out = sb.container("out");
+    let host = sb.host();
+    let hname = random_name("vo");
+    netkit::block_on(async {
+        let h = Netlink::open_in(&host).unwrap();
+        h.link_add_veth(&hname, "eth0", &out, &VethOptions::default())
+            .await
+            .unwrap();
+        let hv = h.link_require(&hname).await.unwrap();
+        h.addr_add(hv.index, "192.0.2.254/24".parse().unwrap())
+            .await
+            .unwrap();
+        h.link_set_up(hv.index).await.unwrap();
+        let o = Netlink::open_in(&out).unwrap();
+        let ov = o.link_require("eth0").await.unwrap();
+        o.addr_add(ov.index, "192.0.2.1/24".parse().unwrap())
+            .await
+            .unwrap();
+        o.link_set_up(ov.index).await.unwrap();
+    });
+    out
+}
+
+privileged_test! {
+    fn two_containers_ping_each_other_the_gateway_and_outside() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let c = conf(&br, json!({}));
+        let (a, b) = (sb.container("a"), sb.container("b"));
+        let ra = bridge_call("ADD", &a, "ctr-a", &c).run().ok();
+        let rb = bridge_call("ADD", &b, "ctr-b", &c).run().ok();
+        let (ipa, ipb) = (addr_of(&ra), addr_of(&rb));
+        assert_ne!(ipa, ipb);
+        // Result shape: bridge, host veth, container; the address on interface 2.
+        assert_eq!(ra["interfaces"][0]["name"], br.as_str());
+        assert!(ra["interfaces"][1]["name"].as_str().unwrap().starts_with("veth"));
+        assert_eq!(ra["interfaces"][2]["name"], "eth0");
+        assert_eq!(ra["interfaces"][2]["sandbox"], a.path().display().to_string());
+        assert_eq!(ra["ips"][0]["interface"], 2);
+        assert_eq!(ra["ips"][0]["gateway"], "10.70.0.1");
+        // Kernel state.
+        let (bl, baddrs) = link_state(&sb.host(), &br);
+        assert!(bl.up && bl.kind.as_deref() == Some("bridge"));
+        assert!(baddrs.contains(&"10.70.0.1/24".to_string()), "{baddrs:?}");
+        assert_eq!(ra["interfaces"][0]["mac"], bl.mac.as_str());
+        assert_eq!(netkit::sysctl::get(&sb.host(), "net.ipv4.ip_forward").unwrap(), "1");
+        let (cl, caddrs) = link_state(&a, "eth0");
+        assert!(cl.up && caddrs.contains(&format!("{ipa}/24")));
+        assert!(sh(Some(&a), "ip route").1.contains("default via 10.70.0.1 dev eth0"));
+        // Traffic.
+        assert!(ping(&a, &ipb), "a reaches b");
+        assert!(ping(&b, &ipa), "b reaches a");
+        assert!(ping(&a, "10.70.0.1"), "a reaches the gateway");
+        let out = outside(&mut sb);
+        assert!(ping(&a, "192.0.2.1"), "a reaches outside through masquerade");
+        let ruleset = sh(None, "nft list table inet podnet").1;
+        assert!(ruleset.contains(&ipa) && ruleset.contains("masquerade"), "{ruleset}");
+        // CHECK, then DEL: the link, the lease and the masquerade element go.
+        let mut with_prev = c.clone();
+        with_prev["prevResult"] = ra.clone();
+        bridge_call("CHECK", &a, "ctr-a", &with_prev).run().ok();
+        bridge_call("DEL", &a, "ctr-a", &with_prev).run().ok();
+        assert!(!sh(Some(&a), "ip link show eth0").0, "the container end is gone");
+        assert!(!sh(None, "nft list table inet podnet").1.contains(&ipa));
+        assert!(!Path::new(&format!("/var/lib/cni/networks/brnet/{ipa}")).exists());
+        assert!(!ping(&b, &ipa));
+        let (code, _, _) = bridge_call("CHECK", &a, "ctr-a", &with_prev).run().err();
+        assert_ne!(code, 0);
+        bridge_call("DEL", &a, "ctr-a", &c).run().ok(); // again
+        // DEL of the last container without prevResult and without its namespace.
+        let bpath = b.path().to_path_buf();
+        drop(b);
+        sb.remove(&bpath);
+        bridge_call("DEL", &out, "ctr-b", &c).set("CNI_NETNS", bpath.to_str().unwrap()).run().ok();
+        assert!(!sh(None, "nft list tables").1.contains("podnet"), "the last DEL removes the table");
+        let leases: Vec<_> = std::fs::read_dir("/var/lib/cni/networks/brnet").unwrap().filter_map(|e| e.unwrap().file_name().into_string().ok()).filter(|n| n.parse::<std::net::IpAddr>().is_ok()).collect();
+        assert!(leases.is_empty(), "{leases:?}");
+        drop(out);
+    }
+}
+
+privileged_test! {
+    fn static_address_and_conflict() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let c = conf(&br, json!({}));
+        let a = sb.container("a");
+        let r = bridge_call("ADD", &a, "hugo", &c).set("CNI_ARGS", "IP=10.70.0.10").run().ok();
+        assert_eq!(r["ips"][0]["address"], "10.70.0.10/24");
+        let b = sb.container("b");
+        let (code, msg, _) = bridge_call("ADD", &b, "other", &c).set("CNI_ARGS", "IP=10.70.0.10").run().err();
+        assert_eq!(code, cni::ErrorCode::ADDRESS_IN_USE.0 as u64, "{msg}");
+        assert!(msg.contains("\"hugo\""), "{msg}");
+        assert!(!sh(Some(&b), "ip link show eth0").0, "nothing left in the loser's namespace");
+        let veths = sh(None, &format!("ip -o link show master {br}")).1;
+        assert_eq!(veths.lines().count(), 1, "only hugo's port is on the bridge: {veths}");
+    }
+}
+
+privileged_test! {
+    fn every_key_reads_back_from_the_kernel() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let a = sb.container("a");
+        let c = conf(&br, json!({"mtu": 1400, "hairpinMode": true, "promiscMode": true, "portIsolation": true,
+            "ipMasq": false, "isDefaultGateway": true, "runtimeConfig": {"mac": "02:42:ac:11:00:09"},
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.71.0.0/24"}], [{"subnet": "fd71::/64"}]]}}));
+        let r = bridge_call("ADD", &a, "keys", &c).run().ok();
+        let hv = r["interfaces"][1]["name"].as_str().unwrap().to_owned();
+        let (cl, caddrs) = link_state(&a, "eth0");
+        assert_eq!((cl.mtu, cl.mac.as_str()), (1400, "02:42:ac:11:00:09"));
+        assert!(caddrs.iter().any(|x| x.starts_with("fd71::")), "{caddrs:?}");
+        assert_eq!(netkit::sysctl::get(&a, "net/ipv6/conf/eth0/accept_dad").unwrap(), "0", "no DAD by default");
+        let routes = sh(Some(&a), "ip route; ip -6 route").1;
+        assert!(routes.contains("default via 10.71.0.1") && routes.contains("default via fd71::1"), "{routes}");
+        let link = sh(None, &format!("ip -d link show {hv}")).1;
+        assert!(link.contains("hairpin on") && link.contains("isolated on"), "{link}");
+        assert!(sh(None, &format!("ip link show {br}")).1.contains("PROMISC"));
+        // The bridge keeps its MAC as ports come and go.
+        let before = link_state(&sb.host(), &br).0.mac;
+        let b = sb.container("b");
+        bridge_call("ADD", &b, "keys2", &c).set("CNI_ARGS", "IgnoreUnknown=1").run().ok();
+        bridge_call("DEL", &b, "keys2", &c).run().ok();
+        assert_eq!(link_state(&sb.host(), &br).0.mac, before);
+    }
+}
+
+privileged_test! {
+    fn disabled_container_interface_and_existing_address() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let a = sb.container("a");
+        let c = conf(&br, json!({"disableContainerInterface": true, "ipMasq": false}));
+        bridge_call("ADD", &a, "down", &c).run().ok();
+        assert!(!link_state(&a, "eth0").0.up);
+        // Another address in the subnet on the bridge: refused without forceAddress.
+        let br2 = random_name("br");
+        netkit::block_on(async {
+            let h = Netlink::open_current().unwrap();
+            h.link_add_bridge(&br2, &Default::default()).await.unwrap();
+            let l = h.link_require(&br2).await.unwrap();
+            h.addr_add(l.index, "10.72.0.99/24".parse().unwrap()).await.unwrap();
+        });
+        let c2 = json!({"cniVersion": "1.0.0", "name": "n2", "type": "bridge", "bridge": br2, "isGateway": true,
+            "ipam": {"type": "host-local", "subnet": "10.72.0.0/24"}});
+        let b = sb.container("b");
+        let (_, msg, _) = bridge_call("ADD", &b, "x", &c2).run().err();
+        assert!(msg.contains("forceAddress"), "{msg}");
+        assert!(!sh(Some(&b), "ip link show eth0").0, "undone");
+        let mut forced = c2.clone();
+        forced["forceAddress"] = json!(true);
+        bridge_call("ADD", &b, "x", &forced).run().ok();
+        let addrs = link_state(&sb.host(), &br2).1;
+        assert!(addrs.contains(&"10.72.0.1/24".to_string()) && !addrs.contains(&"10.72.0.99/24".to_string()), "{addrs:?}");
+    }
+}
+
+privileged_test! {
+    fn vlan_keys_or_a_clear_refusal() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let a = sb.container("a");
+        let c = conf(&br, json!({"vlan": 100, "vlanTrunk": [{"id": 200}, {"minID": 300, "maxID": 302}],
+            "preserveDefaultVlan": false, "ipMasq": false}));
+        // Does this kernel filter VLANs on bridges (CONFIG_BRIDGE_VLAN_FILTERING)?
+        let probe = random_name("bp");
+        let supported = sh(None, &format!("ip link add {probe} type bridge vlan_filtering 1")).0;
+        let reply = bridge_call("ADD", &a, "vlans", &c).run();
+        if !supported {
+            let (code, msg, _) = reply.err();
+            assert_eq!(code, cni::ErrorCode::UNSUPPORTED_FIELD.0 as u64);
+            assert!(msg.starts_with("vlan: 100") && msg.contains("CONFIG_BRIDGE_VLAN_FILTERING"), "{msg}");
+            assert!(!sh(None, &format!("ip link show {br}")).0, "no bridge is left behind");
+            assert!(!sh(Some(&a), "ip link show eth0").0);
+            let leases = std::fs::read_dir("/var/lib/cni/networks/brnet").map(|d| d.count()).unwrap_or(0);
+            assert_eq!(leases, 0, "no lease is taken");
+            return;
+        }
+        let r = reply.ok();
+        let hv = r["interfaces"][1]["name"].as_str().unwrap().to_owned();
+        assert!(sh(None, &format!("ip -d link show {br}")).1.contains("vlan_filtering 1"));
+        let vlans = sh(None, &format!("bridge vlan show dev {hv}")).1;
+        assert!(vlans.contains("100 PVID Egress Untagged"), "{vlans}");
+        assert!(vlans.contains("200") && vlans.contains("300") && vlans.contains("302"), "{vlans}");
+        assert!(!vlans.lines().any(|l| l.split_whitespace().any(|w| w == "1")), "vid 1 removed: {vlans}");
+    }
+}
