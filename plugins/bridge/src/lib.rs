@@ -80,7 +80,7 @@ impl Plugin for Bridge {
             failures.extend(delegate::del(&ipam.plugin_type, args).err());
         }
         failures.extend(remove_container_link(args).err());
-        if conf.ip_masq {
+        if conf.ip_masq || conf.macspoofchk {
             let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
             failures.extend(
                 nft::remove_where(|c| c == key)
@@ -128,7 +128,7 @@ impl Plugin for Bridge {
             result =
                 delegate::status_or_gc(&ipam.plugin_type, Command::Gc, &args.path, &args.stdin);
         }
-        if conf.ip_masq {
+        if conf.ip_masq || conf.macspoofchk {
             let prefix = format!("{} ", conf.name);
             let valid: Vec<String> = args
                 .valid_attachments
@@ -242,12 +242,7 @@ async fn wire(
     if conf.is_gateway {
         set_gateway_addresses(cx, bridge, &result).await?;
     }
-    if conf.ip_masq {
-        let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
-        let addrs: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
-        let _lock = nft::lock()?;
-        nft::apply(&nft::masq_add(&key, &addrs))?;
-    }
+    apply_rules(cx, &host_name, &c.mac, &result)?;
     let bridge_mac = cx.host.link_require(&conf.bridge).await?.mac;
     result.interfaces = vec![
         Interface {
@@ -274,6 +269,26 @@ async fn wire(
         result.dns = conf.dns.clone();
     }
     Ok(result)
+}
+
+/// Masquerade and the MAC spoof check: one nft transaction.
+fn apply_rules(cx: &Ctx<'_>, port: &str, mac: &str, result: &CniResult) -> Result<(), CniError> {
+    let (args, conf) = (cx.args, cx.conf);
+    if !conf.ip_masq && !conf.macspoofchk {
+        return Ok(());
+    }
+    let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
+    let mut batch = nft::Batch::default();
+    if conf.ip_masq {
+        let addrs: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+        batch.0.extend(nft::masq_add(&key, &addrs).0);
+    }
+    if conf.macspoofchk {
+        batch.0.extend(nft::spoofchk_add(&key, port, mac).0);
+    }
+    let _lock = nft::lock()?;
+    nft::apply(&batch)?;
+    Ok(())
 }
 
 /// The host end: enslaved, port flags, VLANs, up.
@@ -440,7 +455,7 @@ async fn undo(cx: &Ctx<'_>) {
     if let Ok(Some(c)) = cx.ctr.link_get(&cx.args.ifname).await {
         let _ = cx.ctr.link_del(c.index).await;
     }
-    if cx.conf.ip_masq {
+    if cx.conf.ip_masq || cx.conf.macspoofchk {
         let key = nft::attachment_key(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
         let _ = nft::remove_where(|c| c == key);
     }

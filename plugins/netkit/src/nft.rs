@@ -13,6 +13,10 @@
 //!   set local4  ipv4_addr . ipv4_addr      (container, its subnet): traffic not masqueraded
 //!   set local6  ipv6_addr . ipv6_addr
 //!   chain postrouting  nat hook: return for local pairs and multicast, masquerade @masq
+//! table bridge podnet                      (macspoofchk)
+//!   set macs    ifname . ether_addr        (host end of a container's veth, the MAC it may send from)
+//!   set checked ifname                     ports whose source MACs are checked
+//!   chain prerouting  filter hook: accept @macs, drop the rest of @checked
 //! ```
 
 use std::io::Write;
@@ -117,22 +121,27 @@ pub fn lock() -> Result<TableLock, NftError> {
 /// One element of a podnet set, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
+    /// `inet` or `bridge`.
+    pub family: String,
     pub set: String,
     /// In nft syntax, ready to be deleted (`10.88.0.5`, `10.88.0.5 . 10.88.0.0/16`).
     pub key: String,
     pub comment: String,
 }
 
-/// Every element of every set of the podnet table (empty when there is no table).
+/// Every element of every set of the podnet tables (none when there is no table).
 pub fn list_elements() -> Result<Vec<Element>, NftError> {
-    let out = Command::new("nft")
-        .args(["-j", "list", "table", "inet", TABLE])
-        .output()
-        .map_err(NftError::Exec)?;
-    if !out.status.success() {
-        return Ok(Vec::new()); // no table yet
+    let mut all = Vec::new();
+    for family in ["inet", "bridge"] {
+        let out = Command::new("nft")
+            .args(["-j", "list", "table", family, TABLE])
+            .output()
+            .map_err(NftError::Exec)?;
+        if out.status.success() {
+            all.extend(parse_elements(&out.stdout)?); // else: no such table yet
+        }
     }
-    parse_elements(&out.stdout)
+    Ok(all)
 }
 
 fn parse_elements(json: &[u8]) -> Result<Vec<Element>, NftError> {
@@ -141,12 +150,14 @@ fn parse_elements(json: &[u8]) -> Result<Vec<Element>, NftError> {
     for item in v["nftables"].as_array().into_iter().flatten() {
         let Some(set) = item.get("set") else { continue };
         let name = set["name"].as_str().unwrap_or_default();
+        let family = set["family"].as_str().unwrap_or_default();
         for e in set["elem"].as_array().into_iter().flatten() {
             let (val, comment) = match e.get("elem") {
                 Some(inner) => (&inner["val"], inner["comment"].as_str().unwrap_or_default()),
                 None => (e, ""),
             };
             out.push(Element {
+                family: family.into(),
                 set: name.into(),
                 key: render(val),
                 comment: comment.into(),
@@ -240,19 +251,50 @@ pub fn masq_add(key: &str, addrs: &[IpNetwork]) -> Batch {
 /// Deletes `elements`; removes the table too when nothing else is left in it.
 pub fn delete_elements(all: &[Element], doomed: &[&Element]) -> Batch {
     let mut b = Batch::default();
-    if doomed.is_empty() {
-        return b;
+    for family in ["inet", "bridge"] {
+        let total = all.iter().filter(|e| e.family == family).count();
+        let going: Vec<&&Element> = doomed.iter().filter(|e| e.family == family).collect();
+        if going.is_empty() {
+            continue;
+        }
+        if going.len() == total {
+            b.push(format!("delete table {family} {TABLE}"));
+            continue;
+        }
+        for e in going {
+            b.push(format!(
+                "delete element {family} {TABLE} {} {{ {} }}",
+                e.set, e.key
+            ));
+        }
     }
-    if all.len() == doomed.len() {
-        b.push(format!("delete table inet {TABLE}"));
-        return b;
-    }
-    for e in doomed {
-        b.push(format!(
-            "delete element inet {TABLE} {} {{ {} }}",
-            e.set, e.key
-        ));
-    }
+    b
+}
+
+// ---- MAC spoof check ---------------------------------------------------------------------
+
+/// Only `mac` may enter the bridge from `port` (the host end of a container's veth).
+pub fn spoofchk_add(key: &str, port: &str, mac: &str) -> Batch {
+    let mut b = Batch::default();
+    b.push(format!("add table bridge {TABLE}"));
+    b.push(format!(
+        "add set bridge {TABLE} macs {{ type ifname . ether_addr; }}"
+    ));
+    b.push(format!("add set bridge {TABLE} checked {{ type ifname; }}"));
+    b.push(format!("add chain bridge {TABLE} prerouting {{ type filter hook prerouting priority -300; policy accept; }}"));
+    b.push(format!("flush chain bridge {TABLE} prerouting"));
+    b.push(format!(
+        "add rule bridge {TABLE} prerouting iifname . ether saddr @macs accept"
+    ));
+    b.push(format!(
+        "add rule bridge {TABLE} prerouting iifname @checked drop"
+    ));
+    b.push(format!(
+        "add element bridge {TABLE} macs {{ \"{port}\" . {mac} comment \"{key}\" }}"
+    ));
+    b.push(format!(
+        "add element bridge {TABLE} checked {{ \"{port}\" comment \"{key}\" }}"
+    ));
     b
 }
 
@@ -301,6 +343,7 @@ mod tests {
         assert_eq!(
             all[2],
             Element {
+                family: "inet".into(),
                 set: "local4".into(),
                 key: "10.88.0.5 . 10.88.0.0/16".into(),
                 comment: "n a eth0".into()
@@ -319,5 +362,7 @@ mod tests {
             delete_elements(&all, &every).0,
             ["delete table inet podnet"]
         );
+        let spoof = spoofchk_add("n a eth0", "veth1234", "02:00:00:00:00:01").text();
+        assert!(spoof.contains("add element bridge podnet macs { \"veth1234\" . 02:00:00:00:00:01 comment \"n a eth0\" }"), "{spoof}");
     }
 }

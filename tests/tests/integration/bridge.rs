@@ -243,3 +243,26 @@ privileged_test! {
         assert!(!vlans.lines().any(|l| l.split_whitespace().any(|w| w == "1")), "vid 1 removed: {vlans}");
     }
 }
+
+privileged_test! {
+    fn macspoofchk_drops_frames_from_another_mac() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let (a, b) = (sb.container("a"), sb.container("b"));
+        let c = conf(&br, json!({"macspoofchk": true, "ipMasq": false}));
+        let ra = bridge_call("ADD", &a, "spoof-a", &c).run().ok();
+        let rb = bridge_call("ADD", &b, "spoof-b", &c).run().ok();
+        let ipb = addr_of(&rb);
+        assert!(ping(&a, &ipb), "the real MAC passes");
+        let rules = sh(None, "nft list table bridge podnet").1;
+        let port = ra["interfaces"][1]["name"].as_str().unwrap();
+        assert!(rules.contains(port), "{rules}");
+        // Change a's MAC behind the plugin's back: its frames are dropped at the bridge.
+        assert!(sh(Some(&a), "ip link set eth0 address 02:de:ad:be:ef:01 && ip neigh flush all").0);
+        assert!(!ping(&a, &ipb), "a spoofed source MAC is dropped");
+        bridge_call("DEL", &a, "spoof-a", &c).run().ok();
+        bridge_call("DEL", &b, "spoof-b", &c).run().ok();
+        let left = sh(None, "nft list ruleset").1;
+        assert!(!left.contains("table bridge podnet"), "the last DEL removes the table: {left}");
+    }
+}
