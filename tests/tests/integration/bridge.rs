@@ -266,3 +266,76 @@ privileged_test! {
         assert!(!left.contains("table bridge podnet"), "the last DEL removes the table: {left}");
     }
 }
+
+fn no_leftovers(br: &str) {
+    let ports = sh(None, &format!("ip -o link show master {br}")).1;
+    assert!(ports.trim().is_empty(), "ports left on {br}: {ports}");
+    let leases: Vec<String> = std::fs::read_dir("/var/lib/cni/networks/brnet")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+    let ruleset = sh(None, "nft list ruleset").1;
+    assert!(!ruleset.contains("podnet"), "rules left: {ruleset}");
+}
+
+privileged_test! {
+    fn a_hundred_parallel_adds_then_dels() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let c = conf(&br, json!({"macspoofchk": true}));
+        let nss: Vec<NetNs> = (0..100).map(|_| sb.container("p")).collect();
+        let results: Vec<Value> = std::thread::scope(|scope| {
+            let hs: Vec<_> = nss.iter().enumerate().map(|(i, ns)| {
+                let c = c.clone();
+                scope.spawn(move || bridge_call("ADD", ns, &format!("par{i}"), &c).run().ok())
+            }).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let addrs: std::collections::HashSet<String> = results.iter().map(addr_of).collect();
+        assert_eq!(addrs.len(), 100, "distinct addresses");
+        assert_eq!(sh(None, &format!("ip -o link show master {br}")).1.lines().count(), 100);
+        assert!(ping(&nss[0], &addr_of(&results[99])));
+        std::thread::scope(|scope| {
+            for (i, ns) in nss.iter().enumerate() {
+                let c = c.clone();
+                scope.spawn(move || bridge_call("DEL", ns, &format!("par{i}"), &c).run().ok());
+            }
+        });
+        no_leftovers(&br);
+    }
+}
+
+privileged_test! {
+    fn a_kill_at_any_point_of_add_is_undone_by_del() {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let c = conf(&br, json!({"macspoofchk": true}));
+        let mut killed = 0;
+        for i in 0..40u64 {
+            let ns = sb.container("k");
+            let call = bridge_call("ADD", &ns, &format!("kill{i}"), &c);
+            let mut child = Command::new(&call.binary).env_clear().envs(call.env.iter().map(|(k, v)| (k, v)))
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+            child.stdin.take().unwrap().write_all(&call.stdin).unwrap();
+            // Spread the kill over the whole ADD (a few ms, host-local and nft included).
+            std::thread::sleep(std::time::Duration::from_micros(i * 150));
+            if child.try_wait().unwrap().is_none() {
+                killed += 1;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            bridge_call("DEL", &ns, &format!("kill{i}"), &c).run().ok();
+            let leftovers = sh(Some(&ns), "ip -o link show eth0").0;
+            assert!(!leftovers, "kill{i}: the container end survived DEL");
+        }
+        assert!(killed > 5, "ADDs were killed mid-way ({killed})");
+        no_leftovers(&br);
+    }
+}

@@ -4,6 +4,7 @@
 //! `protocol` checks every known plugin present in the directory on the paths that fail
 //! before any kernel state is touched; `loopback` checks the full lifecycle.
 
+mod bridge;
 mod host_local;
 mod loopback;
 mod protocol;
