@@ -133,6 +133,100 @@ fn host_local_rows(dirs: [&Path; 2], leases: usize, iterations: usize) -> [Strin
     [add, del]
 }
 
+/// A bridge + host-local network per implementation (own bridge, subnet, data dir).
+fn bridge_conf(side: usize) -> serde_json::Value {
+    json!({"cniVersion": "1.0.0", "name": format!("benchbr{side}"), "type": "bridge", "bridge": format!("bbr{side}"),
+           "isGateway": true,
+           "ipam": {"type": "host-local", "dataDir": format!("{BENCH_DATA}{side}"),
+                    "ranges": [[{"subnet": format!("10.{}.0.0/16", 81 + side)}]], "routes": [{"dst": "0.0.0.0/0"}]}})
+}
+
+fn side_of(dirs: [&Path; 2], d: &Path) -> usize {
+    usize::from(d != dirs[0])
+}
+
+/// bridge + host-local ADD and DEL of one container.
+fn bridge_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
+    let nss: Vec<NetNs> = (0..2)
+        .map(|i| NetNs::create_named(&format!("bench-br{i}")).expect("bench namespace"))
+        .collect();
+    let call = |d: &Path, cmd: &str| {
+        let side = side_of(dirs, d);
+        Call::new(
+            &d.join("bridge"),
+            cmd,
+            nss[side].path(),
+            "eth0",
+            &bridge_conf(side),
+        )
+    };
+    for d in dirs {
+        timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"));
+    }
+    let add = row("bridge+host-local ADD", dirs, iterations, |d, _| {
+        let took = timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"));
+        took
+    });
+    let del = row("bridge+host-local DEL", dirs, iterations, |d, _| {
+        timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"))
+    });
+    for i in 0..2 {
+        let _ = NetNs::delete_named(&format!("bench-br{i}"));
+    }
+    vec![add, del]
+}
+
+/// Wall time of `n` bridge+host-local ADDs started at once, median of `rounds`.
+fn parallel_row(dirs: [&Path; 2], n: usize, rounds: usize) -> String {
+    let mut walls = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for (side, d) in dirs.iter().enumerate() {
+            let nss: Vec<NetNs> = (0..n)
+                .map(|i| NetNs::create_named(&format!("par{side}-{round}-{i}")).expect("namespace"))
+                .collect();
+            let calls: Vec<Call> = nss
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| {
+                    Call::new(
+                        &d.join("bridge"),
+                        "ADD",
+                        ns.path(),
+                        "eth0",
+                        &bridge_conf(side),
+                    )
+                    .set("CNI_CONTAINERID", &format!("par{i}"))
+                })
+                .collect();
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for c in &calls {
+                    s.spawn(move || timed(c));
+                }
+            });
+            walls[side].push(start.elapsed());
+            std::thread::scope(|s| {
+                for c in &calls {
+                    s.spawn(move || timed(&c.clone().set("CNI_COMMAND", "DEL")));
+                }
+            });
+            for i in 0..n {
+                let _ = NetNs::delete_named(&format!("par{side}-{round}-{i}"));
+            }
+        }
+    }
+    let [ours, theirs] = walls.map(stats);
+    format!(
+        "{n} parallel bridge+host-local ADDs, wall time (median of {rounds}): podnet {} ms, reference {} ms, {:.2}×",
+        ms(ours.median),
+        ms(theirs.median),
+        ours.median.as_secs_f64() / theirs.median.as_secs_f64()
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let ours = PathBuf::from(
@@ -191,6 +285,8 @@ fn main() {
     for side in 0..2 {
         let _ = std::fs::remove_dir_all(format!("{BENCH_DATA}{side}"));
     }
+    rows.extend(bridge_rows(dirs, n));
+    let parallel = parallel_row(dirs, 50, 5);
 
     println!("{n} iterations per row, alternating implementations; times in ms.");
     println!(
@@ -203,4 +299,5 @@ fn main() {
     for r in rows {
         println!("{r}");
     }
+    println!("\n{parallel}");
 }

@@ -58,12 +58,12 @@ impl Plugin for Bridge {
                     ns.path().display()
                 )));
             }
-            let bridge = ensure_bridge(&cx).await?;
-            let ipam = match &conf.ipam {
-                Some(i) => delegate::add(&i.plugin_type, args)?,
-                None => CniResult::default(),
+            // IPAM runs while the bridge and the veth are made.
+            let pending = match &conf.ipam {
+                Some(i) => Some(delegate::start(&i.plugin_type, Command::Add, args)?),
+                None => None,
             };
-            match wire(&cx, &bridge, mac, ipam).await {
+            match build(&cx, mac, pending).await {
                 Ok(result) => Ok(result),
                 Err(e) => {
                     undo(&cx).await;
@@ -76,9 +76,11 @@ impl Plugin for Bridge {
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
         let conf = BridgeConf::parse(args)?;
         let mut failures = Vec::new();
-        if let Some(ipam) = &conf.ipam {
-            failures.extend(delegate::del(&ipam.plugin_type, args).err());
-        }
+        // IPAM's DEL runs while the link (the slow part: the kernel unregisters it) goes.
+        let pending = conf
+            .ipam
+            .as_ref()
+            .map(|i| delegate::start(&i.plugin_type, Command::Del, args));
         failures.extend(remove_container_link(args).err());
         if conf.ip_masq || conf.macspoofchk {
             let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
@@ -87,6 +89,9 @@ impl Plugin for Bridge {
                     .map_err(CniError::from)
                     .err(),
             );
+        }
+        if let Some(p) = pending {
+            failures.extend(p.and_then(delegate::Pending::done).err());
         }
         match failures.into_iter().next() {
             None => Ok(()),
@@ -216,33 +221,56 @@ fn no_vlan_filtering(c: &BridgeConf) -> CniError {
     )
 }
 
-/// Everything after IPAM; on error the caller undoes it.
-async fn wire(
+/// Links, then the IPAM result, then configuration; on error the caller undoes it.
+async fn build(
     cx: &Ctx<'_>,
-    bridge: &Link,
     mac: Option<[u8; 6]>,
-    ipam: CniResult,
+    pending: Option<delegate::Pending>,
 ) -> Result<CniResult, CniError> {
-    let (args, conf) = (cx.args, cx.conf);
+    let links = make_links(cx, mac).await;
+    // Collected even when the links failed, so that undo never races a running IPAM.
+    let ipam = match pending {
+        Some(p) => p.result(),
+        None => Ok(CniResult::default()),
+    };
+    let (bridge, hv, c) = links?;
+    finish(cx, &bridge, &hv, &c, ipam?).await
+}
+
+/// The bridge and the veth pair, the host end wired to the bridge.
+async fn make_links(cx: &Ctx<'_>, mac: Option<[u8; 6]>) -> Result<(Link, Link, Link), CniError> {
+    let bridge = ensure_bridge(cx).await?;
     let host_name = veth_name();
     let opts = VethOptions {
-        mtu: conf.mtu(),
+        mtu: cx.conf.mtu(),
         mac: None,
         peer_mac: mac,
     };
     cx.host
-        .link_add_veth(&host_name, &args.ifname, cx.ns, &opts)
+        .link_add_veth(&host_name, &cx.args.ifname, cx.ns, &opts)
         .await?;
     let hv = cx.host.link_require(&host_name).await?;
-    attach_port(cx, bridge, &hv).await?;
-    let c = cx.ctr.link_require(&args.ifname).await?;
+    attach_port(cx, &bridge, &hv).await?;
+    let c = cx.ctr.link_require(&cx.args.ifname).await?;
+    Ok((bridge, hv, c))
+}
+
+/// The container end, gateway addresses, rules, and the result.
+async fn finish(
+    cx: &Ctx<'_>,
+    bridge: &Link,
+    hv: &Link,
+    c: &Link,
+    ipam: CniResult,
+) -> Result<CniResult, CniError> {
+    let (args, conf) = (cx.args, cx.conf);
     let mut result = ipam;
     fill_gateways(conf, &mut result);
-    configure_container(cx, &c, &result).await?;
+    configure_container(cx, c, &result).await?;
     if conf.is_gateway {
         set_gateway_addresses(cx, bridge, &result).await?;
     }
-    apply_rules(cx, &host_name, &c.mac, &result)?;
+    apply_rules(cx, &hv.name, &c.mac, &result)?;
     let bridge_mac = cx.host.link_require(&conf.bridge).await?.mac;
     result.interfaces = vec![
         Interface {
@@ -251,7 +279,7 @@ async fn wire(
             ..Default::default()
         },
         Interface {
-            name: host_name,
+            name: hv.name.clone(),
             mac: Some(hv.mac.clone()),
             ..Default::default()
         },

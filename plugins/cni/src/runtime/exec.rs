@@ -76,6 +76,17 @@ impl PluginExec {
         call: &Invocation<'_>,
         stdin: &[u8],
     ) -> Result<Vec<u8>, CniError> {
+        self.start(plugin, call, stdin)?.wait()
+    }
+
+    /// Starts `plugin` and returns at once; [`Running::wait`] collects its answer. Lets a
+    /// plugin overlap its delegate's work (IPAM) with its own.
+    pub fn start(
+        &self,
+        plugin: &Path,
+        call: &Invocation<'_>,
+        stdin: &[u8],
+    ) -> Result<Running, CniError> {
         let name = plugin.display().to_string();
         let mut child = Process::new(plugin)
             .env("CNI_COMMAND", call.command.as_str())
@@ -106,19 +117,39 @@ impl PluginExec {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        let output = match rx.recv_timeout(self.timeout) {
+        Ok(Running {
+            name,
+            command: call.command,
+            pid,
+            rx,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// A plugin started by [`PluginExec::start`].
+#[derive(Debug)]
+pub struct Running {
+    name: String,
+    command: Command,
+    pid: Pid,
+    rx: mpsc::Receiver<std::io::Result<std::process::Output>>,
+    timeout: Duration,
+}
+
+impl Running {
+    /// Its stdout on success; its error object (or stderr) on failure; killed on timeout.
+    pub fn wait(self) -> Result<Vec<u8>, CniError> {
+        let (name, cmd) = (&self.name, self.command.as_str());
+        let output = match self.rx.recv_timeout(self.timeout) {
             Ok(out) => out.map_err(|e| {
                 CniError::from_source(ErrorCode::IO_FAILURE, format!("waiting for {name}"), &e)
             })?,
             Err(_) => {
-                let _ = kill(pid, Signal::SIGKILL);
+                let _ = kill(self.pid, Signal::SIGKILL);
                 return Err(CniError::new(
                     ErrorCode::PLUGIN_TIMEOUT,
-                    format!(
-                        "{name} {} did not finish within {:?}",
-                        call.command.as_str(),
-                        self.timeout
-                    ),
+                    format!("{name} {cmd} did not finish within {:?}", self.timeout),
                 ));
             }
         };
@@ -129,11 +160,7 @@ impl PluginExec {
             Ok(err) => err,
             Err(_) => CniError::new(
                 ErrorCode::PLUGIN_FAILED,
-                format!(
-                    "{name} {} failed ({})",
-                    call.command.as_str(),
-                    output.status
-                ),
+                format!("{name} {cmd} failed ({})", output.status),
             )
             .with_details(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
         })
