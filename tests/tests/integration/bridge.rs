@@ -341,3 +341,36 @@ privileged_test! {
         no_leftovers(&br);
     }
 }
+
+privileged_test! {
+    fn gc_mac_sources_and_dad() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let c = conf(&br, json!({"enabledad": true, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.73.0.0/24"}], [{"subnet": "fd73::/64"}]]}}));
+        let (a, b) = (sb.container("a"), sb.container("b"));
+        bridge_call("ADD", &a, "keep", &c).set("CNI_ARGS", "MAC=02:00:00:00:0a:01").run().ok();
+        let mut with_args = c.clone();
+        with_args["args"] = json!({"cni": {"mac": "02:00:00:00:0b:01"}});
+        bridge_call("ADD", &b, "stale", &with_args).set("CNI_ARGS", "MAC=02:00:00:00:0b:99").run().ok();
+        assert_eq!(link_state(&a, "eth0").0.mac, "02:00:00:00:0a:01", "CNI_ARGS MAC");
+        assert_eq!(link_state(&b, "eth0").0.mac, "02:00:00:00:0b:01", "args.cni.mac wins over CNI_ARGS");
+        assert_ne!(netkit::sysctl::get(&a, "net/ipv6/conf/eth0/accept_dad").unwrap(), "0", "enabledad keeps DAD on");
+        let bad = bridge_call("ADD", &sb.container("x"), "badmac", &c).set("CNI_ARGS", "MAC=zz").run();
+        assert!(bad.err().1.contains("CNI_ARGS MAC"));
+        // GC with only "keep" valid: stale's lease and masquerade go, keep's stay.
+        let mut gc = c.clone();
+        gc["cniVersion"] = json!("1.1.0");
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+        let s = Subject::from_env();
+        Call::bare(&s.plugin("bridge"), "GC", &gc).run().ok();
+        let rules = sh(None, "nft list table inet podnet").1;
+        assert!(rules.contains("brnet keep eth0") && !rules.contains("brnet stale eth0"), "{rules}");
+        let holders: Vec<String> = std::fs::read_dir("/var/lib/cni/networks/brnet").unwrap()
+            .filter_map(|e| { let e = e.unwrap(); e.file_name().to_str()?.parse::<std::net::IpAddr>().ok()?; std::fs::read_to_string(e.path()).ok() })
+            .collect();
+        assert!(holders.iter().all(|h| h.starts_with("keep")) && holders.len() == 2, "{holders:?}");
+        let mut status = c.clone();
+        status["cniVersion"] = json!("1.1.0");
+        Call::bare(&s.plugin("bridge"), "STATUS", &status).run().ok();
+    }
+}

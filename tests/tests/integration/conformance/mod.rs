@@ -8,3 +8,4 @@ mod bridge;
 mod host_local;
 mod loopback;
 mod protocol;
+mod static_ipam;
