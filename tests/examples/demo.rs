@@ -105,8 +105,118 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     step(7, "remove the namespace");
     drop(ns);
     NetNs::delete_named("podnet-demo")?;
+
+    bridge_network(&runtime)?;
+
     let left = std::fs::read_dir(netkit::NETNS_RUN_DIR)?.count();
     println!("namespaces left under {}: {left}", netkit::NETNS_RUN_DIR);
     println!("\ndemo finished: nothing left behind");
+    Ok(())
+}
+
+fn sh(ns: Option<&NetNs>, cmd: &str) -> String {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net={}", ns.path().display())).arg("sh");
+            c
+        }
+        None => std::process::Command::new("sh"),
+    };
+    let out = c.arg("-c").arg(cmd).output().expect("sh runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The user's first need: a fixed address on a bridge network, no etcd.
+fn bridge_network(runtime: &CniRuntime) -> Result<(), Box<dyn std::error::Error>> {
+    step(
+        8,
+        "a bridge network: bridge + host-local, masquerade, the `ips` capability",
+    );
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "podnet",
+        "plugins": [{"type": "bridge", "bridge": "cni-podnet0", "isGateway": true, "ipMasq": true,
+                     "capabilities": {"ips": true},
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]],
+                              "routes": [{"dst": "0.0.0.0/0"}]}}]
+    });
+    println!("{}", serde_json::to_string_pretty(&conflist)?);
+    let list = NetConfList::from_bytes(conflist.to_string().as_bytes())?;
+    let hugo_ns = NetNs::create_named("hugo")?;
+    let web_ns = NetNs::create_named("web")?;
+    let attach = |id: &str, ns: &NetNs, ips: Option<&str>| RuntimeConf {
+        container_id: id.into(),
+        netns: Some(ns.path().to_path_buf()),
+        ifname: "eth0".into(),
+        args: CniArgs::default(),
+        capability_args: ips
+            .map(|ip| serde_json::json!({"ips": [ip]}))
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default(),
+    };
+    let hugo = attach("hugo", &hugo_ns, Some("10.88.0.10/16"));
+    let web = attach("web", &web_ns, None);
+
+    step(
+        9,
+        "ADD hugo with the fixed address 10.88.0.10, and a second container",
+    );
+    let r = runtime.add(&list, &hugo)?;
+    println!("hugo: {}", r.ips[0].address);
+    let r = runtime.add(&list, &web)?;
+    println!("web:  {}", r.ips[0].address);
+    println!(
+        "lease file /var/lib/cni/networks/podnet/10.88.0.10: {:?}",
+        std::fs::read_to_string("/var/lib/cni/networks/podnet/10.88.0.10")?
+    );
+    print!("{}", sh(None, "ip -br addr show cni-podnet0"));
+
+    step(10, "web pings hugo over the bridge");
+    print!(
+        "{}",
+        sh(Some(&web_ns), "ping -c 2 -W 2 10.88.0.10 | tail -2")
+    );
+
+    step(
+        11,
+        "hugo restarts: DEL, then ADD again, and keeps its address",
+    );
+    runtime.del(&list, &hugo)?;
+    let r = runtime.add(&list, &hugo)?;
+    println!("hugo: {}", r.ips[0].address);
+    println!(
+        "masquerade elements:\n{}",
+        sh(None, "nft list set inet podnet masq4 | grep -A2 elements")
+    );
+
+    step(12, "remove both: no lease, port or rule is left");
+    runtime.del(&list, &hugo)?;
+    runtime.del(&list, &web)?;
+    drop((hugo_ns, web_ns));
+    NetNs::delete_named("hugo")?;
+    NetNs::delete_named("web")?;
+    let leases = std::fs::read_dir("/var/lib/cni/networks/podnet")?
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .parse::<std::net::IpAddr>()
+                    .is_ok()
+            })
+        })
+        .count();
+    println!("leases left: {leases}");
+    println!(
+        "ports left on cni-podnet0: {}",
+        sh(None, "ip -o link show master cni-podnet0 | wc -l").trim()
+    );
+    println!(
+        "podnet nftables tables left: {}",
+        sh(None, "nft list tables | grep -c podnet").trim()
+    );
     Ok(())
 }
