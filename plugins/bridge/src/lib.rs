@@ -16,8 +16,8 @@ use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
 use cni::{delegate, CniError, CniResult, ErrorCode, Interface, Route};
 use ipnetwork::IpNetwork;
 use netkit::{
-    nft, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Link, NetNs, Netlink, RouteSpec,
-    VethOptions,
+    attach, nft, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Link, NetNs, Netlink,
+    RouteSpec, VethOptions,
 };
 
 use config::BridgeConf;
@@ -42,7 +42,7 @@ impl Plugin for Bridge {
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let conf = BridgeConf::parse(args)?;
         let mac = conf.mac(args)?;
-        let ns = open_netns(args)?;
+        let ns = attach::open_netns(args)?;
         netkit::block_on(async {
             let cx = Ctx {
                 args,
@@ -81,7 +81,7 @@ impl Plugin for Bridge {
             .ipam
             .as_ref()
             .map(|i| delegate::start(&i.plugin_type, Command::Del, args));
-        failures.extend(remove_container_link(args).err());
+        failures.extend(attach::remove_container_link(args).err());
         if conf.ip_masq || conf.macspoofchk {
             let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
             failures.extend(
@@ -108,7 +108,7 @@ impl Plugin for Bridge {
         if let Some(ipam) = &conf.ipam {
             delegate::check(&ipam.plugin_type, args)?;
         }
-        let ns = open_netns(args)?;
+        let ns = attach::open_netns(args)?;
         netkit::block_on(check_kernel(args, &conf, &ns, prev))?;
         if conf.ip_masq {
             check_masq(args, &conf, prev)?;
@@ -146,22 +146,6 @@ impl Plugin for Bridge {
     }
 }
 
-fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
-    let path = args
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
-    NetNs::open(path).map_err(|e| {
-        let code = if e.is_not_found() {
-            ErrorCode::UNKNOWN_CONTAINER
-        } else {
-            ErrorCode::NAMESPACE_FAILURE
-        };
-        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display()))
-            .with_details(cni::error::chain(&e))
-    })
-}
-
 /// The bridge, created (MAC pinned, VLAN filtering as needed) when missing, and up.
 async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
     let c = cx.conf;
@@ -172,7 +156,7 @@ async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
             let opts = BridgeOptions {
                 mtu: c.mtu(),
                 vlan_filtering: filtering,
-                mac: Some(random_mac()),
+                mac: Some(attach::random_mac()),
             };
             match cx.host.link_add_bridge(&c.bridge, &opts).await {
                 Err(e) if filtering && is_unsupported(&e) => return Err(no_vlan_filtering(c)),
@@ -240,7 +224,7 @@ async fn build(
 /// The bridge and the veth pair, the host end wired to the bridge.
 async fn make_links(cx: &Ctx<'_>, mac: Option<[u8; 6]>) -> Result<(Link, Link, Link), CniError> {
     let bridge = ensure_bridge(cx).await?;
-    let host_name = veth_name();
+    let host_name = attach::veth_name();
     let opts = VethOptions {
         mtu: cx.conf.mtu(),
         mac: None,
@@ -462,11 +446,7 @@ async fn set_gateway_addresses(
             cx.host.addr_del(bridge.index, *old).await?;
         }
         cx.host.addr_add(bridge.index, want).await?;
-        let host = NetNs::current()?;
-        match want {
-            IpNetwork::V4(_) => sysctl::set(&host, "net.ipv4.ip_forward", "1")?,
-            IpNetwork::V6(_) => sysctl::set(&host, "net.ipv6.conf.all.forwarding", "1")?,
-        };
+        attach::enable_forwarding(want.is_ipv4())?;
     }
     Ok(())
 }
@@ -490,27 +470,6 @@ async fn undo(cx: &Ctx<'_>) {
     if let Some(ipam) = &cx.conf.ipam {
         let _ = delegate::del(&ipam.plugin_type, cx.args);
     }
-}
-
-/// Deletes the container's end of the pair (the host end goes with it); a missing
-/// namespace or interface is fine.
-fn remove_container_link(args: &CmdArgs) -> Result<(), CniError> {
-    let Some(path) = &args.netns else {
-        return Ok(());
-    };
-    let ns = match NetNs::open(path) {
-        Ok(ns) => ns,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    netkit::block_on(async {
-        let ctr = Netlink::open_in(&ns)?;
-        match ctr.link_get(&args.ifname).await? {
-            Some(c) => ctr.link_del(c.index).await,
-            None => Ok(()),
-        }
-    })
-    .map_err(CniError::from)
 }
 
 async fn check_kernel(
@@ -599,28 +558,4 @@ fn check_masq(args: &CmdArgs, conf: &BridgeConf, prev: &CniResult) -> Result<(),
         }
     }
     Ok(())
-}
-
-fn random_bytes() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// `veth` and 8 hex digits, as the reference names host ends.
-fn veth_name() -> String {
-    format!("veth{:08x}", random_bytes() as u32)
-}
-
-/// A random locally administered unicast MAC.
-fn random_mac() -> [u8; 6] {
-    let b = random_bytes().to_be_bytes();
-    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
 }

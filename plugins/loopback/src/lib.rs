@@ -23,7 +23,7 @@ impl Plugin for Loopback {
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
-        let ns = open_netns(args)?;
+        let ns = netkit::attach::open_netns(args)?;
         // `lo` is always LOOPBACK_IFINDEX: no lookup round trip on the hot path.
         let addrs = netkit::block_on(async {
             let nl = Netlink::open_in(&ns)?;
@@ -55,7 +55,7 @@ impl Plugin for Loopback {
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let ns = open_netns(args)?;
+        let ns = netkit::attach::open_netns(args)?;
         let (lo, addrs) = netkit::block_on(async {
             let nl = Netlink::open_in(&ns)?;
             let lo = nl
@@ -81,23 +81,6 @@ impl Plugin for Loopback {
         }
         Ok(())
     }
-}
-
-/// The namespace ADD and CHECK work in; a missing one is an unknown container (3).
-fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
-    let path = args
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
-    NetNs::open(path).map_err(|e| {
-        let code = if e.is_not_found() {
-            ErrorCode::UNKNOWN_CONTAINER
-        } else {
-            ErrorCode::NAMESPACE_FAILURE
-        };
-        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display()))
-            .with_details(cni::error::chain(&e))
-    })
 }
 
 fn result(args: &CmdArgs, addrs: impl Iterator<Item = IpNetwork>) -> CniResult {

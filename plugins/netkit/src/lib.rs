@@ -5,6 +5,7 @@
 //! This is the one crate of the workspace allowed `unsafe` (each block documented with
 //! `// SAFETY:`); today it needs none, as nix wraps every syscall it makes.
 
+pub mod attach;
 pub mod error;
 pub mod netlink;
 pub mod nft;

@@ -1,0 +1,81 @@
+//! What every plugin that wires a container needs from the toolkit, with CNI's error
+//! codes: the container's namespace, its interface removed on DEL, host-side names.
+
+use cni::skel::CmdArgs;
+use cni::{CniError, ErrorCode};
+
+use crate::{NetNs, Netlink};
+
+/// `CNI_NETNS`, opened; a namespace that does not exist is an unknown container (3).
+pub fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
+    let path = args
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
+    NetNs::open(path).map_err(|e| {
+        let code = if e.is_not_found() {
+            ErrorCode::UNKNOWN_CONTAINER
+        } else {
+            ErrorCode::NAMESPACE_FAILURE
+        };
+        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display()))
+            .with_details(cni::error::chain(&e))
+    })
+}
+
+/// Deletes `CNI_IFNAME` in the container (a veth takes its host end with it). No netns
+/// given, a namespace that is gone, or an interface that is gone: nothing to do.
+pub fn remove_container_link(args: &CmdArgs) -> Result<(), CniError> {
+    let Some(path) = &args.netns else {
+        return Ok(());
+    };
+    let ns = match NetNs::open(path) {
+        Ok(ns) => ns,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    crate::block_on(async {
+        let ctr = Netlink::open_in(&ns)?;
+        match ctr.link_get(&args.ifname).await? {
+            Some(c) => ctr.link_del(c.index).await,
+            None => Ok(()),
+        }
+    })
+    .map_err(CniError::from)
+}
+
+fn random_bytes() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// `veth` and 8 hex digits, as the reference plugins name host ends.
+pub fn veth_name() -> String {
+    format!("veth{:08x}", random_bytes() as u32)
+}
+
+/// A random locally administered unicast MAC.
+pub fn random_mac() -> [u8; 6] {
+    let b = random_bytes().to_be_bytes();
+    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// Turns forwarding on in the calling thread's (the host's) namespace for a family.
+pub fn enable_forwarding(ipv4: bool) -> Result<(), CniError> {
+    let host = NetNs::current()?;
+    let key = if ipv4 {
+        "net.ipv4.ip_forward"
+    } else {
+        "net.ipv6.conf.all.forwarding"
+    };
+    if crate::sysctl::get(&host, key)? != "1" {
+        crate::sysctl::set(&host, key, "1")?;
+    }
+    Ok(())
+}
