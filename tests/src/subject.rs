@@ -27,6 +27,9 @@ pub enum Deviation {
     MissingNetnsCatchAll,
     /// A failed CHECK answers the catch-all code 999 instead of a documented code.
     CheckFailureCatchAll,
+    /// ptp CHECK fails (999) on IPAM routes without `gw`: it looks for them without the
+    /// gateway it installed them with.
+    PtpCheckRoutesWithoutGateway,
 }
 
 /// Which implementation a directory holds.

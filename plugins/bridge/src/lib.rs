@@ -83,9 +83,8 @@ impl Plugin for Bridge {
             .map(|i| delegate::start(&i.plugin_type, Command::Del, args));
         failures.extend(attach::remove_container_link(args).err());
         if conf.ip_masq || conf.macspoofchk {
-            let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
             failures.extend(
-                nft::remove_where(|c| c == key)
+                nft::remove_attachment(&conf.name, &args.container_id, &args.ifname)
                     .map_err(CniError::from)
                     .err(),
             );
@@ -134,13 +133,7 @@ impl Plugin for Bridge {
                 delegate::status_or_gc(&ipam.plugin_type, Command::Gc, &args.path, &args.stdin);
         }
         if conf.ip_masq || conf.macspoofchk {
-            let prefix = format!("{} ", conf.name);
-            let valid: Vec<String> = args
-                .valid_attachments
-                .iter()
-                .map(|a| nft::attachment_key(&conf.name, &a.container_id, &a.ifname))
-                .collect();
-            nft::remove_where(|c| c.starts_with(&prefix) && !valid.iter().any(|v| v == c))?;
+            nft::retain_attachments(&conf.name, &args.valid_attachments)?;
         }
         result
     }
@@ -464,8 +457,7 @@ async fn undo(cx: &Ctx<'_>) {
         let _ = cx.ctr.link_del(c.index).await;
     }
     if cx.conf.ip_masq || cx.conf.macspoofchk {
-        let key = nft::attachment_key(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
-        let _ = nft::remove_where(|c| c == key);
+        let _ = nft::remove_attachment(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
     }
     if let Some(ipam) = &cx.conf.ipam {
         let _ = delegate::del(&ipam.plugin_type, cx.args);

@@ -14,7 +14,9 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
@@ -507,7 +509,10 @@ fn route_message(route: &RouteSpec) -> Result<RouteMessage> {
     if let Some(oif) = route.oif {
         b = b.output_interface(oif);
     }
-    Ok(b.scope(RouteScope::from(route.scope)).build())
+    // `boot`, as `ip route add` marks routes it adds.
+    Ok(b.scope(RouteScope::from(route.scope))
+        .protocol(RouteProtocol::Boot)
+        .build())
 }
 
 fn table_of(m: &RouteMessage) -> Option<u32> {

@@ -307,6 +307,26 @@ pub fn remove_where(pick: impl Fn(&str) -> bool) -> Result<usize, NftError> {
     Ok(doomed.len())
 }
 
+/// Removes every element of one attachment (DEL; no netns or prevResult needed).
+pub fn remove_attachment(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Result<usize, NftError> {
+    let key = attachment_key(network, container_id, ifname);
+    remove_where(|c| c == key)
+}
+
+/// Removes the elements of `network` whose attachment is not in `valid` (GC).
+pub fn retain_attachments(network: &str, valid: &[cni::Attachment]) -> Result<usize, NftError> {
+    let prefix = format!("{network} ");
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|a| attachment_key(network, &a.container_id, &a.ifname))
+        .collect();
+    remove_where(|c| c.starts_with(&prefix) && !keep.iter().any(|k| k == c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -374,3 +374,23 @@ privileged_test! {
         Call::bare(&s.plugin("bridge"), "STATUS", &status).run().ok();
     }
 }
+
+privileged_test! {
+    fn ptp_masquerades_to_outside_and_gc_removes_stale_rules() {
+        let mut sb = Sandbox::new();
+        let s = Subject::from_env();
+        let a = sb.container("a");
+        let c = json!({"cniVersion": "1.1.0", "name": "ptpm", "type": "ptp", "ipMasq": true,
+                       "ipam": {"type": "host-local", "subnet": "10.97.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]}});
+        let r = Call::new(&s.plugin("ptp"), "ADD", a.path(), "eth0", &c).set("CNI_CONTAINERID", "m1").run().ok();
+        let out = outside(&mut sb);
+        assert!(ping(&a, "192.0.2.1"), "ptp container reaches outside through masquerade");
+        let ip = addr_of(&r);
+        assert!(sh(None, "nft list set inet podnet masq4").1.contains(&ip));
+        let mut gc = c.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        Call::bare(&s.plugin("ptp"), "GC", &gc).run().ok();
+        assert!(!sh(None, "nft list tables").1.contains("podnet"), "GC removed the stale rules");
+        drop(out);
+    }
+}

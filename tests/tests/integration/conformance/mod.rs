@@ -8,4 +8,5 @@ mod bridge;
 mod host_local;
 mod loopback;
 mod protocol;
+mod ptp;
 mod static_ipam;

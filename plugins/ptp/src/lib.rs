@@ -1,0 +1,361 @@
+//! The `ptp` plugin: a veth pair per container, routed rather than bridged.
+//!
+//! Kernel layout, as the reference's: the container end holds the IPAM address with a
+//! route `GW/32 dev eth0 scope link` and the subnet and IPAM routes via GW; the host end
+//! holds the gateway address(es) as /32 (/128) and a route `IP/32 dev vethX scope host`
+//! per container address. ADD: parse → IPAM (started, collected after the veth exists) →
+//! veth with the container end born in its namespace → container addresses and routes →
+//! host addresses and routes → forwarding → masquerade → result
+//! `interfaces = [host veth, container interface]`.
+
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
+use cni::{delegate, CniError, CniResult, Dns, ErrorCode, Interface};
+use ipnetwork::IpNetwork;
+use netkit::{attach, nft, sysctl, Link, NetNs, Netlink, RouteSpec, VethOptions};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ptp;
+
+/// The reference's keys: `ipMasq`, `mtu`, `ipam` (required), `dns`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PtpConf {
+    pub name: String,
+    #[serde(default)]
+    pub ip_masq: bool,
+    #[serde(default)]
+    pub mtu: u32,
+    pub ipam: Option<IpamRef>,
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpamRef {
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+}
+
+impl PtpConf {
+    fn parse(stdin: &[u8]) -> Result<PtpConf, CniError> {
+        let c: PtpConf = cni::config::decode("network config", stdin)?;
+        match &c.ipam {
+            Some(i) if !i.plugin_type.is_empty() => Ok(c),
+            _ => Err(CniError::invalid_config(
+                "ipam: ptp needs an IPAM plugin (\"ipam\": {\"type\": …})",
+            )),
+        }
+    }
+
+    fn ipam_type(&self) -> &str {
+        self.ipam
+            .as_ref()
+            .map(|i| i.plugin_type.as_str())
+            .unwrap_or_default()
+    }
+}
+
+struct Ctx<'a> {
+    args: &'a CmdArgs,
+    conf: &'a PtpConf,
+    ns: &'a NetNs,
+    host: Netlink,
+    ctr: Netlink,
+}
+
+impl Plugin for Ptp {
+    fn about(&self) -> &'static str {
+        concat!("podnet ptp plugin v", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        let conf = PtpConf::parse(&args.stdin)?;
+        let ns = attach::open_netns(args)?;
+        netkit::block_on(async {
+            let cx = Ctx {
+                args,
+                conf: &conf,
+                ns: &ns,
+                host: Netlink::open_current()?,
+                ctr: Netlink::open_in(&ns)?,
+            };
+            if cx.ctr.link_get(&args.ifname).await?.is_some() {
+                return Err(CniError::invalid_env(format!(
+                    "CNI_IFNAME: interface {:?} already exists in {}",
+                    args.ifname,
+                    ns.path().display()
+                )));
+            }
+            let pending = delegate::start(conf.ipam_type(), Command::Add, args)?;
+            let links = make_veth(&cx).await;
+            let ipam = pending.result();
+            let outcome = match (links, ipam) {
+                (Ok((hv, c)), Ok(ipam)) => finish(&cx, &hv, &c, ipam).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            if outcome.is_err() {
+                undo(&cx).await;
+            }
+            outcome
+        })
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = PtpConf::parse(&args.stdin)?;
+        let pending = delegate::start(conf.ipam_type(), Command::Del, args);
+        let mut failures: Vec<CniError> = attach::remove_container_link(args)
+            .err()
+            .into_iter()
+            .collect();
+        if conf.ip_masq {
+            failures.extend(
+                nft::remove_attachment(&conf.name, &args.container_id, &args.ifname)
+                    .map_err(CniError::from)
+                    .err(),
+            );
+        }
+        failures.extend(pending.and_then(delegate::Pending::done).err());
+        failures.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = PtpConf::parse(&args.stdin)?;
+        let prev = args
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        delegate::check(conf.ipam_type(), args)?;
+        let ns = attach::open_netns(args)?;
+        netkit::block_on(check_kernel(args, &ns, prev))
+    }
+
+    fn status(&self, args: &StatusArgs) -> Result<(), CniError> {
+        let conf = PtpConf::parse(&args.stdin)?;
+        delegate::status_or_gc(conf.ipam_type(), Command::Status, &args.path, &args.stdin)
+    }
+
+    fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
+        let conf = PtpConf::parse(&args.stdin)?;
+        let ipam = delegate::status_or_gc(conf.ipam_type(), Command::Gc, &args.path, &args.stdin);
+        if conf.ip_masq {
+            nft::retain_attachments(&conf.name, &args.valid_attachments)?;
+        }
+        ipam
+    }
+}
+
+async fn make_veth(cx: &Ctx<'_>) -> Result<(Link, Link), CniError> {
+    let host_name = attach::veth_name();
+    let opts = VethOptions {
+        mtu: (cx.conf.mtu != 0).then_some(cx.conf.mtu),
+        mac: None,
+        peer_mac: None,
+    };
+    cx.host
+        .link_add_veth(&host_name, &cx.args.ifname, cx.ns, &opts)
+        .await?;
+    let hv = cx.host.link_require(&host_name).await?;
+    cx.host.link_set_up(hv.index).await?;
+    let c = cx.ctr.link_require(&cx.args.ifname).await?;
+    Ok((hv, c))
+}
+
+fn host_prefix(ip: IpAddr) -> IpNetwork {
+    IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a full-length prefix is valid")
+}
+
+async fn finish(cx: &Ctx<'_>, hv: &Link, c: &Link, ipam: CniResult) -> Result<CniResult, CniError> {
+    let mut result = ipam;
+    for ip in &mut result.ips {
+        if ip.gateway.is_none() {
+            return Err(CniError::invalid_config(format!(
+                "ipam: address {} has no gateway; ptp routes through it",
+                ip.address
+            )));
+        }
+    }
+    configure_container(cx, c, &result).await?;
+    for ip in &result.ips {
+        let gw = ip.gateway.expect("checked above");
+        cx.host.addr_add(hv.index, host_prefix(gw)).await?;
+        let route = RouteSpec {
+            dst: host_prefix(ip.address.ip()),
+            gateway: None,
+            oif: Some(hv.index),
+            scope: 254,
+        };
+        cx.host.route_add(&route).await?;
+        attach::enable_forwarding(ip.address.is_ipv4())?;
+    }
+    if cx.conf.ip_masq {
+        let key = nft::attachment_key(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
+        let addrs: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+        let _lock = nft::lock()?;
+        nft::apply(&nft::masq_add(&key, &addrs))?;
+    }
+    result.interfaces = vec![
+        Interface {
+            name: hv.name.clone(),
+            mac: Some(hv.mac.clone()),
+            ..Default::default()
+        },
+        Interface {
+            name: cx.args.ifname.clone(),
+            mac: Some(c.mac.clone()),
+            sandbox: Some(cx.ns.path().display().to_string()),
+            ..Default::default()
+        },
+    ];
+    for ip in &mut result.ips {
+        ip.interface = Some(1);
+    }
+    if !cx.conf.dns.is_empty() {
+        result.dns = cx.conf.dns.clone();
+    }
+    Ok(result)
+}
+
+/// Address, up, then `GW/32 scope link` and everything else via GW (the kernel's
+/// connected route for the subnet is replaced by one via the gateway).
+async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Result<(), CniError> {
+    if result.ips.iter().any(|i| i.address.is_ipv6()) {
+        sysctl::set(
+            cx.ns,
+            &format!("net/ipv6/conf/{}/accept_dad", cx.args.ifname),
+            "0",
+        )?;
+    }
+    cx.ctr.link_set_up(c.index).await?;
+    for ip in &result.ips {
+        let gw = ip.gateway.expect("checked by the caller");
+        cx.ctr.addr_add(c.index, ip.address).await?;
+        let subnet =
+            IpNetwork::new(ip.address.network(), ip.address.prefix()).expect("same prefix");
+        // Scope 255 (RT_SCOPE_NOWHERE) matches the kernel-made route whatever its scope.
+        cx.ctr
+            .route_del(&RouteSpec {
+                dst: subnet,
+                gateway: None,
+                oif: Some(c.index),
+                scope: 255,
+            })
+            .await?;
+        cx.ctr
+            .route_add(&RouteSpec {
+                dst: host_prefix(gw),
+                gateway: None,
+                oif: Some(c.index),
+                scope: 253,
+            })
+            .await?;
+        cx.ctr
+            .route_add(&RouteSpec {
+                dst: subnet,
+                gateway: Some(gw),
+                oif: Some(c.index),
+                scope: 0,
+            })
+            .await?;
+    }
+    for r in &result.routes {
+        let gateway = r.gw.or_else(|| {
+            result
+                .ips
+                .iter()
+                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
+                .and_then(|i| i.gateway)
+        });
+        cx.ctr
+            .route_add(&RouteSpec {
+                dst: r.dst,
+                gateway,
+                oif: Some(c.index),
+                scope: 0,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn undo(cx: &Ctx<'_>) {
+    if let Ok(Some(c)) = cx.ctr.link_get(&cx.args.ifname).await {
+        let _ = cx.ctr.link_del(c.index).await;
+    }
+    if cx.conf.ip_masq {
+        let _ = nft::remove_attachment(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
+    }
+    let _ = delegate::del(cx.conf.ipam_type(), cx.args);
+}
+
+async fn check_kernel(args: &CmdArgs, ns: &NetNs, prev: &CniResult) -> Result<(), CniError> {
+    let failed = |m: String| CniError::new(ErrorCode::CHECK_FAILED, m);
+    let host = Netlink::open_current()?;
+    let ctr = Netlink::open_in(ns)?;
+    let c = ctr
+        .link_get(&args.ifname)
+        .await?
+        .filter(|l| l.kind.as_deref() == Some("veth"));
+    let c = c.ok_or_else(|| {
+        failed(format!(
+            "veth {:?} is missing in the container",
+            args.ifname
+        ))
+    })?;
+    let hv = match c.peer {
+        Some(p) => host.link_by_index(p).await?,
+        None => None,
+    };
+    let hv = hv.ok_or_else(|| failed(format!("the host end of {:?} is missing", args.ifname)))?;
+    let have: Vec<IpNetwork> = ctr
+        .addr_list(Some(c.index))
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let host_have: Vec<IpNetwork> = host
+        .addr_list(Some(hv.index))
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let routes = ctr.route_list().await?;
+    for ip in &prev.ips {
+        if !have.contains(&ip.address) {
+            return Err(failed(format!(
+                "address {} is missing on {:?}",
+                ip.address, args.ifname
+            )));
+        }
+        if let Some(gw) = ip.gateway {
+            if !host_have.contains(&host_prefix(gw)) {
+                return Err(failed(format!(
+                    "gateway {gw} is missing on host veth {:?}",
+                    hv.name
+                )));
+            }
+            // IPv6 routes have no scope in the kernel: only IPv4 ones are checked for it.
+            if !routes
+                .iter()
+                .any(|r| r.dst == host_prefix(gw) && (gw.is_ipv6() || r.scope == 253))
+            {
+                return Err(failed(format!(
+                    "route {gw} scope link is missing in the container"
+                )));
+            }
+        }
+    }
+    for r in &prev.routes {
+        if !routes.iter().any(|have| have.dst == r.dst) {
+            return Err(failed(format!(
+                "route to {} is missing in the container",
+                r.dst
+            )));
+        }
+    }
+    Ok(())
+}

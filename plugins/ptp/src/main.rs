@@ -1,0 +1,4 @@
+//! The `ptp` CNI plugin.
+fn main() {
+    cni::skel::run(ptp::Ptp)
+}
