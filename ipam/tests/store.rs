@@ -138,3 +138,55 @@ fn the_lock_serializes_processes() {
         .unwrap();
     assert!(free.success());
 }
+
+#[test]
+fn released_inodes_are_reused_and_a_linked_spare_never_is() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("net");
+    {
+        let mut s = Store::open(d.path(), "net").unwrap();
+        s.reserve(ip("10.0.0.2"), "a", "eth0", 0).unwrap();
+        let ino = fs::metadata(dir.join("10.0.0.2")).unwrap().ino();
+        s.release("a", "eth0").unwrap();
+        assert!(s.reserve(ip("10.0.0.3"), "b", "eth0", 0).unwrap());
+        assert_eq!(
+            fs::metadata(dir.join("10.0.0.3")).unwrap().ino(),
+            ino,
+            "the released inode is reused"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("10.0.0.3")).unwrap(),
+            "b\r\neth0"
+        );
+    }
+    // A crash between linking a spare as a lease and dropping its spare name leaves an
+    // inode with two names: it must never be rewritten.
+    let spare = d.path().join(".podnet-index/net/spare/spare-1-1");
+    fs::create_dir_all(spare.parent().unwrap()).unwrap();
+    fs::hard_link(dir.join("10.0.0.3"), &spare).unwrap();
+    let mut s = Store::open(d.path(), "net").unwrap();
+    assert!(s.reserve(ip("10.0.0.4"), "c", "eth0", 0).unwrap());
+    assert_eq!(
+        fs::read_to_string(dir.join("10.0.0.3")).unwrap(),
+        "b\r\neth0",
+        "the lease is intact"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("10.0.0.4")).unwrap(),
+        "c\r\neth0"
+    );
+    assert!(!spare.exists(), "the stale spare name is dropped");
+    // Taken candidates reuse one prepared file; what is left goes back to the pool.
+    assert!(!s.reserve(ip("10.0.0.3"), "d", "eth0", 0).unwrap());
+    assert!(!s.reserve(ip("10.0.0.4"), "d", "eth0", 0).unwrap());
+    drop(s);
+    let names: Vec<String> = fs::read_dir(d.path().join(".podnet-index/net"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".podnet-tmp")),
+        "{names:?}"
+    );
+}

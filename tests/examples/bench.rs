@@ -179,6 +179,39 @@ fn bridge_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
     vec![add, del]
 }
 
+/// ptp + host-local ADD and DEL of one container.
+fn ptp_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
+    let nss: Vec<NetNs> = (0..2)
+        .map(|i| NetNs::create_named(&format!("bench-ptp{i}")).expect("bench namespace"))
+        .collect();
+    let conf = |side: usize| {
+        json!({"cniVersion": "1.0.0", "name": format!("benchptp{side}"), "type": "ptp",
+               "ipam": {"type": "host-local", "dataDir": format!("{BENCH_DATA}{side}"),
+                        "ranges": [[{"subnet": format!("10.{}.0.0/16", 83 + side)}]]}})
+    };
+    let call = |d: &Path, cmd: &str| {
+        let side = side_of(dirs, d);
+        Call::new(&d.join("ptp"), cmd, nss[side].path(), "eth0", &conf(side))
+    };
+    for d in dirs {
+        timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"));
+    }
+    let add = row("ptp+host-local ADD", dirs, iterations, |d, _| {
+        let took = timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"));
+        took
+    });
+    let del = row("ptp+host-local DEL", dirs, iterations, |d, _| {
+        timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"))
+    });
+    for i in 0..2 {
+        let _ = NetNs::delete_named(&format!("bench-ptp{i}"));
+    }
+    vec![add, del]
+}
+
 /// Wall time of `n` bridge+host-local ADDs started at once, median of `rounds`.
 fn parallel_row(dirs: [&Path; 2], n: usize, rounds: usize) -> String {
     let mut walls = [Vec::new(), Vec::new()];
@@ -286,6 +319,7 @@ fn main() {
         let _ = std::fs::remove_dir_all(format!("{BENCH_DATA}{side}"));
     }
     rows.extend(bridge_rows(dirs, n));
+    rows.extend(ptp_rows(dirs, n));
     let parallel = parallel_row(dirs, 50, 5);
 
     println!("{n} iterations per row, alternating implementations; times in ms.");
