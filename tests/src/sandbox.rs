@@ -83,6 +83,16 @@ fn prepare_inside() {
         )
         .unwrap_or_else(|e| panic!("mounting a private tmpfs on {dir}: {e}"));
     }
+    // sysfs shows the network namespace of whoever mounted it: a fresh one makes
+    // /sys/class/net show this sandbox's links, as on a real host.
+    mount(
+        Some("sysfs"),
+        "/sys",
+        Some("sysfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap_or_else(|e| panic!("mounting sysfs for the sandbox: {e}"));
     let host = NetNs::current().expect("the sandbox namespace opens");
     netkit::block_on(async {
         let nl = netkit::Netlink::open_in(&host)?;

@@ -30,6 +30,11 @@ pub enum Deviation {
     /// ptp CHECK fails (999) on IPAM routes without `gw`: it looks for them without the
     /// gateway it installed them with.
     PtpCheckRoutesWithoutGateway,
+    /// host-device gives the device back without the addresses it had on the host.
+    HostDeviceLosesAddresses,
+    /// host-device DEL fails when there is nothing left to give back: the interface or the
+    /// container's namespace is already gone (DEL twice, or after the netns died).
+    HostDeviceDelNotIdempotent,
 }
 
 /// Which implementation a directory holds.

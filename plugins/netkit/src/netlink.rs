@@ -45,6 +45,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// IFLA_LINK: for a veth, its peer's index (in the peer's namespace).
     pub peer: Option<u32>,
+    /// IFLA_IFALIAS (`ip link set dev X alias …`).
+    pub alias: Option<String>,
 }
 
 /// A route as read back or to be added.
@@ -384,6 +386,14 @@ impl Netlink {
             .await
     }
 
+    /// `ip link set dev alias TEXT`.
+    pub async fn link_set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        self.link_set(index, &format!("alias {alias}"), |m| {
+            m.alias(alias.to_owned())
+        })
+        .await
+    }
+
     /// `ip link set dev netns NS`.
     pub async fn link_set_netns(&self, index: u32, ns: &NetNs) -> Result<()> {
         let fd = ns.as_fd().as_raw_fd();
@@ -570,6 +580,7 @@ fn link_from(m: &LinkMessage) -> Link {
         master: None,
         kind: None,
         peer: None,
+        alias: None,
     };
     for a in &m.attributes {
         match a {
@@ -578,6 +589,7 @@ fn link_from(m: &LinkMessage) -> Link {
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Controller(c) => link.master = Some(*c),
             LinkAttribute::Link(p) => link.peer = Some(*p),
+            LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {

@@ -5,6 +5,7 @@
 //! before any kernel state is touched; `loopback` checks the full lifecycle.
 
 mod bridge;
+mod host_device;
 mod host_local;
 mod loopback;
 mod protocol;
