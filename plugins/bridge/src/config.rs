@@ -58,19 +58,13 @@ pub struct BridgeConf {
     #[serde(default)]
     pub port_isolation: bool,
     #[serde(default)]
-    pub ipam: Option<IpamRef>,
+    pub ipam: Option<cni::config::IpamConf>,
     #[serde(default)]
     pub dns: Dns,
     #[serde(default)]
     pub args: Option<ArgsWire>,
     #[serde(default)]
     pub runtime_config: Option<RuntimeWire>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct IpamRef {
-    #[serde(rename = "type", default)]
-    pub plugin_type: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

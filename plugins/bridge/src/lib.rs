@@ -17,7 +17,7 @@ use cni::{delegate, CniError, CniResult, ErrorCode, Interface, Route};
 use ipnetwork::IpNetwork;
 use netkit::{
     attach, nft, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Link, NetNs, Netlink,
-    RouteSpec, VethOptions,
+    VethOptions,
 };
 
 use config::BridgeConf;
@@ -117,21 +117,12 @@ impl Plugin for Bridge {
 
     fn status(&self, args: &StatusArgs) -> Result<(), CniError> {
         let conf: BridgeConf = cni::config::decode("network config", &args.stdin)?;
-        match conf.ipam {
-            Some(ipam) => {
-                delegate::status_or_gc(&ipam.plugin_type, Command::Status, &args.path, &args.stdin)
-            }
-            None => Ok(()),
-        }
+        delegate::forward(conf.ipam.as_ref(), Command::Status, &args.path, &args.stdin)
     }
 
     fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
         let conf: BridgeConf = cni::config::decode("network config", &args.stdin)?;
-        let mut result = Ok(());
-        if let Some(ipam) = &conf.ipam {
-            result =
-                delegate::status_or_gc(&ipam.plugin_type, Command::Gc, &args.path, &args.stdin);
-        }
+        let result = delegate::forward(conf.ipam.as_ref(), Command::Gc, &args.path, &args.stdin);
         if conf.ip_masq || conf.macspoofchk {
             nft::retain_attachments(&conf.name, &args.valid_attachments)?;
         }
@@ -382,30 +373,12 @@ async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Resu
         let key = format!("net/ipv6/conf/{}/accept_dad", args.ifname);
         sysctl::set(cx.ns, &key, "0")?;
     }
-    for ip in &result.ips {
-        cx.ctr.addr_add(c.index, ip.address).await?;
-    }
+    attach::add_addresses(&cx.ctr, c.index, result).await?;
     if conf.disable_container_interface {
         return Ok(()); // left down: routes through it cannot be added
     }
     cx.ctr.link_set_up(c.index).await?;
-    for r in &result.routes {
-        let gateway = r.gw.or_else(|| {
-            result
-                .ips
-                .iter()
-                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
-                .and_then(|i| i.gateway)
-        });
-        cx.ctr
-            .route_add(&RouteSpec {
-                dst: r.dst,
-                gateway,
-                oif: Some(c.index),
-                scope: 0,
-            })
-            .await?;
-    }
+    attach::add_routes(&cx.ctr, c.index, result).await?;
     Ok(())
 }
 

@@ -99,3 +99,16 @@ pub fn status_or_gc(
             ..e
         })
 }
+
+/// STATUS or GC forwarded to the IPAM plugin the config names, if any.
+pub fn forward(
+    ipam: Option<&crate::config::IpamConf>,
+    cmd: Command,
+    path: &[std::path::PathBuf],
+    stdin: &[u8],
+) -> Result<(), CniError> {
+    match ipam {
+        Some(i) => status_or_gc(&i.plugin_type, cmd, path, stdin),
+        None => Ok(()),
+    }
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
 use cni::{delegate, CniError, CniResult, Dns, ErrorCode, Interface};
 use ipnetwork::IpNetwork;
-use netkit::{attach, Link, NetNs, Netlink, RouteSpec};
+use netkit::{attach, Link, NetNs, Netlink};
 use serde::{Deserialize, Serialize};
 
 /// Where podnet keeps what it needs to give a device back.
@@ -35,7 +35,7 @@ pub struct Conf {
     pub pci_bus_id: Option<String>,
     #[serde(default)]
     pub runtime_config: Option<RuntimeWire>,
-    pub ipam: Option<IpamRef>,
+    pub ipam: Option<cni::config::IpamConf>,
     #[serde(default)]
     pub dns: Dns,
     /// podnet: allow moving the interface that carries the host's default route.
@@ -50,12 +50,6 @@ pub struct Conf {
 pub struct RuntimeWire {
     #[serde(rename = "deviceID")]
     pub device_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct IpamRef {
-    #[serde(rename = "type", default)]
-    pub plugin_type: String,
 }
 
 /// How the device was chosen.
@@ -224,20 +218,12 @@ impl Plugin for HostDevice {
 
     fn status(&self, args: &StatusArgs) -> Result<(), CniError> {
         let conf: Conf = cni::config::decode("network config", &args.stdin)?;
-        match conf.ipam {
-            Some(i) => {
-                delegate::status_or_gc(&i.plugin_type, Command::Status, &args.path, &args.stdin)
-            }
-            None => Ok(()),
-        }
+        delegate::forward(conf.ipam.as_ref(), Command::Status, &args.path, &args.stdin)
     }
 
     fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
         let conf: Conf = cni::config::decode("network config", &args.stdin)?;
-        match conf.ipam {
-            Some(i) => delegate::status_or_gc(&i.plugin_type, Command::Gc, &args.path, &args.stdin),
-            None => Ok(()),
-        }
+        delegate::forward(conf.ipam.as_ref(), Command::Gc, &args.path, &args.stdin)
     }
 }
 
@@ -301,25 +287,8 @@ async fn move_in(
         Some(i) => delegate::add(&i.plugin_type, args)?,
         None => CniResult::default(),
     };
-    for ip in &result.ips {
-        ctr.addr_add(c.index, ip.address).await?;
-    }
-    for r in &result.routes {
-        let gateway = r.gw.or_else(|| {
-            result
-                .ips
-                .iter()
-                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
-                .and_then(|i| i.gateway)
-        });
-        ctr.route_add(&RouteSpec {
-            dst: r.dst,
-            gateway,
-            oif: Some(c.index),
-            scope: 0,
-        })
-        .await?;
-    }
+    attach::add_addresses(ctr, c.index, &result).await?;
+    attach::add_routes(ctr, c.index, &result).await?;
     result.interfaces = vec![Interface {
         name: args.ifname.clone(),
         mac: Some(c.mac.clone()),
@@ -361,7 +330,7 @@ async fn give_back(args: &CmdArgs, conf: &Conf) -> Result<(), CniError> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let host = Netlink::open_current()?;
-    let ns = args.netns.as_ref().and_then(|p| NetNs::open(p).ok());
+    let ns = attach::open_netns_if_present(args)?;
     if let Some(ns) = &ns {
         let ctr = Netlink::open_in(ns)?;
         if let Some(c) = ctr.link_get(&args.ifname).await? {

@@ -9,7 +9,7 @@
 use cni::skel::{CmdArgs, Plugin};
 use cni::{CniError, CniResult, ErrorCode, Interface, IpConfig};
 use ipnetwork::IpNetwork;
-use netkit::{NetNs, Netlink, LOOPBACK_IFINDEX};
+use netkit::{Netlink, LOOPBACK_IFINDEX};
 
 /// The plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,13 +37,8 @@ impl Plugin for Loopback {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let Some(path) = &args.netns else {
+        let Some(ns) = netkit::attach::open_netns_if_present(args)? else {
             return Ok(());
-        };
-        let ns = match NetNs::open(path) {
-            Ok(ns) => ns,
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(e.into()),
         };
         netkit::block_on(async {
             match Netlink::open_in(&ns)?.link_set_down(LOOPBACK_IFINDEX).await {

@@ -23,16 +23,23 @@ pub fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
     })
 }
 
+/// `CNI_NETNS` for DEL: `None` when none was given or it is gone (nothing to undo there).
+pub fn open_netns_if_present(args: &CmdArgs) -> Result<Option<NetNs>, CniError> {
+    let Some(path) = &args.netns else {
+        return Ok(None);
+    };
+    match NetNs::open(path) {
+        Ok(ns) => Ok(Some(ns)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Deletes `CNI_IFNAME` in the container (a veth takes its host end with it). No netns
 /// given, a namespace that is gone, or an interface that is gone: nothing to do.
 pub fn remove_container_link(args: &CmdArgs) -> Result<(), CniError> {
-    let Some(path) = &args.netns else {
+    let Some(ns) = open_netns_if_present(args)? else {
         return Ok(());
-    };
-    let ns = match NetNs::open(path) {
-        Ok(ns) => ns,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.into()),
     };
     crate::block_on(async {
         let ctr = Netlink::open_in(&ns)?;
@@ -76,6 +83,36 @@ pub fn enable_forwarding(ipv4: bool) -> Result<(), CniError> {
     };
     if crate::sysctl::get(&host, key)? != "1" {
         crate::sysctl::set(&host, key, "1")?;
+    }
+    Ok(())
+}
+
+/// The result's addresses on interface `index` (through `nl`, the container's socket).
+pub async fn add_addresses(nl: &Netlink, index: u32, result: &cni::CniResult) -> crate::Result<()> {
+    for ip in &result.ips {
+        nl.addr_add(index, ip.address).await?;
+    }
+    Ok(())
+}
+
+/// The result's routes via interface `index`; a route without `gw` goes through the
+/// gateway of the result's first address of its family.
+pub async fn add_routes(nl: &Netlink, index: u32, result: &cni::CniResult) -> crate::Result<()> {
+    for r in &result.routes {
+        let gateway = r.gw.or_else(|| {
+            result
+                .ips
+                .iter()
+                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
+                .and_then(|i| i.gateway)
+        });
+        nl.route_add(&crate::RouteSpec {
+            dst: r.dst,
+            gateway,
+            oif: Some(index),
+            scope: 0,
+        })
+        .await?;
     }
     Ok(())
 }

@@ -30,15 +30,9 @@ pub struct PtpConf {
     pub ip_masq: bool,
     #[serde(default)]
     pub mtu: u32,
-    pub ipam: Option<IpamRef>,
+    pub ipam: Option<cni::config::IpamConf>,
     #[serde(default)]
     pub dns: Dns,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct IpamRef {
-    #[serde(rename = "type", default)]
-    pub plugin_type: String,
 }
 
 impl PtpConf {
@@ -262,23 +256,7 @@ async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Resu
             })
             .await?;
     }
-    for r in &result.routes {
-        let gateway = r.gw.or_else(|| {
-            result
-                .ips
-                .iter()
-                .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
-                .and_then(|i| i.gateway)
-        });
-        cx.ctr
-            .route_add(&RouteSpec {
-                dst: r.dst,
-                gateway,
-                oif: Some(c.index),
-                scope: 0,
-            })
-            .await?;
-    }
+    attach::add_routes(&cx.ctr, c.index, result).await?;
     Ok(())
 }
 
