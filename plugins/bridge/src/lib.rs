@@ -51,13 +51,7 @@ impl Plugin for Bridge {
                 host: Netlink::open_current()?,
                 ctr: Netlink::open_in(&ns)?,
             };
-            if cx.ctr.link_get(&args.ifname).await?.is_some() {
-                return Err(CniError::invalid_env(format!(
-                    "CNI_IFNAME: interface {:?} already exists in {}",
-                    args.ifname,
-                    ns.path().display()
-                )));
-            }
+            attach::ensure_ifname_free(&cx.ctr, args, &ns).await?;
             // IPAM runs while the bridge and the veth are made.
             let pending = match &conf.ipam {
                 Some(i) => Some(delegate::start(&i.plugin_type, Command::Add, args)?),

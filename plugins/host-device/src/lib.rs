@@ -230,13 +230,7 @@ impl Plugin for HostDevice {
 async fn add(args: &CmdArgs, conf: &Conf, ns: &NetNs) -> Result<CniResult, CniError> {
     let host = Netlink::open_current()?;
     let ctr = Netlink::open_in(ns)?;
-    if ctr.link_get(&args.ifname).await?.is_some() {
-        return Err(CniError::invalid_env(format!(
-            "CNI_IFNAME: interface {:?} already exists in {}",
-            args.ifname,
-            ns.path().display()
-        )));
-    }
+    attach::ensure_ifname_free(&ctr, args, ns).await?;
     let dev = find(&host, &conf.selector()?).await?;
     refuse_default_route(&host, conf, &dev).await?;
     let saved = SavedDevice {

@@ -116,3 +116,16 @@ pub async fn add_routes(nl: &Netlink, index: u32, result: &cni::CniResult) -> cr
     }
     Ok(())
 }
+
+/// ADD never touches an interface it did not make: `CNI_IFNAME` must be free in the
+/// container (code 4, naming it).
+pub async fn ensure_ifname_free(ctr: &Netlink, args: &CmdArgs, ns: &NetNs) -> Result<(), CniError> {
+    if ctr.link_get(&args.ifname).await?.is_some() {
+        return Err(CniError::invalid_env(format!(
+            "CNI_IFNAME: interface {:?} already exists in {}",
+            args.ifname,
+            ns.path().display()
+        )));
+    }
+    Ok(())
+}

@@ -78,13 +78,7 @@ impl Plugin for Ptp {
                 host: Netlink::open_current()?,
                 ctr: Netlink::open_in(&ns)?,
             };
-            if cx.ctr.link_get(&args.ifname).await?.is_some() {
-                return Err(CniError::invalid_env(format!(
-                    "CNI_IFNAME: interface {:?} already exists in {}",
-                    args.ifname,
-                    ns.path().display()
-                )));
-            }
+            attach::ensure_ifname_free(&cx.ctr, args, &ns).await?;
             let pending = delegate::start(conf.ipam_type(), Command::Add, args)?;
             let links = make_veth(&cx).await;
             let ipam = pending.result();
