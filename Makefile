@@ -12,7 +12,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CNI_BIN_DIR ?= /opt/cni/bin
-PLUGINS := loopback bridge ptp host-device host-local static
+PLUGINS := loopback bridge ptp host-device tuning host-local static
 DEB_PACKAGES := iproute2 nftables iputils-ping util-linux containernetworking-plugins libc6-dev
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the

@@ -35,6 +35,10 @@ pub enum Deviation {
     /// host-device DEL fails when there is nothing left to give back: the interface or the
     /// container's namespace is already gone (DEL twice, or after the netns died).
     HostDeviceDelNotIdempotent,
+    /// tuning DEL restores link settings but leaves the sysctls it changed.
+    TuningKeepsSysctls,
+    /// tuning (1.1.1) predates `txQLen`: the key is accepted and ignored.
+    TuningWithoutTxQLen,
 }
 
 /// Which implementation a directory holds.

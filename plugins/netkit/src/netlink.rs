@@ -47,6 +47,9 @@ pub struct Link {
     pub peer: Option<u32>,
     /// IFLA_IFALIAS (`ip link set dev X alias …`).
     pub alias: Option<String>,
+    pub promisc: bool,
+    pub allmulti: bool,
+    pub txqlen: u32,
 }
 
 /// A route as read back or to be added.
@@ -259,6 +262,18 @@ impl Netlink {
     /// `ip link set dev promisc on|off`.
     pub async fn link_set_promisc(&self, index: u32, on: bool) -> Result<()> {
         self.link_set(index, &format!("promisc {on}"), |m| m.promiscuous(on))
+            .await
+    }
+
+    /// `ip link set dev allmulticast on|off`.
+    pub async fn link_set_allmulti(&self, index: u32, on: bool) -> Result<()> {
+        self.link_set(index, &format!("allmulticast {on}"), |m| m.allmulticast(on))
+            .await
+    }
+
+    /// `ip link set dev txqueuelen N`.
+    pub async fn link_set_txqlen(&self, index: u32, len: u32) -> Result<()> {
+        self.link_set(index, &format!("txqueuelen {len}"), |m| m.txqueuelen(len))
             .await
     }
 
@@ -581,6 +596,9 @@ fn link_from(m: &LinkMessage) -> Link {
         kind: None,
         peer: None,
         alias: None,
+        promisc: m.header.flags.contains(LinkFlags::Promisc),
+        allmulti: m.header.flags.contains(LinkFlags::Allmulti),
+        txqlen: 0,
     };
     for a in &m.attributes {
         match a {
@@ -590,6 +608,7 @@ fn link_from(m: &LinkMessage) -> Link {
             LinkAttribute::Controller(c) => link.master = Some(*c),
             LinkAttribute::Link(p) => link.peer = Some(*p),
             LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
+            LinkAttribute::TxQueueLen(q) => link.txqlen = *q,
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(k) = info {

@@ -11,3 +11,4 @@ mod loopback;
 mod protocol;
 mod ptp;
 mod static_ipam;
+mod tuning;

@@ -1,0 +1,4 @@
+//! The `tuning` CNI plugin.
+fn main() {
+    cni::skel::run(tuning::Tuning)
+}
