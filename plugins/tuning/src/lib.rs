@@ -310,41 +310,58 @@ async fn apply(nl: &Netlink, ns: &NetNs, link: &Link, s: &Settings) -> Result<()
     for (k, v) in &s.sysctl {
         sysctl::set(ns, k, v)?;
     }
-    set_link(
-        nl,
-        link.index,
-        s.mac.as_deref(),
-        s.mtu,
-        s.promisc,
-        s.allmulti,
-        s.tx_qlen,
-    )
-    .await
+    set_link(nl, link.index, &LinkSettings::from(s)).await
 }
 
-async fn set_link(
-    nl: &Netlink,
-    i: u32,
-    mac: Option<&str>,
+/// The interface settings tuning manages; `None` leaves one as it is.
+#[derive(Debug, Clone, Default)]
+struct LinkSettings {
+    mac: Option<String>,
     mtu: Option<u32>,
     promisc: Option<bool>,
     allmulti: Option<bool>,
-    txq: Option<u32>,
-) -> Result<(), CniError> {
-    if let Some(mac) = mac {
-        nl.link_set_mac(i, netkit::parse_mac(mac)?).await?;
+    tx_qlen: Option<u32>,
+}
+
+impl From<&Settings> for LinkSettings {
+    fn from(s: &Settings) -> Self {
+        LinkSettings {
+            mac: s.mac.clone(),
+            mtu: s.mtu,
+            promisc: s.promisc,
+            allmulti: s.allmulti,
+            tx_qlen: s.tx_qlen,
+        }
     }
-    if let Some(mtu) = mtu {
-        nl.link_set_mtu(i, mtu).await?;
+}
+
+impl From<&Backup> for LinkSettings {
+    fn from(b: &Backup) -> Self {
+        LinkSettings {
+            mac: b.mac.clone(),
+            mtu: b.mtu,
+            promisc: b.promisc,
+            allmulti: b.allmulti,
+            tx_qlen: b.tx_qlen,
+        }
     }
-    if let Some(p) = promisc {
-        nl.link_set_promisc(i, p).await?;
+}
+
+async fn set_link(nl: &Netlink, index: u32, l: &LinkSettings) -> Result<(), CniError> {
+    if let Some(mac) = &l.mac {
+        nl.link_set_mac(index, netkit::parse_mac(mac)?).await?;
     }
-    if let Some(a) = allmulti {
-        nl.link_set_allmulti(i, a).await?;
+    if let Some(mtu) = l.mtu {
+        nl.link_set_mtu(index, mtu).await?;
     }
-    if let Some(q) = txq {
-        nl.link_set_txqlen(i, q).await?;
+    if let Some(p) = l.promisc {
+        nl.link_set_promisc(index, p).await?;
+    }
+    if let Some(a) = l.allmulti {
+        nl.link_set_allmulti(index, a).await?;
+    }
+    if let Some(q) = l.tx_qlen {
+        nl.link_set_txqlen(index, q).await?;
     }
     Ok(())
 }
@@ -359,16 +376,7 @@ async fn restore(nl: &Netlink, ns: &NetNs, ifname: &str, path: &Path) -> Result<
     let Some(link) = nl.link_get(ifname).await? else {
         return Ok(());
     };
-    set_link(
-        nl,
-        link.index,
-        b.mac.as_deref(),
-        b.mtu,
-        b.promisc,
-        b.allmulti,
-        b.tx_qlen,
-    )
-    .await
+    set_link(nl, link.index, &LinkSettings::from(&b)).await
 }
 
 fn write_backup(path: &Path, b: &Backup) -> Result<(), CniError> {
