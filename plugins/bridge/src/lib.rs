@@ -128,8 +128,9 @@ impl Plugin for Bridge {
 async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
     let c = cx.conf;
     let filtering = c.vlan_filtering()?;
-    let existing = match cx.host.link_get(&c.bridge).await? {
-        Some(l) => Some(l),
+    // One lookup when the bridge exists; a second only after creating it.
+    let (br, created) = match cx.host.link_get(&c.bridge).await? {
+        Some(l) => (l, false),
         None => {
             let opts = BridgeOptions {
                 mtu: c.mtu(),
@@ -139,18 +140,18 @@ async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
             match cx.host.link_add_bridge(&c.bridge, &opts).await {
                 Err(e) if filtering && is_unsupported(&e) => return Err(no_vlan_filtering(c)),
                 Err(e) if !e.is_exists() => return Err(e.into()), // EEXIST: a parallel ADD made it
-                _ => None,
+                _ => {}
             }
+            (cx.host.link_require(&c.bridge).await?, true)
         }
     };
-    let br = cx.host.link_require(&c.bridge).await?;
     if br.kind.as_deref() != Some("bridge") {
         return Err(CniError::invalid_config(format!(
             "bridge: {:?} exists and is not a bridge (it is {:?})",
             c.bridge, br.kind
         )));
     }
-    if existing.is_some() && filtering {
+    if !created && filtering {
         cx.host
             .bridge_set_vlan_filtering(br.index, true)
             .await
@@ -159,8 +160,10 @@ async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
                 false => e.into(),
             })?;
     }
-    cx.host.link_set_up(br.index).await?;
-    if c.promisc_mode {
+    if !br.up {
+        cx.host.link_set_up(br.index).await?;
+    }
+    if c.promisc_mode && !br.promisc {
         cx.host.link_set_promisc(br.index, true).await?;
     }
     Ok(br)
@@ -233,7 +236,8 @@ async fn finish(
         set_gateway_addresses(cx, bridge, &result).await?;
     }
     apply_rules(cx, &hv.name, &c.mac, &result)?;
-    let bridge_mac = cx.host.link_require(&conf.bridge).await?.mac;
+    // The MAC read when the bridge was ensured: pinned when podnet made the bridge.
+    let bridge_mac = bridge.mac.clone();
     result.interfaces = vec![
         Interface {
             name: conf.bridge.clone(),

@@ -307,46 +307,6 @@ impl Netlink {
             .map_err(nl(format!("link set index {index} type bridge_slave")))
     }
 
-    /// Reads a bridge port's flags back (`ip -d link show`).
-    pub async fn bridge_port_get(&self, index: u32) -> Result<Option<BridgePortOptions>> {
-        use netlink_packet_route::link::{InfoBridgePort, InfoPortData};
-        let msgs: Vec<LinkMessage> = match self
-            .handle
-            .link()
-            .get()
-            .match_index(index)
-            .execute()
-            .try_collect()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) if is_nodev(&e) => return Ok(None),
-            Err(e) => return Err(nl(format!("link show index {index}"))(e)),
-        };
-        let infos = msgs
-            .iter()
-            .flat_map(|m| &m.attributes)
-            .filter_map(|a| match a {
-                LinkAttribute::LinkInfo(i) => Some(i),
-                _ => None,
-            });
-        let mut port = None;
-        for info in infos.flatten() {
-            if let LinkInfo::PortData(InfoPortData::BridgePort(attrs)) = info {
-                let mut p = BridgePortOptions::default();
-                for a in attrs {
-                    match a {
-                        InfoBridgePort::HairpinMode(v) => p.hairpin = *v,
-                        InfoBridgePort::Isolated(v) => p.isolated = *v,
-                        _ => {}
-                    }
-                }
-                port = Some(p);
-            }
-        }
-        Ok(port)
-    }
-
     /// `bridge vlan add dev PORT vid V [pvid untagged]` for each VLAN.
     pub async fn bridge_vlan_add(&self, port: u32, vlans: &[BridgeVlan]) -> Result<()> {
         use netlink_packet_route::link::BridgeVlanInfoFlags as F;

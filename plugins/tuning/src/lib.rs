@@ -196,7 +196,12 @@ impl Plugin for Tuning {
                 let _ = restore(&nl, &ns, &args.ifname, &path).await;
                 return Err(e);
             }
-            Ok::<_, CniError>(nl.link_require(&args.ifname).await?.mac)
+            // The MAC it now has, without another lookup: the configured one, else the old one.
+            let mac = match &s.mac {
+                Some(m) => netkit::format_mac(&netkit::parse_mac(m)?),
+                None => link.mac,
+            };
+            Ok::<_, CniError>(mac)
         })?;
         for iface in result
             .interfaces
