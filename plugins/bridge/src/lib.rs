@@ -32,6 +32,8 @@ struct Ctx<'a> {
     ns: &'a NetNs,
     host: Netlink,
     ctr: Netlink,
+    /// Set when this ADD created the bridge, so that a failed ADD removes it again.
+    created_bridge: std::cell::Cell<bool>,
 }
 
 impl Plugin for Bridge {
@@ -50,6 +52,7 @@ impl Plugin for Bridge {
                 ns: &ns,
                 host: Netlink::open_current()?,
                 ctr: Netlink::open_in(&ns)?,
+                created_bridge: std::cell::Cell::new(false),
             };
             attach::ensure_ifname_free(&cx.ctr, args, &ns).await?;
             // IPAM runs while the bridge and the veth are made.
@@ -142,7 +145,9 @@ async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
                 Err(e) if !e.is_exists() => return Err(e.into()), // EEXIST: a parallel ADD made it
                 _ => {}
             }
-            (cx.host.link_require(&c.bridge).await?, true)
+            let br = cx.host.link_require(&c.bridge).await?;
+            cx.created_bridge.set(true);
+            (br, true)
         }
     };
     if br.kind.as_deref() != Some("bridge") {
@@ -432,6 +437,15 @@ async fn undo(cx: &Ctx<'_>) {
     }
     if let Some(ipam) = &cx.conf.ipam {
         let _ = delegate::del(&ipam.plugin_type, cx.args);
+    }
+    // A bridge this ADD created goes too, unless a parallel ADD has a port on it by now.
+    if cx.created_bridge.get() {
+        if let Ok(Some(br)) = cx.host.link_get(&cx.conf.bridge).await {
+            let ports = cx.host.link_list().await.unwrap_or_default();
+            if !ports.iter().any(|l| l.master == Some(br.index)) {
+                let _ = cx.host.link_del(br.index).await;
+            }
+        }
     }
 }
 

@@ -394,3 +394,18 @@ privileged_test! {
         drop(out);
     }
 }
+
+privileged_test! {
+    fn a_failed_add_leaves_no_bridge_it_created() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let a = sb.container("a");
+        let c = conf(&br, json!({"ipam": {"type": "host-local", "subnet": "10.74.0.5/24"}}));
+        let (code, msg, _) = bridge_call("ADD", &a, "bad", &c).run().err();
+        assert_eq!(code, 7, "{msg}");
+        assert!(msg.contains("host bits"), "the IPAM error names the fault: {msg}");
+        assert!(!sh(None, &format!("ip link show {br}")).0, "the bridge made by the failed ADD is gone");
+        assert!(!sh(Some(&a), "ip link show eth0").0, "no interface is left in the container");
+        assert!(!sh(None, "nft list tables").1.contains("podnet"), "no rule is left");
+    }
+}
