@@ -12,8 +12,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CNI_BIN_DIR ?= /opt/cni/bin
-PLUGINS := loopback bridge ptp host-device tuning host-local static
-DEB_PACKAGES := iproute2 nftables iputils-ping util-linux containernetworking-plugins libc6-dev
+PLUGINS := loopback bridge ptp host-device tuning portmap firewall host-local static
+DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the
 # dynamic loader and starts ~0.35 ms sooner (docs/benchmarks.md). The explicit

@@ -39,6 +39,9 @@ pub enum Deviation {
     TuningKeepsSysctls,
     /// tuning (1.1.1) predates `txQLen`: the key is accepted and ignored.
     TuningWithoutTxQLen,
+    /// portmap CHECK fails (999, "could not check ipv6 dnat") for a container with no
+    /// IPv6 address: it looks for an ip6tables chain it never created.
+    PortmapCheckWithoutIpv6,
 }
 
 /// Which implementation a directory holds.

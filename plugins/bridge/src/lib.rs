@@ -79,13 +79,11 @@ impl Plugin for Bridge {
             .as_ref()
             .map(|i| delegate::start(&i.plugin_type, Command::Del, args));
         failures.extend(attach::remove_container_link(args).err());
-        if conf.ip_masq || conf.macspoofchk {
-            failures.extend(
-                nft::remove_attachment(&conf.name, &args.container_id, &args.ifname)
-                    .map_err(CniError::from)
-                    .err(),
-            );
-        }
+        failures.extend(
+            nft::release("bridge", &args.container_id, &args.ifname)
+                .map_err(CniError::from)
+                .err(),
+        );
         if let Some(p) = pending {
             failures.extend(p.and_then(delegate::Pending::done).err());
         }
@@ -107,7 +105,7 @@ impl Plugin for Bridge {
         let ns = attach::open_netns(args)?;
         netkit::block_on(check_kernel(args, &conf, &ns, prev))?;
         if conf.ip_masq {
-            check_masq(args, &conf, prev)?;
+            nft::check("bridge", &args.container_id, &args.ifname)?;
         }
         Ok(())
     }
@@ -276,17 +274,15 @@ fn apply_rules(cx: &Ctx<'_>, port: &str, mac: &str, result: &CniResult) -> Resul
     if !conf.ip_masq && !conf.macspoofchk {
         return Ok(());
     }
-    let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
-    let mut batch = nft::Batch::default();
+    let mut rec = nft::Record::new("bridge", &conf.name, &args.container_id, &args.ifname);
     if conf.ip_masq {
         let addrs: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
-        batch.0.extend(nft::masq_add(&key, &addrs).0);
+        rec.entries.extend(nft::masq_entries(&addrs));
     }
     if conf.macspoofchk {
-        batch.0.extend(nft::spoofchk_add(&key, port, mac).0);
+        rec.entries.extend(nft::spoofchk_entries(port, mac));
     }
-    let _lock = nft::lock()?;
-    nft::apply(&batch)?;
+    nft::commit(&rec)?;
     Ok(())
 }
 
@@ -432,9 +428,7 @@ async fn undo(cx: &Ctx<'_>) {
     if let Ok(Some(c)) = cx.ctr.link_get(&cx.args.ifname).await {
         let _ = cx.ctr.link_del(c.index).await;
     }
-    if cx.conf.ip_masq || cx.conf.macspoofchk {
-        let _ = nft::remove_attachment(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
-    }
+    let _ = nft::release("bridge", &cx.args.container_id, &cx.args.ifname);
     if let Some(ipam) = &cx.conf.ipam {
         let _ = delegate::del(&ipam.plugin_type, cx.args);
     }
@@ -509,29 +503,6 @@ async fn check_kernel(
                     r.dst
                 )));
             }
-        }
-    }
-    Ok(())
-}
-
-fn check_masq(args: &CmdArgs, conf: &BridgeConf, prev: &CniResult) -> Result<(), CniError> {
-    let key = nft::attachment_key(&conf.name, &args.container_id, &args.ifname);
-    let elements = nft::list_elements()?;
-    for ip in &prev.ips {
-        let set = if ip.address.is_ipv4() {
-            "masq4"
-        } else {
-            "masq6"
-        };
-        let want = ip.address.ip().to_string();
-        if !elements
-            .iter()
-            .any(|e| e.set == set && e.key == want && e.comment == key)
-        {
-            return Err(CniError::new(
-                ErrorCode::CHECK_FAILED,
-                format!("masquerade for {want} is missing from table inet podnet"),
-            ));
         }
     }
     Ok(())

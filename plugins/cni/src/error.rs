@@ -56,6 +56,8 @@ impl ErrorCode {
     pub const RANGE_EXHAUSTED: ErrorCode = ErrorCode(131);
     /// IPAM: a requested address is in no range set, or is a gateway.
     pub const ADDRESS_NOT_AVAILABLE: ErrorCode = ErrorCode(132);
+    /// portmap: a host port is already published by another container (the holder is named).
+    pub const PORT_IN_USE: ErrorCode = ErrorCode(133);
 }
 
 impl fmt::Display for ErrorCode {

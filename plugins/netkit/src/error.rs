@@ -53,6 +53,12 @@ pub enum Error {
     },
     #[error("invalid {what} {value:?}")]
     Invalid { what: &'static str, value: String },
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -68,9 +74,10 @@ impl Error {
                 source: rtnetlink::Error::NetlinkError(msg),
                 ..
             } => msg.code.map(|c| Errno::from_raw(-c.get())),
-            Error::Open { source, .. } | Error::Sysctl { source, .. } | Error::Socket(source) => {
-                source.raw_os_error().map(Errno::from_raw)
-            }
+            Error::Open { source, .. }
+            | Error::Sysctl { source, .. }
+            | Error::Socket(source)
+            | Error::Io { source, .. } => source.raw_os_error().map(Errno::from_raw),
             _ => None,
         }
     }
@@ -103,7 +110,7 @@ impl From<Error> for CniError {
             | Error::Create { .. }
             | Error::Delete { .. } => ErrorCode::NAMESPACE_FAILURE,
             Error::Netlink { .. } | Error::LinkNotFound(_) => ErrorCode::NETLINK_FAILURE,
-            Error::Socket(_) | Error::Sysctl { .. } => ErrorCode::IO_FAILURE,
+            Error::Socket(_) | Error::Sysctl { .. } | Error::Io { .. } => ErrorCode::IO_FAILURE,
             Error::SysctlKey(_) | Error::Invalid { .. } => ErrorCode::INVALID_NETWORK_CONFIG,
         };
         CniError::new(code, e.to_string()).with_details(cni::error::chain(&e))

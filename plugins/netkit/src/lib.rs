@@ -6,6 +6,7 @@
 //! `// SAFETY:`); today it needs none, as nix wraps every syscall it makes.
 
 pub mod attach;
+pub mod conntrack;
 pub mod error;
 pub mod netlink;
 pub mod nft;

@@ -100,13 +100,11 @@ impl Plugin for Ptp {
             .err()
             .into_iter()
             .collect();
-        if conf.ip_masq {
-            failures.extend(
-                nft::remove_attachment(&conf.name, &args.container_id, &args.ifname)
-                    .map_err(CniError::from)
-                    .err(),
-            );
-        }
+        failures.extend(
+            nft::release("ptp", &args.container_id, &args.ifname)
+                .map_err(CniError::from)
+                .err(),
+        );
         failures.extend(pending.and_then(delegate::Pending::done).err());
         failures.into_iter().next().map_or(Ok(()), Err)
     }
@@ -119,7 +117,11 @@ impl Plugin for Ptp {
             .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
         delegate::check(conf.ipam_type(), args)?;
         let ns = attach::open_netns(args)?;
-        netkit::block_on(check_kernel(args, &ns, prev))
+        netkit::block_on(check_kernel(args, &ns, prev))?;
+        if conf.ip_masq {
+            nft::check("ptp", &args.container_id, &args.ifname)?;
+        }
+        Ok(())
     }
 
     fn status(&self, args: &StatusArgs) -> Result<(), CniError> {
@@ -181,10 +183,11 @@ async fn finish(cx: &Ctx<'_>, hv: &Link, c: &Link, ipam: CniResult) -> Result<Cn
         attach::enable_forwarding(ip.address.is_ipv4())?;
     }
     if cx.conf.ip_masq {
-        let key = nft::attachment_key(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
         let addrs: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
-        let _lock = nft::lock()?;
-        nft::apply(&nft::masq_add(&key, &addrs))?;
+        let mut rec =
+            nft::Record::new("ptp", &cx.conf.name, &cx.args.container_id, &cx.args.ifname);
+        rec.entries = nft::masq_entries(&addrs);
+        nft::commit(&rec)?;
     }
     result.interfaces = vec![
         Interface {
@@ -258,9 +261,7 @@ async fn undo(cx: &Ctx<'_>) {
     if let Ok(Some(c)) = cx.ctr.link_get(&cx.args.ifname).await {
         let _ = cx.ctr.link_del(c.index).await;
     }
-    if cx.conf.ip_masq {
-        let _ = nft::remove_attachment(&cx.conf.name, &cx.args.container_id, &cx.args.ifname);
-    }
+    let _ = nft::release("ptp", &cx.args.container_id, &cx.args.ifname);
     let _ = delegate::del(cx.conf.ipam_type(), cx.args);
 }
 

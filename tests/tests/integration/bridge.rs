@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use netkit::{NetNs, Netlink, VethOptions};
+use netkit::{NetNs, Netlink};
+use podnet_tests::net::{outside, ping, sh};
 use podnet_tests::{link_state, privileged_test, random_name, Call, Sandbox, Subject};
 use serde_json::{json, Value};
 
@@ -22,27 +23,6 @@ fn bridge_call(cmd: &str, ns: &NetNs, id: &str, c: &Value) -> Call {
     Call::new(&s.plugin("bridge"), cmd, ns.path(), "eth0", c).set("CNI_CONTAINERID", id)
 }
 
-fn sh(ns: Option<&NetNs>, cmd: &str) -> (bool, String) {
-    let mut c = Command::new("sh");
-    if let Some(ns) = ns {
-        c = Command::new("nsenter");
-        c.arg(format!("--net={}", ns.path().display())).arg("sh");
-    }
-    let out = c.arg("-c").arg(cmd).output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn ping(from: &NetNs, to: &str) -> bool {
-    sh(Some(from), &format!("ping -c 1 -W 2 {to}")).0
-}
-
 fn addr_of(result: &Value) -> String {
     result["ips"][0]["address"]
         .as_str()
@@ -51,32 +31,6 @@ fn addr_of(result: &Value) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-/// A namespace standing in for "outside", reached from the host over 192.0.2.0/24, with
-/// no route back to the container subnet (so only masqueraded traffic is answered).
-fn outside(sb: &mut Sandbox) -> NetNs {
-    let out = sb.container("out");
-    let host = sb.host();
-    let hname = random_name("vo");
-    netkit::block_on(async {
-        let h = Netlink::open_in(&host).unwrap();
-        h.link_add_veth(&hname, "eth0", &out, &VethOptions::default())
-            .await
-            .unwrap();
-        let hv = h.link_require(&hname).await.unwrap();
-        h.addr_add(hv.index, "192.0.2.254/24".parse().unwrap())
-            .await
-            .unwrap();
-        h.link_set_up(hv.index).await.unwrap();
-        let o = Netlink::open_in(&out).unwrap();
-        let ov = o.link_require("eth0").await.unwrap();
-        o.addr_add(ov.index, "192.0.2.1/24".parse().unwrap())
-            .await
-            .unwrap();
-        o.link_set_up(ov.index).await.unwrap();
-    });
-    out
 }
 
 privileged_test! {

@@ -1,6 +1,7 @@
 //! One integration binary for the workspace; each module is a suite.
 
 mod bridge;
+mod chain;
 mod conformance;
 mod ipam_interop;
 mod netkit;

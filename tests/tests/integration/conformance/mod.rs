@@ -8,6 +8,7 @@ mod bridge;
 mod host_device;
 mod host_local;
 mod loopback;
+mod podman_chain;
 mod protocol;
 mod ptp;
 mod static_ipam;

@@ -1,0 +1,4 @@
+//! The `firewall` CNI plugin.
+fn main() {
+    cni::skel::run(firewall::Firewall)
+}

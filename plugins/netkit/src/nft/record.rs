@@ -1,0 +1,578 @@
+//! The journal of what each attachment put into podnet's tables.
+//!
+//! A [`Record`] lists an attachment's elements (and the idempotent set-up commands they
+//! need). [`commit`] writes it under [`STATE_DIR`] *before* adding the elements, so a
+//! crash at any point leaves a record that [`release`] can undo; [`release`] finds it by
+//! owner, container id and interface alone (a network renamed since ADD still cleans up),
+//! re-adds then deletes its elements in one transaction (deleting an element that is not
+//! there would fail the whole batch; an add first makes the delete always valid), and
+//! removes the tables when the last record of the host goes. Neither reads the table, so
+//! their cost does not depend on how many containers or ports exist.
+//!
+//! Layout: `<STATE_DIR>/<owner>/<group>/<containerID>.<ifname>` (JSON). `group` is the
+//! bridge for owners whose per-bridge elements live as long as the bridge has a
+//! container (the firewall's isolation and admin-chain entries), [`NO_GROUP`] otherwise.
+//! `/run` and the kernel's tables both start empty at boot, so the journal never
+//! outlives what it describes.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    apply, attachment_key, lock, query, skeleton_bridge, skeleton_inet, Batch, NftError,
+    COND_CHAIN_PREFIX, OWN_CHAINS, TABLE,
+};
+
+/// Where the records live.
+pub const STATE_DIR: &str = "/run/podnet/nft";
+
+/// The group of records that have none (`:` can be in no interface name).
+pub const NO_GROUP: &str = ":none";
+
+/// One element of a podnet set or map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// `inet` or `bridge`.
+    pub family: String,
+    pub set: String,
+    /// In nft syntax (`10.88.0.5`, `tcp . 8080`, `"veth1" . 02:00:00:00:00:01`).
+    pub key: String,
+    /// A map element's value (`10.88.0.5 . 80`, `jump CNI-ADMIN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Added with `create`: the transaction fails when another attachment holds the key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
+    /// How an error names it (`host port tcp/8080`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Entry {
+    pub fn inet(set: impl Into<String>, key: impl Into<String>) -> Entry {
+        Entry {
+            family: "inet".into(),
+            set: set.into(),
+            key: key.into(),
+            value: None,
+            exclusive: false,
+            label: None,
+        }
+    }
+
+    pub fn bridge(set: impl Into<String>, key: impl Into<String>) -> Entry {
+        Entry {
+            family: "bridge".into(),
+            ..Entry::inet(set, key)
+        }
+    }
+
+    pub fn with_value(mut self, value: impl Into<String>) -> Entry {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Held by one attachment at a time; `label` names it in the conflict error.
+    pub fn exclusive(mut self, label: impl Into<String>) -> Entry {
+        self.exclusive = true;
+        self.label = Some(label.into());
+        self
+    }
+
+    fn add(&self, comment: &str, exclusive: bool) -> String {
+        let verb = if exclusive { "create" } else { "add" };
+        let value = self
+            .value
+            .as_ref()
+            .map(|v| format!(" : {v}"))
+            .unwrap_or_default();
+        format!(
+            "{verb} element {} {TABLE} {} {{ {} comment \"{comment}\"{value} }}",
+            self.family, self.set, self.key
+        )
+    }
+
+    fn delete(&self) -> String {
+        format!(
+            "delete element {} {TABLE} {} {{ {} }}",
+            self.family, self.set, self.key
+        )
+    }
+}
+
+/// What one owner (a plugin) put into the tables for one attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The plugin: `bridge`, `ptp`, `portmap`, `firewall`.
+    pub owner: String,
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// The bridge whose lifetime `group_entries` follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Idempotent commands the entries need (a network's conditioned maps and chain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<String>,
+    pub entries: Vec<Entry>,
+    /// Entries shared by every attachment of `group`: added by each, deleted by the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_entries: Vec<Entry>,
+}
+
+/// What [`commit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// No other attachment of the record's group existed before this one.
+    pub first_in_group: bool,
+}
+
+/// What [`release`] undid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub record: Record,
+    /// It was the last attachment of its group.
+    pub last_in_group: bool,
+    /// It was the last record of the host: the tables went too (unless a user filled an
+    /// admin chain).
+    pub last: bool,
+}
+
+/// A key that another attachment holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is already held by container {holder_id} (network {holder_network}, interface {holder_ifname})")]
+pub struct Conflict {
+    /// The entry, for the message: `pm4any tcp . 8080`.
+    pub what: String,
+    pub holder_network: String,
+    pub holder_id: String,
+    pub holder_ifname: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error(transparent)]
+    Conflict(Conflict),
+}
+
+impl From<CommitError> for cni::CniError {
+    fn from(e: CommitError) -> cni::CniError {
+        match e {
+            CommitError::Nft(n) => n.into(),
+            CommitError::Conflict(c) => {
+                cni::CniError::new(cni::ErrorCode::ADDRESS_IN_USE, c.to_string())
+            }
+        }
+    }
+}
+
+fn journal_err(path: &Path) -> impl FnOnce(std::io::Error) -> NftError + '_ {
+    move |source| NftError::Journal(path.to_owned(), source)
+}
+
+impl Record {
+    pub fn new(owner: &str, network: &str, container_id: &str, ifname: &str) -> Record {
+        Record {
+            owner: owner.into(),
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+            group: None,
+            setup: Vec::new(),
+            entries: Vec::new(),
+            group_entries: Vec::new(),
+        }
+    }
+
+    /// The comment of the record's own elements.
+    pub fn comment(&self) -> String {
+        attachment_key(&self.network, &self.container_id, &self.ifname)
+    }
+
+    /// The comment of its group's shared elements (`:` is in no network name, so a GC
+    /// sweep by network never takes them).
+    pub fn group_comment(&self) -> String {
+        format!("bridge:{}", self.group.as_deref().unwrap_or_default())
+    }
+
+    fn group_dir(&self) -> PathBuf {
+        Path::new(STATE_DIR)
+            .join(&self.owner)
+            .join(self.group.as_deref().unwrap_or(NO_GROUP))
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.group_dir()
+            .join(file_name(&self.container_id, &self.ifname))
+    }
+
+    fn families(&self) -> (bool, bool) {
+        let all = || self.entries.iter().chain(&self.group_entries);
+        (
+            all().any(|e| e.family == "inet") || !self.setup.is_empty(),
+            all().any(|e| e.family == "bridge"),
+        )
+    }
+
+    fn prelude(&self) -> Batch {
+        let (inet, bridge) = self.families();
+        let mut b = Batch::default();
+        if inet {
+            b.0.extend(skeleton_inet().0);
+            b.0.extend(self.setup.iter().cloned());
+        }
+        if bridge {
+            b.0.extend(skeleton_bridge().0);
+        }
+        b
+    }
+
+    /// The ADD transaction; `exclusive` false turns `create` into `add` (a retry by the
+    /// holder itself).
+    pub fn add_batch(&self, exclusive: bool) -> Batch {
+        let mut b = self.prelude();
+        let comment = self.comment();
+        for e in &self.entries {
+            b.push(e.add(&comment, exclusive && e.exclusive));
+        }
+        let gc = self.group_comment();
+        for e in &self.group_entries {
+            b.push(e.add(&gc, false));
+        }
+        b
+    }
+
+    /// The DEL transaction: every element re-added (so that deleting it is valid) and
+    /// deleted; the group's shared ones only when `with_group`.
+    pub fn del_batch(&self, with_group: bool) -> Batch {
+        let mut b = self.prelude();
+        let comment = self.comment();
+        let gc = self.group_comment();
+        let group: &[Entry] = if with_group { &self.group_entries } else { &[] };
+        for e in &self.entries {
+            b.push(e.add(&comment, false));
+        }
+        for e in group {
+            b.push(e.add(&gc, false));
+        }
+        for e in self.entries.iter().chain(group) {
+            b.push(e.delete());
+        }
+        b
+    }
+}
+
+fn file_name(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}.{ifname}")
+}
+
+fn has_entries(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|mut d| d.any(|e| e.is_ok()))
+        .unwrap_or(false)
+}
+
+fn write_record(rec: &Record) -> Result<(), NftError> {
+    let path = rec.path();
+    let dir = rec.group_dir();
+    fs::create_dir_all(&dir).map_err(journal_err(&dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        file_name(&rec.container_id, &rec.ifname)
+    ));
+    let body = serde_json::to_vec(rec).expect("a record always serializes");
+    fs::write(&tmp, body).map_err(journal_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(journal_err(&path))
+}
+
+fn read_record(path: &Path) -> Result<Option<Record>, NftError> {
+    match fs::read(path) {
+        Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NftError::Journal(path.to_owned(), e)),
+    }
+}
+
+/// Journals `rec` and adds its elements in one transaction. An exclusive entry held by
+/// another attachment fails with [`CommitError::Conflict`] naming the holder and leaves
+/// nothing behind; one held by this same attachment (a retried ADD) is fine.
+pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
+    let _lock = lock()?;
+    let first_in_group = rec.group.is_some() && !has_entries(&rec.group_dir());
+    let path = rec.path();
+    let before = read_record(&path)?;
+    write_record(rec)?;
+    let undo_journal = || match &before {
+        Some(old) => write_record(old),
+        None => fs::remove_file(&path).map_err(|e| journal_err(&path)(e)),
+    };
+    let Err(first) = apply(&rec.add_batch(true)) else {
+        return Ok(Commit { first_in_group });
+    };
+    let retried = if rec.entries.iter().any(|e| e.exclusive) {
+        match holder_conflict(rec) {
+            Ok(Some(conflict)) => Err(CommitError::Conflict(conflict)),
+            Ok(None) => apply(&rec.add_batch(false)).map_err(CommitError::from),
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        Err(first.into())
+    };
+    if retried.is_err() {
+        let _ = undo_journal();
+    }
+    retried.map(|()| Commit { first_in_group })
+}
+
+/// The first exclusive entry of `rec` held by another attachment (read only after a
+/// refused ADD: one listing per set involved).
+fn holder_conflict(rec: &Record) -> Result<Option<Conflict>, NftError> {
+    let mine = rec.comment();
+    let mut sets: Vec<(&str, &str)> = Vec::new();
+    for e in rec.entries.iter().filter(|e| e.exclusive) {
+        if !sets.contains(&(e.family.as_str(), e.set.as_str())) {
+            sets.push((&e.family, &e.set));
+        }
+    }
+    for (family, set) in sets {
+        let kind = if set.starts_with("pm") { "map" } else { "set" };
+        let Some(json) = query(&["-j", "list", kind, family, TABLE, set])? else {
+            continue;
+        };
+        let held = super::parse_elements(json.as_bytes())?;
+        for e in rec.entries.iter().filter(|e| e.exclusive && e.set == set) {
+            let Some(h) = held.iter().find(|h| h.key == e.key && h.comment != mine) else {
+                continue;
+            };
+            let mut parts = h.comment.splitn(3, ' ');
+            return Ok(Some(Conflict {
+                what: e
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| format!("{} {}", e.set, e.key)),
+                holder_network: parts.next().unwrap_or_default().into(),
+                holder_id: parts.next().unwrap_or_default().into(),
+                holder_ifname: parts.next().unwrap_or_default().into(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Every record of every owner (GC).
+pub fn all() -> Result<Vec<Record>, NftError> {
+    let mut out = Vec::new();
+    for owner in read_dir(Path::new(STATE_DIR)) {
+        for group in read_dir(&owner) {
+            for file in read_dir(&group) {
+                let hidden = file
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if !hidden {
+                    out.extend(read_record(&file)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_dir(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+/// The record of (`owner`, container, interface), whichever network or group it is in.
+pub fn find(owner: &str, container_id: &str, ifname: &str) -> Result<Option<Record>, NftError> {
+    let name = file_name(container_id, ifname);
+    for group in read_dir(&Path::new(STATE_DIR).join(owner)) {
+        if let Some(rec) = read_record(&group.join(&name))? {
+            return Ok(Some(rec));
+        }
+    }
+    Ok(None)
+}
+
+/// Undoes the record of (`owner`, container, interface); `None` when there is none
+/// (nothing to undo is success for DEL).
+pub fn release(
+    owner: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Result<Option<Released>, NftError> {
+    let _lock = lock()?;
+    let Some(record) = find(owner, container_id, ifname)? else {
+        return Ok(None);
+    };
+    let path = record.path();
+    let others_in_group = read_dir(&record.group_dir())
+        .iter()
+        .any(|p| *p != path && !is_tmp(p));
+    let last_in_group = record.group.is_some() && !others_in_group;
+    let mut batch = record.del_batch(last_in_group || record.group.is_none());
+    let last = !any_record_but(&path);
+    if last {
+        batch.0.extend(drop_tables()?.0);
+    }
+    apply(&batch)?;
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(NftError::Journal(path, e)),
+    }
+    let _ = fs::remove_dir(record.group_dir());
+    Ok(Some(Released {
+        record,
+        last_in_group,
+        last,
+    }))
+}
+
+fn is_tmp(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// Whether any record other than `except` exists (stops at the first).
+fn any_record_but(except: &Path) -> bool {
+    read_dir(Path::new(STATE_DIR)).iter().any(|owner| {
+        read_dir(owner)
+            .iter()
+            .any(|g| read_dir(g).iter().any(|f| f != except && !is_tmp(f)))
+    })
+}
+
+/// Commands that remove both tables, keeping `inet podnet` (emptied of elements by the
+/// caller) when a user put rules into an admin chain of it. Called only when the last
+/// record goes, so the table read here is small.
+fn drop_tables() -> Result<Batch, NftError> {
+    let mut b = Batch::default();
+    b.push(format!("add table bridge {TABLE}"));
+    b.push(format!("delete table bridge {TABLE}"));
+    let user_rules = match query(&["-j", "list", "table", "inet", TABLE])? {
+        None => false,
+        Some(json) => {
+            let v: serde_json::Value = serde_json::from_str(&json).map_err(NftError::Parse)?;
+            v["nftables"].as_array().into_iter().flatten().any(|item| {
+                item.get("rule").is_some_and(|r| {
+                    let chain = r["chain"].as_str().unwrap_or_default();
+                    !OWN_CHAINS.contains(&chain) && !chain.starts_with(COND_CHAIN_PREFIX)
+                })
+            })
+        }
+    };
+    if !user_rules {
+        b.push(format!("add table inet {TABLE}"));
+        b.push(format!("delete table inet {TABLE}"));
+    }
+    Ok(b)
+}
+
+/// CHECK for one owner's attachment: its record exists and every element is in place.
+pub fn check(owner: &str, container_id: &str, ifname: &str) -> Result<(), cni::CniError> {
+    let failed = |m: String| cni::CniError::new(cni::ErrorCode::CHECK_FAILED, m);
+    let rec = find(owner, container_id, ifname)?.ok_or_else(|| {
+        failed(format!(
+            "{owner} made no nftables elements for container {container_id} interface {ifname}"
+        ))
+    })?;
+    verify(&rec).map_err(failed)
+}
+
+/// Checks that every element of `rec` is in the tables; the first missing one names
+/// its set.
+pub fn verify(rec: &Record) -> Result<(), String> {
+    let mut sets: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for e in rec.entries.iter().chain(&rec.group_entries) {
+        match sets
+            .iter_mut()
+            .find(|(f, s, _)| *f == e.family && *s == e.set)
+        {
+            Some((_, _, keys)) => keys.push(&e.key),
+            None => sets.push((&e.family, &e.set, vec![&e.key])),
+        }
+    }
+    for (family, set, keys) in sets {
+        let elems = format!("{{ {} }}", keys.join(", "));
+        let found =
+            query(&["get", "element", family, TABLE, set, &elems]).map_err(|e| e.to_string())?;
+        if found.is_none() {
+            return Err(format!(
+                "an element of set {set} of table {family} {TABLE} is missing (want {elems})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> Record {
+        let mut r = Record::new("portmap", "net1", "c1", "eth0");
+        r.entries.push(
+            Entry::inet("pm4any", "tcp . 8080")
+                .with_value("10.88.0.5 . 80")
+                .exclusive("host port tcp/8080"),
+        );
+        r.entries
+            .push(Entry::inet("pmsnat4", "127.0.0.0/8 . 10.88.0.5"));
+        r
+    }
+
+    #[test]
+    fn add_and_del_batches() {
+        let r = rec();
+        let add = r.add_batch(true).text();
+        assert!(add.starts_with("add table inet podnet\n"));
+        assert!(add.contains(
+            "create element inet podnet pm4any { tcp . 8080 comment \"net1 c1 eth0\" : 10.88.0.5 . 80 }"
+        ), "{add}");
+        assert!(r
+            .add_batch(false)
+            .text()
+            .contains("add element inet podnet pm4any { tcp . 8080 comment"));
+        assert!(
+            !add.contains("bridge podnet"),
+            "no bridge table for inet-only records"
+        );
+        let del = r.del_batch(true).0;
+        let n = del.len();
+        assert_eq!(
+            del[n - 2],
+            "delete element inet podnet pm4any { tcp . 8080 }"
+        );
+        assert_eq!(
+            del[n - 1],
+            "delete element inet podnet pmsnat4 { 127.0.0.0/8 . 10.88.0.5 }"
+        );
+        assert!(del[n - 4].starts_with("add element inet podnet pm4any"));
+    }
+
+    #[test]
+    fn group_entries_follow_the_group() {
+        let mut r = Record::new("firewall", "net1", "c1", "eth0");
+        r.group = Some("cni0".into());
+        r.group_entries.push(Entry::inet("isolated", "\"cni0\""));
+        assert_eq!(r.path(), Path::new("/run/podnet/nft/firewall/cni0/c1.eth0"));
+        assert!(r
+            .add_batch(true)
+            .text()
+            .contains("add element inet podnet isolated { \"cni0\" comment \"bridge:cni0\" }"));
+        assert!(!r
+            .del_batch(false)
+            .text()
+            .contains("delete element inet podnet isolated"));
+        assert!(r
+            .del_batch(true)
+            .text()
+            .contains("delete element inet podnet isolated { \"cni0\" }"));
+    }
+}

@@ -1,0 +1,616 @@
+//! The `portmap` plugin: published ports (`runtimeConfig.portMappings`) as DNAT map
+//! elements of podnet's `inet podnet` table.
+//!
+//! Every mapping is one element of a map looked up by a static rule (`pm4any`: `proto .
+//! port -> container . port` for mappings without `hostIP`, `pm4`: `hostIP . proto .
+//! port -> ...` with it; `pm6*` for IPv6), so ADD and DEL add or delete that container's
+//! elements in one transaction, never read the table, and cost the same with 10 or 10,000
+//! published ports on the host. Elements are added with `create`: a host port another
+//! container holds makes the whole transaction fail, and the error names the holder.
+//! With `snat` (default), flows DNATed to the container from its own subnet (hairpin) or
+//! from 127.0.0.0/8 (with `route_localnet` on the host interfaces) are masqueraded;
+//! `masqAll` masquerades every DNATed flow. UDP conntrack entries of the mapped host
+//! ports are flushed on ADD and DEL.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use cni::skel::{CmdArgs, GcArgs, Plugin};
+use cni::{CniError, CniResult, ErrorCode};
+use ipnetwork::IpNetwork;
+use netkit::nft::{self, CommitError, Entry, Record};
+use netkit::{conntrack, sysctl, NetNs};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Portmap;
+
+/// The reference's keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortmapConf {
+    pub name: String,
+    /// Masquerade hairpin and localhost flows (default true).
+    #[serde(default)]
+    pub snat: Option<bool>,
+    #[serde(default)]
+    pub masq_all: bool,
+    /// Accepted and validated (0–31); podnet selects flows to masquerade by their
+    /// conntrack DNAT status, so no packet mark is needed.
+    #[serde(default)]
+    pub mark_masq_bit: Option<i64>,
+    /// Accepted; as for `markMasqBit`, podnet needs no mark chain.
+    #[serde(default)]
+    pub external_set_mark_chain: Option<String>,
+    /// nft match expressions the DNAT rules of this network also require.
+    #[serde(default, rename = "conditionsV4")]
+    pub conditions_v4: Vec<String>,
+    #[serde(default, rename = "conditionsV6")]
+    pub conditions_v6: Vec<String>,
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: i64,
+    pub container_port: i64,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: Option<String>,
+}
+
+/// One validated mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: &'static str,
+    pub host_ip: Option<IpAddr>,
+}
+
+impl PortmapConf {
+    pub fn parse(args: &CmdArgs) -> Result<PortmapConf, CniError> {
+        let c: PortmapConf = args.config()?;
+        if c.mark_masq_bit.is_some() && c.external_set_mark_chain.is_some() {
+            return Err(CniError::invalid_config(
+                "markMasqBit and externalSetMarkChain cannot both be set",
+            ));
+        }
+        if let Some(bit) = c.mark_masq_bit {
+            if !(0..=31).contains(&bit) {
+                return Err(CniError::invalid_config(format!(
+                    "markMasqBit: {bit} is not between 0 and 31"
+                )));
+            }
+        }
+        for (key, conds) in [
+            ("conditionsV4", &c.conditions_v4),
+            ("conditionsV6", &c.conditions_v6),
+        ] {
+            if let Some(bad) = conds
+                .iter()
+                .find(|c| c.contains(['"', ';', '\n', '{', '}']))
+            {
+                return Err(CniError::invalid_config(format!(
+                    "{key}: {bad:?} is not a plain nft match expression"
+                )));
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn snat(&self) -> bool {
+        self.snat.unwrap_or(true)
+    }
+
+    /// The mappings, validated, each named by its index when at fault.
+    pub fn mappings(&self) -> Result<Vec<Mapping>, CniError> {
+        let mut out: Vec<Mapping> = Vec::new();
+        for (i, m) in self.runtime_config.port_mappings.iter().enumerate() {
+            let field = |f: &str| format!("runtimeConfig.portMappings[{i}].{f}");
+            let port = |v: i64, f: &str| {
+                u16::try_from(v).ok().filter(|p| *p > 0).ok_or_else(|| {
+                    CniError::invalid_config(format!("{}: {v} is not a port (1-65535)", field(f)))
+                })
+            };
+            let protocol = match m
+                .protocol
+                .as_deref()
+                .unwrap_or("tcp")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "tcp" | "" => "tcp",
+                "udp" => "udp",
+                "sctp" => "sctp",
+                other => {
+                    return Err(CniError::invalid_config(format!(
+                        "{}: {other:?} is not tcp, udp or sctp",
+                        field("protocol")
+                    )))
+                }
+            };
+            let host_ip = match m.host_ip.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(s) => {
+                    let ip: IpAddr = s.parse().map_err(|_| {
+                        CniError::invalid_config(format!(
+                            "{}: {s:?} is not an IP address",
+                            field("hostIP")
+                        ))
+                    })?;
+                    // 0.0.0.0 and :: mean "every address", as for the reference.
+                    (!ip.is_unspecified()).then_some(ip)
+                }
+            };
+            let mapping = Mapping {
+                host_port: port(m.host_port, "hostPort")?,
+                container_port: port(m.container_port, "containerPort")?,
+                protocol,
+                host_ip,
+            };
+            if let Some(prev) = out.iter().find(|o| {
+                o.host_port == mapping.host_port
+                    && o.protocol == mapping.protocol
+                    && o.host_ip == mapping.host_ip
+            }) {
+                if prev.container_port != mapping.container_port {
+                    return Err(CniError::invalid_config(format!(
+                        "{}: host port {}/{} is mapped twice, to {} and {}",
+                        field("hostPort"),
+                        protocol,
+                        mapping.host_port,
+                        prev.container_port,
+                        mapping.container_port
+                    )));
+                }
+                continue; // an exact duplicate: once is enough
+            }
+            out.push(mapping);
+        }
+        Ok(out)
+    }
+
+    /// The suffix of this network's conditioned maps and chain (empty without conditions).
+    fn cond_suffix(&self) -> String {
+        if self.conditions_v4.is_empty() && self.conditions_v6.is_empty() {
+            return String::new();
+        }
+        // FNV-1a over both lists: the same conditions share their maps and chain.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self
+            .conditions_v4
+            .join(" ")
+            .bytes()
+            .chain([0])
+            .chain(self.conditions_v6.join(" ").bytes())
+        {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        format!("_{h:08x}")
+    }
+
+    /// The conditioned chain's set-up commands (idempotent).
+    fn cond_setup(&self, suffix: &str) -> Vec<String> {
+        let t = nft::TABLE;
+        let chain = format!("{}{}", nft::COND_CHAIN_PREFIX, &suffix[1..]);
+        let mut out = nft::portmap_maps(suffix);
+        out.push(format!("add chain inet {t} {chain}"));
+        out.push(format!("flush chain inet {t} {chain}"));
+        let (c4, c6) = (self.conditions_v4.join(" "), self.conditions_v6.join(" "));
+        for rule in [
+            format!("meta nfproto ipv4 {c4} dnat ip to ip daddr . meta l4proto . th dport map @pm4{suffix}"),
+            format!("meta nfproto ipv4 {c4} dnat ip to meta l4proto . th dport map @pm4any{suffix}"),
+            format!("meta nfproto ipv6 {c6} dnat ip6 to ip6 daddr . meta l4proto . th dport map @pm6{suffix}"),
+            format!("meta nfproto ipv6 {c6} dnat ip6 to meta l4proto . th dport map @pm6any{suffix}"),
+        ] {
+            out.push(format!("add rule inet {t} {chain} {rule}"));
+        }
+        out
+    }
+}
+
+/// The container's first IPv4 and first IPv6 address (with prefix), preferring addresses
+/// of interfaces inside the container.
+pub fn container_addrs(prev: &CniResult) -> (Option<IpNetwork>, Option<IpNetwork>) {
+    let in_sandbox = |i: &cni::IpConfig| {
+        i.interface
+            .and_then(|n| prev.interfaces.get(n))
+            .is_none_or(|iface| iface.sandbox.is_some())
+    };
+    let pick = |v4: bool| {
+        let fam = |i: &&cni::IpConfig| i.address.is_ipv4() == v4;
+        prev.ips
+            .iter()
+            .filter(fam)
+            .find(|i| in_sandbox(i))
+            .or_else(|| prev.ips.iter().find(fam))
+            .map(|i| i.address)
+    };
+    (pick(true), pick(false))
+}
+
+/// The record of one attachment's mappings (pure).
+pub fn record(conf: &PortmapConf, args: &CmdArgs, prev: &CniResult) -> Result<Record, CniError> {
+    let mappings = conf.mappings()?;
+    let mut rec = Record::new("portmap", &conf.name, &args.container_id, &args.ifname);
+    if mappings.is_empty() {
+        return Ok(rec);
+    }
+    let (v4, v6) = container_addrs(prev);
+    if v4.is_none() && v6.is_none() {
+        return Err(CniError::invalid_config(
+            "prevResult has no address to forward the published ports to",
+        ));
+    }
+    let suffix = conf.cond_suffix();
+    if !suffix.is_empty() {
+        rec.setup = conf.cond_setup(&suffix);
+    }
+    for m in &mappings {
+        for cont in [v4, v6].into_iter().flatten() {
+            let fam = if cont.is_ipv4() { "4" } else { "6" };
+            let (set, key, label) = match m.host_ip {
+                Some(h) if h.is_ipv4() != cont.is_ipv4() => continue,
+                Some(h) => (
+                    format!("pm{fam}{suffix}"),
+                    format!("{h} . {} . {}", m.protocol, m.host_port),
+                    format!("host port {}/{} on {h}", m.protocol, m.host_port),
+                ),
+                None => (
+                    format!("pm{fam}any{suffix}"),
+                    format!("{} . {}", m.protocol, m.host_port),
+                    format!("host port {}/{} (IPv{fam})", m.protocol, m.host_port),
+                ),
+            };
+            rec.entries.push(
+                Entry::inet(set, key)
+                    .with_value(format!("{} . {}", cont.ip(), m.container_port))
+                    .exclusive(label),
+            );
+        }
+    }
+    // Masquerade what comes back to the container through its own published ports.
+    let mut snat = BTreeSet::new();
+    for cont in [v4, v6].into_iter().flatten() {
+        let fam = if cont.is_ipv4() { "4" } else { "6" };
+        let used = rec
+            .entries
+            .iter()
+            .any(|e| e.set.starts_with(&format!("pm{fam}")));
+        if !used {
+            continue;
+        }
+        let ip = cont.ip();
+        if conf.masq_all {
+            let all = if cont.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+            snat.insert((fam, format!("{all} . {ip}")));
+        } else if conf.snat() {
+            let net = IpNetwork::new(cont.network(), cont.prefix()).expect("same prefix");
+            snat.insert((fam, format!("{net} . {ip}")));
+            if cont.is_ipv4() && !net.contains("127.0.0.1".parse().expect("literal")) {
+                snat.insert((fam, format!("127.0.0.0/8 . {ip}")));
+            }
+        }
+    }
+    for (fam, key) in snat {
+        rec.entries.push(Entry::inet(format!("pmsnat{fam}"), key));
+    }
+    Ok(rec)
+}
+
+/// The UDP host ports of a record.
+fn udp_ports(rec: &Record) -> Vec<u16> {
+    rec.entries
+        .iter()
+        .filter(|e| e.set.starts_with("pm") && !e.set.starts_with("pmsnat"))
+        .filter_map(|e| {
+            let parts: Vec<&str> = e.key.split(" . ").collect();
+            let i = parts.iter().position(|p| *p == "udp")?;
+            parts.get(i + 1)?.parse().ok()
+        })
+        .collect()
+}
+
+/// `route_localnet` on the host-side interfaces of the result, so that flows from
+/// 127.0.0.1 may leave through them once DNATed.
+fn enable_localnet(prev: &CniResult) -> Result<(), CniError> {
+    let host = NetNs::current()?;
+    for iface in prev.interfaces.iter().filter(|i| i.sandbox.is_none()) {
+        let key = format!("net/ipv4/conf/{}/route_localnet", iface.name);
+        match sysctl::set(&host, &key, "1") {
+            Ok(_) => {}
+            // An interface the result names but this namespace lacks: nothing to set.
+            Err(netkit::Error::Sysctl { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn conflict_error(e: CommitError) -> CniError {
+    match e {
+        CommitError::Conflict(c) => CniError::new(
+            ErrorCode::PORT_IN_USE,
+            format!(
+                "{} is already published by container {} (network {}, interface {})",
+                c.what, c.holder_id, c.holder_network, c.holder_ifname
+            ),
+        ),
+        other => other.into(),
+    }
+}
+
+impl Plugin for Portmap {
+    fn about(&self) -> &'static str {
+        concat!("podnet portmap plugin v", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        let prev = args.prev_result.clone().ok_or_else(|| {
+            CniError::invalid_config(
+                "portmap must be called as a chained plugin: prevResult is missing",
+            )
+        })?;
+        let conf = PortmapConf::parse(args)?;
+        let rec = record(&conf, args, &prev)?;
+        if rec.entries.is_empty() {
+            return Ok(prev);
+        }
+        if rec.entries.iter().any(|e| e.set.starts_with("pmsnat4")) {
+            enable_localnet(&prev)?;
+        }
+        let suffix = conf.cond_suffix();
+        let new_cond_chain = !suffix.is_empty()
+            && !nft::chain_exists(&format!("{}{}", nft::COND_CHAIN_PREFIX, &suffix[1..]))?;
+        nft::commit(&rec).map_err(conflict_error)?;
+        let finish = || -> Result<(), CniError> {
+            if new_cond_chain {
+                let chain = format!("{}{}", nft::COND_CHAIN_PREFIX, &suffix[1..]);
+                let _lock = nft::lock()?;
+                if nft::query(&["list", "chain", "inet", nft::TABLE, "portmap_cond"])?
+                    .is_none_or(|text| !text.contains(&format!("jump {chain}")))
+                {
+                    let mut b = nft::Batch::default();
+                    b.push(format!(
+                        "add rule inet {} portmap_cond jump {chain}",
+                        nft::TABLE
+                    ));
+                    nft::apply(&b)?;
+                }
+            }
+            conntrack::flush_udp(&udp_ports(&rec))?;
+            Ok(())
+        };
+        if let Err(e) = finish() {
+            let _ = nft::release("portmap", &args.container_id, &args.ifname);
+            return Err(e);
+        }
+        Ok(prev)
+    }
+
+    /// From the container id alone: no netns, no prevResult, any network name.
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        if let Some(gone) = nft::release("portmap", &args.container_id, &args.ifname)? {
+            conntrack::flush_udp(&udp_ports(&gone.record))?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let prev = args
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        let conf = PortmapConf::parse(args)?;
+        let want = record(&conf, args, prev)?;
+        if want.entries.is_empty() {
+            return Ok(());
+        }
+        let failed = |m: String| CniError::new(ErrorCode::CHECK_FAILED, m);
+        let have = nft::find("portmap", &args.container_id, &args.ifname)?
+            .ok_or_else(|| failed("no published ports are recorded for this container".into()))?;
+        if let Some(missing) = want.entries.iter().find(|e| {
+            !have
+                .entries
+                .iter()
+                .any(|h| h.set == e.set && h.key == e.key && h.value == e.value)
+        }) {
+            return Err(failed(format!(
+                "{} is not published (want {} -> {})",
+                missing.label.as_deref().unwrap_or(&missing.key),
+                missing.key,
+                missing.value.as_deref().unwrap_or_default()
+            )));
+        }
+        nft::verify(&have).map_err(failed)
+    }
+
+    fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
+        let conf: PortmapConf = cni::config::decode("network config", &args.stdin)?;
+        for gone in nft::retain_attachments(&conf.name, &args.valid_attachments)? {
+            if gone.record.owner == "portmap" {
+                conntrack::flush_udp(&udp_ports(&gone.record))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(conf: serde_json::Value) -> CmdArgs {
+        let stdin = serde_json::to_vec(&conf).unwrap();
+        CmdArgs {
+            container_id: "c1".into(),
+            netns: None,
+            ifname: "eth0".into(),
+            args: Default::default(),
+            path: vec![],
+            conf: serde_json::from_slice(&stdin).unwrap(),
+            stdin,
+            version: cni::CniVersion::V1_0_0,
+            prev_result: None,
+        }
+    }
+
+    fn prev() -> CniResult {
+        serde_json::from_value(json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "cni0"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
+            "ips": [{"address": "10.88.0.5/16", "interface": 1}, {"address": "fd00::5/64", "interface": 1}]
+        }))
+        .unwrap()
+    }
+
+    fn conf(extra: serde_json::Value) -> serde_json::Value {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "podman", "type": "portmap"});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    }
+
+    #[test]
+    fn mappings_become_map_elements() {
+        let a = args(conf(json!({"runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 5353, "containerPort": 53, "protocol": "UDP", "hostIP": "192.0.2.1"},
+            {"hostPort": 8080, "containerPort": 80}
+        ]}})));
+        let c = PortmapConf::parse(&a).unwrap();
+        let r = record(&c, &a, &prev()).unwrap();
+        let keys: Vec<(String, String, Option<String>)> = r
+            .entries
+            .iter()
+            .map(|e| (e.set.clone(), e.key.clone(), e.value.clone()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (
+                    "pm4any".into(),
+                    "tcp . 8080".into(),
+                    Some("10.88.0.5 . 80".into())
+                ),
+                (
+                    "pm6any".into(),
+                    "tcp . 8080".into(),
+                    Some("fd00::5 . 80".into())
+                ),
+                (
+                    "pm4".into(),
+                    "192.0.2.1 . udp . 5353".into(),
+                    Some("10.88.0.5 . 53".into())
+                ),
+                ("pmsnat4".into(), "10.88.0.0/16 . 10.88.0.5".into(), None),
+                ("pmsnat4".into(), "127.0.0.0/8 . 10.88.0.5".into(), None),
+                ("pmsnat6".into(), "fd00::/64 . fd00::5".into(), None),
+            ]
+        );
+        assert!(r.entries[0].exclusive);
+        assert_eq!(udp_ports(&r), [5353]);
+    }
+
+    #[test]
+    fn masq_all_and_no_snat() {
+        let a = args(conf(
+            json!({"masqAll": true, "runtimeConfig": {"portMappings": [
+            {"hostPort": 80, "containerPort": 80, "hostIP": "0.0.0.0"}]}}),
+        ));
+        let r = record(&PortmapConf::parse(&a).unwrap(), &a, &prev()).unwrap();
+        assert!(r.entries.iter().any(|e| e.key == "0.0.0.0/0 . 10.88.0.5"));
+        assert!(
+            r.entries.iter().any(|e| e.set == "pm4any"),
+            "0.0.0.0 means any"
+        );
+        let a = args(conf(
+            json!({"snat": false, "runtimeConfig": {"portMappings": [
+            {"hostPort": 80, "containerPort": 80}]}}),
+        ));
+        let r = record(&PortmapConf::parse(&a).unwrap(), &a, &prev()).unwrap();
+        assert!(!r.entries.iter().any(|e| e.set.starts_with("pmsnat")));
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        for (pm, field) in [
+            (
+                json!({"hostPort": 0, "containerPort": 80}),
+                "runtimeConfig.portMappings[0].hostPort",
+            ),
+            (
+                json!({"hostPort": 80, "containerPort": 70000}),
+                "runtimeConfig.portMappings[0].containerPort",
+            ),
+            (
+                json!({"hostPort": 80, "containerPort": 80, "protocol": "icmp"}),
+                "runtimeConfig.portMappings[0].protocol",
+            ),
+            (
+                json!({"hostPort": 80, "containerPort": 80, "hostIP": "nope"}),
+                "runtimeConfig.portMappings[0].hostIP",
+            ),
+        ] {
+            let a = args(conf(json!({"runtimeConfig": {"portMappings": [pm]}})));
+            let e = PortmapConf::parse(&a).unwrap().mappings().unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_NETWORK_CONFIG);
+            assert!(e.msg.contains(field), "{}", e.msg);
+        }
+        let a = args(conf(json!({"markMasqBit": 40})));
+        assert!(PortmapConf::parse(&a)
+            .unwrap_err()
+            .msg
+            .contains("markMasqBit"));
+        let a = args(conf(
+            json!({"markMasqBit": 1, "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+        ));
+        assert!(PortmapConf::parse(&a).is_err());
+        let a = args(conf(json!({"runtimeConfig": {"portMappings": [
+            {"hostPort": 80, "containerPort": 80}, {"hostPort": 80, "containerPort": 81}]}})));
+        assert!(PortmapConf::parse(&a)
+            .unwrap()
+            .mappings()
+            .unwrap_err()
+            .msg
+            .contains("mapped twice"));
+    }
+
+    #[test]
+    fn conditions_get_their_own_maps() {
+        let a = args(conf(json!({"conditionsV4": ["ip saddr 192.0.2.0/24"],
+            "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 80}]}})));
+        let c = PortmapConf::parse(&a).unwrap();
+        let r = record(&c, &a, &prev()).unwrap();
+        let suffix = c.cond_suffix();
+        assert_eq!(suffix.len(), 9);
+        assert_eq!(r.entries[0].set, format!("pm4any{suffix}"));
+        assert!(r
+            .setup
+            .iter()
+            .any(|l| l.contains("ip saddr 192.0.2.0/24 dnat ip to")));
+        let bad = args(conf(
+            json!({"conditionsV4": ["ip saddr 1.2.3.4; flush ruleset"]}),
+        ));
+        assert!(PortmapConf::parse(&bad)
+            .unwrap_err()
+            .msg
+            .contains("conditionsV4"));
+    }
+}

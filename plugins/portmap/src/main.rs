@@ -1,0 +1,4 @@
+//! The `portmap` CNI plugin.
+fn main() {
+    cni::skel::run(portmap::Portmap)
+}

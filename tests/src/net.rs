@@ -1,0 +1,128 @@
+//! Traffic between namespaces: shell commands inside one, ping, and small TCP/UDP
+//! servers whose sockets live in a container namespace (a socket stays in the namespace
+//! it was created in, so the serving thread itself never switches).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use netkit::{NetNs, Netlink, VethOptions};
+
+use crate::{random_name, Sandbox};
+
+/// Runs `sh -c cmd`, inside `ns` when given; (success, stdout + stderr).
+pub fn sh(ns: Option<&NetNs>, cmd: &str) -> (bool, String) {
+    let mut c = Command::new("sh");
+    if let Some(ns) = ns {
+        c = Command::new("nsenter");
+        c.arg(format!("--net={}", ns.path().display())).arg("sh");
+    }
+    let out = c.arg("-c").arg(cmd).output().expect("sh runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// One ping from `from` to `to`, answered within 2 s.
+pub fn ping(from: &NetNs, to: &str) -> bool {
+    sh(Some(from), &format!("ping -c 1 -W 2 {to}")).0
+}
+
+/// A namespace standing in for "outside", reached from the host over 192.0.2.0/24
+/// (host side 192.0.2.254, outside 192.0.2.1; 2001:db8:99::fe and ::1), with no route
+/// back to any container subnet, so only masqueraded traffic is answered.
+pub fn outside(sb: &mut Sandbox) -> NetNs {
+    let out = sb.container("out");
+    let host = sb.host();
+    let hname = random_name("vo");
+    netkit::block_on(async {
+        let h = Netlink::open_in(&host)?;
+        h.link_add_veth(&hname, "eth0", &out, &VethOptions::default())
+            .await?;
+        let hv = h.link_require(&hname).await?;
+        h.addr_add(hv.index, "192.0.2.254/24".parse().unwrap())
+            .await?;
+        h.link_set_up(hv.index).await?;
+        let o = Netlink::open_in(&out)?;
+        let ov = o.link_require("eth0").await?;
+        o.addr_add(ov.index, "192.0.2.1/24".parse().unwrap())
+            .await?;
+        o.link_set_up(ov.index).await?;
+        Ok::<_, netkit::Error>(())
+    })
+    .expect("outside namespace wired");
+    out
+}
+
+/// Serves TCP on `addr` inside `ns`: every connection gets `reply` and is closed.
+pub fn serve_tcp(ns: &NetNs, addr: &str, reply: &str) {
+    let listener = {
+        let _in = ns.enter().expect("enter");
+        TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    };
+    let reply = reply.to_owned();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.write_all(reply.as_bytes());
+        }
+    });
+}
+
+/// Serves UDP on `addr` inside `ns`: every datagram is answered with `reply`.
+pub fn serve_udp(ns: &NetNs, addr: &str, reply: &str) {
+    let sock = {
+        let _in = ns.enter().expect("enter");
+        UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    };
+    let reply = reply.to_owned();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(reply.as_bytes(), from);
+        }
+    });
+}
+
+/// What a TCP server at `to` says to a client in `from` (`None`: no answer within 2 s).
+pub fn tcp_hello(from: &NetNs, to: &str) -> Option<String> {
+    let to: SocketAddr = to.parse().expect("socket address");
+    let mut c = {
+        let _in = from.enter().expect("enter");
+        TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()?
+    };
+    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut s = String::new();
+    c.read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+/// What a UDP server at `to` answers a datagram from `from`, sent from `src_port`
+/// (0: any).
+pub fn udp_hello(from: &NetNs, to: &str, src_port: u16) -> Option<String> {
+    let to: SocketAddr = to.parse().expect("socket address");
+    let bind = if to.is_ipv4() {
+        format!("0.0.0.0:{src_port}")
+    } else {
+        format!("[::]:{src_port}")
+    };
+    let sock = {
+        let _in = from.enter().expect("enter");
+        UdpSocket::bind(&bind).ok()?
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(700)))
+        .ok()?;
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        sock.send_to(b"hi", to).ok()?;
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    None
+}

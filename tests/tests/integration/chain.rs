@@ -1,0 +1,329 @@
+//! The Podman-style chain (bridge + host-local, portmap, firewall, tuning) on podnet's
+//! plugins: real traffic through published ports, isolation between bridges, the admin
+//! chain, a host firewall with a drop policy, and no leftovers.
+
+use std::path::Path;
+
+use cni::runtime::{CniRuntime, RuntimeConf};
+use cni::{CniArgs, CniResult, NetConfList};
+use netkit::NetNs;
+use podnet_tests::net::{outside, ping, serve_tcp, serve_udp, sh, tcp_hello, udp_hello};
+use podnet_tests::{privileged_test, Call, Sandbox, Subject};
+use serde_json::{json, Value};
+
+pub const PODMAN_FIXTURE: &str = include_str!("../../fixtures/podman4-default.conflist");
+
+/// A conflist: bridge `br` on `subnet` (plus `subnet6` when given) and the given
+/// chained plugins after it.
+fn list(name: &str, br: &str, subnet: &str, after: Value) -> NetConfList {
+    let mut ranges = vec![json!([{ "subnet": subnet }])];
+    let mut routes = vec![json!({"dst": "0.0.0.0/0"})];
+    if let Some(s6) = after.get("subnet6").and_then(Value::as_str) {
+        ranges.push(json!([{ "subnet": s6 }]));
+        routes.push(json!({"dst": "::/0"}));
+    }
+    let mut plugins = vec![
+        json!({"type": "bridge", "bridge": br, "isGateway": true, "ipMasq": true,
+        "hairpinMode": true, "ipam": {"type": "host-local", "ranges": ranges, "routes": routes}}),
+    ];
+    plugins.extend(after["plugins"].as_array().cloned().unwrap_or_default());
+    let v = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
+    NetConfList::from_bytes(v.to_string().as_bytes()).unwrap()
+}
+
+fn runtime() -> CniRuntime {
+    CniRuntime::new(vec![Subject::from_env().dir], "/var/lib/cni")
+}
+
+fn rc(ns: &NetNs, id: &str, ports: Value) -> RuntimeConf {
+    let mut caps = serde_json::Map::new();
+    if !ports.is_null() {
+        caps.insert("portMappings".into(), ports);
+    }
+    RuntimeConf {
+        container_id: id.into(),
+        netns: Some(ns.path().to_path_buf()),
+        ifname: "eth0".into(),
+        args: CniArgs::default(),
+        capability_args: caps,
+    }
+}
+
+fn ip4(r: &CniResult) -> String {
+    r.ips
+        .iter()
+        .find(|i| i.address.is_ipv4())
+        .unwrap()
+        .address
+        .ip()
+        .to_string()
+}
+
+fn ruleset() -> String {
+    sh(None, "nft list ruleset").1
+}
+
+fn records(owner: &str) -> usize {
+    let dir = Path::new("/run/podnet/nft").join(owner);
+    std::fs::read_dir(dir)
+        .map(|groups| {
+            groups
+                .flatten()
+                .map(|g| std::fs::read_dir(g.path()).map(|f| f.count()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// An answer within a few seconds (IPv6 addresses may still be tentative at first).
+fn eventually(f: impl Fn() -> Option<String>) -> Option<String> {
+    for _ in 0..10 {
+        if let Some(s) = f() {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    None
+}
+
+privileged_test! {
+    fn published_ports_from_everywhere_then_gone() {
+        let mut sb = Sandbox::new();
+        let host = sb.host();
+        let out = outside(&mut sb);
+        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let rt = runtime();
+        let (a, b, c) = (sb.container("a"), sb.container("b"), sb.container("c"));
+        serve_tcp(&a, "0.0.0.0:80", "hello from a");
+        serve_tcp(&a, "0.0.0.0:81", "a on 81");
+        serve_udp(&a, "0.0.0.0:53", "udp from a");
+        let ports = json!([
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 5353, "containerPort": 53, "protocol": "udp"},
+            {"hostPort": 9090, "containerPort": 81, "protocol": "tcp", "hostIP": "192.0.2.254"},
+            {"hostPort": 7070, "containerPort": 80, "protocol": "sctp"}
+        ]);
+        let ra = rt.add(&l, &rc(&a, "ctr-a", ports.clone())).unwrap();
+        let rb = rt.add(&l, &rc(&b, "ctr-b", Value::Null)).unwrap();
+        let hello = Some("hello from a".to_string());
+        // From the host's own addresses, from localhost, from outside.
+        assert_eq!(tcp_hello(&host, "192.0.2.254:8080"), hello, "host address");
+        assert_eq!(tcp_hello(&host, "10.88.0.1:8080"), hello, "bridge address");
+        assert_eq!(tcp_hello(&host, "127.0.0.1:8080"), hello, "localhost");
+        assert_eq!(netkit::sysctl::get(&host, "net.ipv4.conf.cni-podman0.route_localnet").unwrap(), "1");
+        assert_eq!(tcp_hello(&out, "192.0.2.254:8080"), hello, "outside");
+        assert_eq!(udp_hello(&out, "192.0.2.254:5353", 0).as_deref(), Some("udp from a"), "UDP");
+        assert_eq!(udp_hello(&host, "127.0.0.1:5353", 0).as_deref(), Some("udp from a"), "UDP localhost");
+        // hostIP: only on that address.
+        assert_eq!(tcp_hello(&out, "192.0.2.254:9090").as_deref(), Some("a on 81"));
+        assert_eq!(tcp_hello(&host, "10.88.0.1:9090"), None, "hostIP limits the mapping");
+        // Hairpin: another container, and the container itself, through the host port.
+        assert_eq!(tcp_hello(&b, "10.88.0.1:8080"), hello, "from a neighbour");
+        assert_eq!(tcp_hello(&b, "192.0.2.254:8080"), hello, "from a neighbour, host address");
+        assert_eq!(tcp_hello(&a, "192.0.2.254:8080"), hello, "from itself");
+        // SCTP is published as an element like the others (no SCTP client here).
+        let table = sh(None, "nft list map inet podnet pm4any").1;
+        assert!(table.contains("sctp . 7070"), "{table}");
+        assert!(table.contains(&format!("tcp . 8080 comment \"podman ctr-a eth0\" : {} . 80", ip4(&ra))), "{table}");
+        rt.check(&l, &rc(&a, "ctr-a", ports.clone())).unwrap();
+
+        // A port another container holds: refused, the holder named, nothing left.
+        let e = rt.add(&l, &rc(&c, "ctr-c", json!([{"hostPort": 8080, "containerPort": 80}]))).unwrap_err();
+        assert_eq!(e.code, cni::ErrorCode::PORT_IN_USE, "{e:?}");
+        assert!(e.msg.contains("tcp/8080") && e.msg.contains("ctr-a"), "{}", e.msg);
+        assert!(!ruleset().contains("ctr-c eth0\" :"), "no element of ctr-c");
+        assert_eq!(records("portmap"), 1);
+        rt.del(&l, &rc(&c, "ctr-c", Value::Null)).unwrap();
+
+        // DEL from the container id alone, under a new network name (no netns, no
+        // prevResult): the ports close.
+        let portmap = Subject::from_env().plugin("portmap");
+        let conf = json!({"cniVersion": "1.0.0", "name": "renamed", "type": "portmap"});
+        Call::bare(&portmap, "DEL", &conf)
+            .set("CNI_CONTAINERID", "ctr-a")
+            .set("CNI_IFNAME", "eth0")
+            .run()
+            .ok();
+        assert_eq!(tcp_hello(&out, "192.0.2.254:8080"), None, "closed after DEL");
+        assert_eq!(udp_hello(&out, "192.0.2.254:5353", 0), None, "UDP closed after DEL");
+        assert_eq!(records("portmap"), 0);
+        rt.del(&l, &rc(&a, "ctr-a", ports)).unwrap();
+        rt.del(&l, &rc(&b, "ctr-b", Value::Null)).unwrap();
+        let rs = ruleset();
+        assert!(!rs.contains("podnet"), "the last DEL removes every podnet table: {rs}");
+        assert!(!rs.contains(&ip4(&rb)));
+    }
+}
+
+privileged_test! {
+    fn udp_flows_seen_before_the_mapping_are_flushed() {
+        let mut sb = Sandbox::new();
+        let out = outside(&mut sb);
+        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let rt = runtime();
+        let (a, b) = (sb.container("a"), sb.container("b"));
+        serve_udp(&a, "0.0.0.0:53", "udp from a");
+        // A first container turns conntrack on in this namespace (its NAT rules need it).
+        rt.add(&l, &rc(&b, "ctr-b", Value::Null)).unwrap();
+        // The flow exists (a conntrack entry without NAT) before the port is published.
+        assert_eq!(udp_hello(&out, "192.0.2.254:5353", 40000), None);
+        let ports = json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]);
+        rt.add(&l, &rc(&a, "ctr-a", ports.clone())).unwrap();
+        assert_eq!(
+            udp_hello(&out, "192.0.2.254:5353", 40000).as_deref(),
+            Some("udp from a"),
+            "the same 5-tuple reaches the container once ADD flushed its stale entry"
+        );
+        rt.del(&l, &rc(&a, "ctr-a", ports)).unwrap();
+        assert_eq!(udp_hello(&out, "192.0.2.254:5353", 40000), None, "and stops after DEL");
+        rt.del(&l, &rc(&b, "ctr-b", Value::Null)).unwrap();
+    }
+}
+
+privileged_test! {
+    fn ipv6_mappings_and_a_thousand_port_range() {
+        let mut sb = Sandbox::new();
+        let host = sb.host();
+        let br = podnet_tests::random_name("br");
+        let l = list("dual", &br, "10.89.0.0/24", json!({"subnet6": "fd00:89::/64",
+            "plugins": [{"type": "portmap", "capabilities": {"portMappings": true}}]}));
+        let rt = runtime();
+        let a = sb.container("a");
+        serve_tcp(&a, "[::]:80", "dual a");
+        let mut ports: Vec<Value> = (20000..21000)
+            .map(|p| json!({"hostPort": p, "containerPort": 80}))
+            .collect();
+        ports.push(json!({"hostPort": 8443, "containerPort": 80, "hostIP": "fd00:89::1"}));
+        rt.add(&l, &rc(&a, "ctr-a", Value::from(ports.clone()))).unwrap();
+        let want = Some("dual a".to_string());
+        assert_eq!(eventually(|| tcp_hello(&host, "[fd00:89::1]:20000")), want, "IPv6, any address");
+        assert_eq!(eventually(|| tcp_hello(&host, "[fd00:89::1]:8443")), want, "IPv6 hostIP");
+        assert_eq!(tcp_hello(&host, "10.89.0.1:20999"), want, "IPv4, last of the range");
+        let listed = sh(None, "nft -j list map inet podnet pm4any").1;
+        assert_eq!(listed.matches("\"comment\": \"dual ctr-a eth0\"").count(), 1000, "one element per port");
+        rt.del(&l, &rc(&a, "ctr-a", Value::from(ports))).unwrap();
+        assert_eq!(tcp_hello(&host, "10.89.0.1:20500"), None);
+        assert!(!ruleset().contains("podnet"));
+    }
+}
+
+fn fw_list(name: &str, br: &str, subnet: &str, policy: &str) -> NetConfList {
+    list(
+        name,
+        br,
+        subnet,
+        json!({"plugins": [{"type": "firewall", "backend": "iptables", "ingressPolicy": policy}]}),
+    )
+}
+
+privileged_test! {
+    fn ingress_policies_and_the_admin_chain() {
+        let mut sb = Sandbox::new();
+        let rt = runtime();
+        let names: Vec<String> = (1..=4).map(|i| podnet_tests::random_name(&format!("b{i}"))).collect();
+        let n1 = fw_list("n1", &names[0], "10.91.0.0/24", "same-bridge");
+        let n2 = fw_list("n2", &names[1], "10.92.0.0/24", "same-bridge");
+        let n3 = fw_list("n3", &names[2], "10.93.0.0/24", "open");
+        let n4 = fw_list("n4", &names[3], "10.94.0.0/24", "isolated");
+        let (a1, a1b, a2, a3, a4) = (sb.container("a1"), sb.container("a1b"), sb.container("a2"),
+            sb.container("a3"), sb.container("a4"));
+        let r1 = rt.add(&n1, &rc(&a1, "a1", Value::Null)).unwrap();
+        let r1b = rt.add(&n1, &rc(&a1b, "a1b", Value::Null)).unwrap();
+        let r2 = rt.add(&n2, &rc(&a2, "a2", Value::Null)).unwrap();
+        let r3 = rt.add(&n3, &rc(&a3, "a3", Value::Null)).unwrap();
+        let r4 = rt.add(&n4, &rc(&a4, "a4", Value::Null)).unwrap();
+        let (ip1, ip1b, ip2, ip3, ip4_) = (ip4(&r1), ip4(&r1b), ip4(&r2), ip4(&r3), ip4(&r4));
+        assert!(ping(&a1, &ip1b), "same bridge");
+        assert!(!ping(&a1, &ip2), "same-bridge networks do not reach each other");
+        assert!(!ping(&a2, &ip1), "either way");
+        assert!(ping(&a3, &ip1), "an open network reaches a same-bridge one");
+        assert!(ping(&a1, &ip3), "and is reached by it");
+        assert!(!ping(&a3, &ip4_), "nothing starts a flow into an isolated network");
+        assert!(ping(&a4, &ip3), "an isolated network still reaches out");
+        serve_tcp(&a4, "0.0.0.0:80", "a4");
+        // The admin chain: the user's rules come first and podnet never touches them.
+        assert!(sh(None, &format!("nft add rule inet podnet CNI-ADMIN ip daddr {ip3} drop")).0);
+        assert!(!ping(&a1, &ip3), "an admin drop rule is honoured");
+        rt.check(&n1, &rc(&a1, "a1", Value::Null)).unwrap();
+        rt.del(&n1, &rc(&a1, "a1", Value::Null)).unwrap();
+        let rs = ruleset();
+        assert!(rs.contains(&format!("ip daddr {ip3} drop")), "admin rule kept: {rs}");
+        let isolated = sh(None, "nft list set inet podnet isolated").1;
+        assert!(isolated.contains(&names[0]), "a1b still holds its bridge's isolation: {isolated}");
+        assert!(sh(None, "nft flush chain inet podnet CNI-ADMIN").0);
+        assert!(ping(&a1b, &ip3), "reachable again once the admin chain is empty");
+        // CHECK sees a missing element.
+        assert!(sh(None, &format!("nft delete element inet podnet fw4 {{ {ip1b} }}")).0);
+        let e = rt.check(&n1, &rc(&a1b, "a1b", Value::Null)).unwrap_err();
+        assert_eq!(e.code, cni::ErrorCode::CHECK_FAILED, "{e:?}");
+        for (l, ns, id) in [(&n1, &a1b, "a1b"), (&n2, &a2, "a2"), (&n3, &a3, "a3"), (&n4, &a4, "a4")] {
+            rt.del(l, &rc(ns, id, Value::Null)).unwrap();
+        }
+        let rs = ruleset();
+        assert!(!rs.contains("podnet"), "isolation and admin jumps go with the last container: {rs}");
+    }
+}
+
+privileged_test! {
+    fn a_host_firewall_with_a_drop_policy() {
+        let mut sb = Sandbox::new();
+        let _outside = outside(&mut sb);
+        let rt = runtime();
+        let br = podnet_tests::random_name("br");
+        let bridge_only = list("plain", &br, "10.95.0.0/24", json!({}));
+        let l = fw_list("plain", &br, "10.95.0.0/24", "open");
+        assert!(sh(None, "nft add table inet hostfw && nft add chain inet hostfw forward '{ type filter hook forward priority 0; policy drop; }'").0);
+        let a = sb.container("a");
+        rt.add(&bridge_only, &rc(&a, "a", Value::Null)).unwrap();
+        assert!(!ping(&a, "192.0.2.1"), "the host firewall drops forwarded traffic");
+        rt.del(&bridge_only, &rc(&a, "a", Value::Null)).unwrap();
+        rt.add(&l, &rc(&a, "a", Value::Null)).unwrap();
+        assert!(ping(&a, "192.0.2.1"), "firewall opens the host's drop-policy chain for the bridge");
+        let chain = sh(None, "nft list chain inet hostfw forward").1;
+        assert_eq!(chain.matches(&format!("podnet bridge:{br}")).count(), 2, "{chain}");
+        // Other tables coming and going leave podnet's alone.
+        assert!(sh(None, "nft add table inet other && nft add chain inet other c && nft flush table inet other && nft delete table inet other").0);
+        assert!(sh(None, "iptables -F 2>/dev/null; true").0);
+        assert!(ping(&a, "192.0.2.1"));
+        rt.del(&l, &rc(&a, "a", Value::Null)).unwrap();
+        let chain = sh(None, "nft list chain inet hostfw forward").1;
+        assert!(!chain.contains("podnet"), "the last container's DEL closes it again: {chain}");
+        assert!(!sh(None, "nft list tables").1.contains("podnet"));
+    }
+}
+
+privileged_test! {
+    fn a_hundred_containers_come_and_go_in_parallel() {
+        let mut sb = Sandbox::new();
+        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let nss: Vec<NetNs> = (0..100).map(|_| sb.container("p")).collect();
+        let run = |add: bool| {
+            std::thread::scope(|s| {
+                for chunk in nss.chunks(10).enumerate() {
+                    let l = &l;
+                    s.spawn(move || {
+                        let rt = runtime();
+                        for (j, ns) in chunk.1.iter().enumerate() {
+                            let i = chunk.0 * 10 + j;
+                            let conf = rc(ns, &format!("p{i}"), json!([{"hostPort": 30000 + i, "containerPort": 80}]));
+                            if add { rt.add(l, &conf).unwrap(); } else { rt.del(l, &conf).unwrap(); }
+                        }
+                    });
+                }
+            });
+        };
+        run(true);
+        let listed = sh(None, "nft -j list map inet podnet pm4any").1;
+        assert_eq!(listed.matches("\"comment\": \"podman p").count(), 100);
+        assert_eq!(records("portmap"), 100);
+        run(false);
+        let rs = ruleset();
+        assert!(!rs.contains("podnet"), "{rs}");
+        assert_eq!(records("portmap") + records("firewall") + records("bridge"), 0);
+        let leases = std::fs::read_dir("/var/lib/cni/networks/podman").unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+            .count();
+        assert_eq!(leases, 0);
+    }
+}
