@@ -6,12 +6,13 @@
 #                reference plugins in /usr/lib/cni
 #   make demo    builds the release plugins and runs them end to end in a throwaway
 #                network + mount namespace
-#   make install puts the plugins in $(CNI_BIN_DIR)
+#   make install puts the plugins in $(CNI_BIN_DIR) and netctl in $(BIN_DIR)
 #   make bench   podnet against the reference plugins, side by side (docs/benchmarks.md)
 
 SHELL := /bin/bash
 CARGO ?= cargo
 CNI_BIN_DIR ?= /opt/cni/bin
+BIN_DIR ?= /usr/local/bin
 PLUGINS := loopback bridge ptp host-device tuning portmap firewall host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev
 
@@ -68,9 +69,11 @@ demo: deps release
 install: release
 	install -d $(DESTDIR)$(CNI_BIN_DIR)
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(CNI_BIN_DIR)/$$p; done
+	install -D -m 0755 $(RELEASE_DIR)/netctl $(DESTDIR)$(BIN_DIR)/netctl
 
 bench: deps release
-	$(SANDBOX) $(RELEASE_DIR)/examples/bench $(RELEASE_DIR) /usr/lib/cni $(or $(ITERATIONS),400)
+	@[ -x /usr/lib/podman/netavark ] || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netavark >/dev/null; }
+	$(SANDBOX) $(RELEASE_DIR)/examples/bench $(RELEASE_DIR) /usr/lib/cni $(or $(ITERATIONS),400) $(ONLY)
 
 clean:
 	$(CARGO) clean

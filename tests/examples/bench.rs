@@ -5,12 +5,15 @@
 //! implementations so that drift on the machine hits both alike. Prints a Markdown
 //! table of medians and p90s with the podnet/reference ratio.
 //!
-//! Usage: bench PODNET_DIR REFERENCE_DIR [ITERATIONS]
+//! Usage: bench PODNET_DIR REFERENCE_DIR [ITERATIONS [podman]]
 //! `make bench` runs it inside a private network and mount namespace.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cni::runtime::{CniRuntime, RuntimeConf};
+use cni::{CniArgs, NetConfList};
 use netkit::NetNs;
 use podnet_tests::Call;
 use serde_json::json;
@@ -260,6 +263,240 @@ fn parallel_row(dirs: [&Path; 2], n: usize, rounds: usize) -> String {
     )
 }
 
+/// The conflist Podman 4 generates (tests/fixtures), on a bridge, subnet and data
+/// directory of its own per implementation.
+fn podman_list(side: usize) -> NetConfList {
+    let mut v: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/podman4-default.conflist")).unwrap();
+    v["cniVersion"] = json!("1.0.0");
+    v["name"] = json!(format!("podman{side}"));
+    let br = &mut v["plugins"][0];
+    br["bridge"] = json!(format!("cni-podman{side}"));
+    br["ipam"]["dataDir"] = json!(format!("{BENCH_DATA}{side}"));
+    br["ipam"]["ranges"] = json!([[{"subnet": format!("10.{}.0.0/16", 85 + side)}]]);
+    NetConfList::from_bytes(v.to_string().as_bytes()).unwrap()
+}
+
+fn podman_conf(ns: &NetNs, id: &str, host_port: u16) -> RuntimeConf {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "portMappings".into(),
+        json!([{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    RuntimeConf {
+        container_id: id.into(),
+        netns: Some(ns.path().to_path_buf()),
+        ifname: "eth0".into(),
+        args: CniArgs::default(),
+        capability_args: caps,
+    }
+}
+
+fn timed_ok<T, E: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Duration {
+    let start = Instant::now();
+    let r = f();
+    let took = start.elapsed();
+    if let Err(e) = r {
+        panic!("{what}: {e:?}");
+    }
+    took
+}
+
+/// Portmap alone for `n` stand-in containers (one mapping each, host ports from
+/// 40000): what fills the host with published ports before a measurement.
+fn portmap_fill(d: &Path, side: usize, ns: &NetNs, n: usize, cmd: &str) {
+    for i in 0..n {
+        let ip = format!("10.{}.{}.{}/16", 85 + side, 100 + i / 250, 1 + i % 250);
+        let conf = json!({"cniVersion": "1.0.0", "name": format!("podman{side}"), "type": "portmap",
+            "runtimeConfig": {"portMappings": [{"hostPort": 40000 + i, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": format!("cni-podman{side}")}, {"name": "eth0", "sandbox": ns.path().display().to_string()}],
+                "ips": [{"address": ip, "interface": 1}]}});
+        let call = Call::new(&d.join("portmap"), cmd, ns.path(), "eth0", &conf)
+            .set("CNI_CONTAINERID", &format!("fill{i}"));
+        timed(&call);
+    }
+}
+
+/// The Podman chain ADD and DEL of one container with one mapping; then the same ADD
+/// with 1,000 containers' mappings on the host; then a 1,000-port range.
+fn podman_rows(dirs: [&Path; 2], iterations: usize) -> (Vec<String>, [Duration; 2]) {
+    let nss: Vec<NetNs> = (0..2)
+        .map(|i| NetNs::create_named(&format!("bench-pod{i}")).expect("bench namespace"))
+        .collect();
+    let rts: Vec<CniRuntime> = dirs
+        .iter()
+        .map(|d| CniRuntime::new(vec![d.to_path_buf()], "/var/lib/cni"))
+        .collect();
+    let lists: Vec<NetConfList> = (0..2).map(podman_list).collect();
+    let add = |side: usize| {
+        timed_ok("podman chain ADD", || {
+            rts[side].add(&lists[side], &podman_conf(&nss[side], "bench", 8080))
+        })
+    };
+    let del = |side: usize| {
+        timed_ok("podman chain DEL", || {
+            rts[side].del(&lists[side], &podman_conf(&nss[side], "bench", 8080))
+        })
+    };
+    for side in 0..2 {
+        add(side);
+        del(side);
+    }
+    let mut rows = Vec::new();
+    let mut medians = [Duration::ZERO; 2];
+    let mut samples = [Vec::new(), Vec::new()];
+    rows.push(row(
+        "Podman chain ADD, 1 mapping",
+        dirs,
+        iterations,
+        |d, _| {
+            let side = side_of(dirs, d);
+            let took = add(side);
+            del(side);
+            samples[side].push(took);
+            took
+        },
+    ));
+    for (side, s) in samples.into_iter().enumerate() {
+        medians[side] = stats(s).median;
+    }
+    rows.push(row(
+        "Podman chain DEL, 1 mapping",
+        dirs,
+        iterations,
+        |d, _| {
+            let side = side_of(dirs, d);
+            add(side);
+            del(side)
+        },
+    ));
+    // With 1,000 containers publishing one port each.
+    for (side, d) in dirs.iter().enumerate() {
+        portmap_fill(d, side, &nss[side], 1000, "ADD");
+    }
+    rows.push(row(
+        "Podman chain ADD, 1,000 mappings already on the host",
+        dirs,
+        iterations.min(100),
+        |d, _| {
+            let side = side_of(dirs, d);
+            let took = add(side);
+            del(side);
+            took
+        },
+    ));
+    for (side, d) in dirs.iter().enumerate() {
+        portmap_fill(d, side, &nss[side], 1000, "DEL");
+    }
+    // One container publishing 1,000 ports (portmap alone, prevResult given).
+    let range = |side: usize, cmd: &str, d: &Path| {
+        let ports: Vec<serde_json::Value> = (20000..21000)
+            .map(|p| json!({"hostPort": p, "containerPort": 80, "protocol": "tcp"}))
+            .collect();
+        let conf = json!({"cniVersion": "1.0.0", "name": format!("podman{side}"), "type": "portmap",
+            "runtimeConfig": {"portMappings": ports},
+            "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": nss[side].path().display().to_string()}],
+                "ips": [{"address": format!("10.{}.0.9/16", 85 + side), "interface": 0}]}});
+        timed(
+            &Call::new(&d.join("portmap"), cmd, nss[side].path(), "eth0", &conf)
+                .set("CNI_CONTAINERID", "range"),
+        )
+    };
+    // The reference spends minutes per call here (iptables commands per port): one
+    // sample of each, ADD then DEL.
+    let mut once = [[Duration::ZERO; 2]; 2];
+    for (side, d) in dirs.iter().enumerate() {
+        once[0][side] = range(side, "ADD", d);
+        once[1][side] = range(side, "DEL", d);
+    }
+    for (name, [ours, theirs]) in [
+        ("portmap ADD, 1,000-port range (1 sample)", once[0]),
+        ("portmap DEL, 1,000-port range (1 sample)", once[1]),
+    ] {
+        rows.push(format!(
+            "| {name} | {} | – | {} | – | {:.3}× |",
+            ms(ours),
+            ms(theirs),
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        ));
+    }
+    for i in 0..2 {
+        let _ = NetNs::delete_named(&format!("bench-pod{i}"));
+    }
+    (rows, medians)
+}
+
+const NETAVARK: &str = "/usr/lib/podman/netavark";
+
+/// netavark 1.4 `setup` and `teardown` of one container with one mapping on the same
+/// kind of network (Debian's netavark; the anchor Podman 4 uses without CNI).
+fn netavark_rows(iterations: usize, podnet: Duration) -> Vec<String> {
+    if !Path::new(NETAVARK).is_file() {
+        return vec![format!("netavark not found at {NETAVARK}: anchor skipped")];
+    }
+    let ns = NetNs::create_named("bench-nv").expect("bench namespace");
+    let opts = json!({
+        "container_id": "6f0c7b5a2e1d4c3b9a8f7e6d5c4b3a2910fedcba9876543210fedcba98765432",
+        "container_name": "bench",
+        "networks": {"podman": {"interface_name": "eth0", "static_ips": ["10.87.0.10"]}},
+        "network_info": {"podman": {"name": "podman", "id": "2f259bab93aaaaa2542ba43ef33eb990d0999ee1b9924b557b7be53c0b7a1bb9",
+            "driver": "bridge", "network_interface": "podman9",
+            "subnets": [{"subnet": "10.87.0.0/16", "gateway": "10.87.0.1"}],
+            "ipv6_enabled": false, "internal": false, "dns_enabled": false, "ipam_options": {"driver": "host-local"}}},
+        "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 8090, "range": 1, "protocol": "tcp"}]
+    })
+    .to_string();
+    let run = |cmd: &str| {
+        let start = Instant::now();
+        let mut child = Command::new(NETAVARK)
+            .args(["--config", "/run/podnet-bench-nv", cmd])
+            .arg(ns.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("netavark runs");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(opts.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "netavark {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        start.elapsed()
+    };
+    run("setup");
+    run("teardown");
+    let mut setup = Vec::new();
+    let mut teardown = Vec::new();
+    for _ in 0..iterations {
+        setup.push(run("setup"));
+        teardown.push(run("teardown"));
+    }
+    drop(ns);
+    let _ = NetNs::delete_named("bench-nv");
+    let (s, t) = (stats(setup), stats(teardown));
+    vec![
+        format!(
+            "| netavark 1.4 `setup`, 1 mapping | {} | {} | podnet chain ADD / netavark setup: {:.2}× |",
+            ms(s.median),
+            ms(s.p90),
+            podnet.as_secs_f64() / s.median.as_secs_f64()
+        ),
+        format!(
+            "| netavark 1.4 `teardown`, 1 mapping | {} | {} | |",
+            ms(t.median),
+            ms(t.p90)
+        ),
+    ]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let ours = PathBuf::from(
@@ -274,6 +511,8 @@ fn main() {
         .get(3)
         .map(|s| s.parse().expect("ITERATIONS is a number"))
         .unwrap_or(300);
+    // An optional section name runs only that part: `podman`.
+    let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
     let conf = json!({"cniVersion": "1.0.0", "name": "bench", "type": "loopback"});
 
@@ -290,6 +529,19 @@ fn main() {
     );
 
     let mut rows = Vec::new();
+    if only == Some("podman") {
+        let (podman, chain_add) = podman_rows(dirs, n.min(200));
+        println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
+        println!("|---|---|---|---|---|---|");
+        for r in podman {
+            println!("{r}");
+        }
+        println!("\n| anchor | median | p90 | ratio |\n|---|---|---|---|");
+        for r in netavark_rows(n.min(100), chain_add[0]) {
+            println!("{r}");
+        }
+        return;
+    }
     rows.push(row("process start (`VERSION`)", dirs, n, |d, _| {
         timed(&Call::bare(&d.join("loopback"), "VERSION", &conf))
     }));
@@ -321,6 +573,9 @@ fn main() {
     rows.extend(bridge_rows(dirs, n));
     rows.extend(ptp_rows(dirs, n));
     let parallel = parallel_row(dirs, 50, 5);
+    let (podman, chain_add) = podman_rows(dirs, n.min(200));
+    rows.extend(podman);
+    let anchors = netavark_rows(n.min(100), chain_add[0]);
 
     println!("{n} iterations per row, alternating implementations; times in ms.");
     println!(
@@ -334,4 +589,8 @@ fn main() {
         println!("{r}");
     }
     println!("\n{parallel}");
+    println!("\n| anchor | median | p90 | ratio |\n|---|---|---|---|");
+    for r in anchors {
+        println!("{r}");
+    }
 }

@@ -137,6 +137,18 @@ impl Subject {
     }
 }
 
+/// A binary of this workspace's build (`netctl`, …), beside the test executable's
+/// profile directory.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = default_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
 fn default_dir() -> PathBuf {
     // target/<profile>/deps/integration-<hash> -> target/<profile>
     let exe = std::env::current_exe().expect("the test binary knows its path");

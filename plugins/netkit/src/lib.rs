@@ -15,8 +15,8 @@ pub mod sysctl;
 
 pub use error::{Error, Result};
 pub use netlink::{
-    format_mac, parse_mac, BridgeOptions, BridgePortOptions, BridgeVlan, Link, Netlink, RouteSpec,
-    VethOptions, LOOPBACK_IFINDEX,
+    format_mac, parse_mac, BridgeOptions, BridgePortOptions, BridgeVlan, Link, Neighbour, Netlink,
+    RouteSpec, VethOptions, LOOPBACK_IFINDEX,
 };
 pub use nix::errno::Errno;
 pub use ns::{NetNs, NsGuard, NETNS_RUN_DIR};

@@ -62,6 +62,16 @@ pub struct RouteSpec {
     pub scope: u8,
 }
 
+/// A neighbour (ARP / NDP) entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub index: u32,
+    pub address: IpAddr,
+    pub lladdr: Option<String>,
+    /// `REACHABLE`, `STALE`, … as `ip neigh` prints them.
+    pub state: String,
+}
+
 /// Options for a new bridge.
 #[derive(Debug, Clone, Default)]
 pub struct BridgeOptions {
@@ -454,6 +464,56 @@ impl Netlink {
             Err(e) if is_nodev(&e) => Ok(()),
             other => other.map_err(nl(format!("route del {}", route.dst))),
         }
+    }
+
+    /// `ip neigh show` (both families), skipping entries with no address state.
+    pub async fn neigh_list(&self) -> Result<Vec<Neighbour>> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourState,
+        };
+        let msgs: Vec<_> = self
+            .handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("neigh show"))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                let address = m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                        Some(IpAddr::V4(*v4))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                        Some(IpAddr::V6(*v6))
+                    }
+                    _ => None,
+                })?;
+                let lladdr = m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::LinkLayerAddress(l) if !l.is_empty() => Some(format_mac(l)),
+                    _ => None,
+                });
+                let state = match m.header.state {
+                    NeighbourState::Incomplete => "INCOMPLETE",
+                    NeighbourState::Reachable => "REACHABLE",
+                    NeighbourState::Stale => "STALE",
+                    NeighbourState::Delay => "DELAY",
+                    NeighbourState::Probe => "PROBE",
+                    NeighbourState::Failed => "FAILED",
+                    NeighbourState::Noarp => "NOARP",
+                    NeighbourState::Permanent => "PERMANENT",
+                    _ => "NONE",
+                };
+                Some(Neighbour {
+                    index: m.header.ifindex,
+                    address,
+                    lladdr,
+                    state: state.into(),
+                })
+            })
+            .collect())
     }
 
     /// `ip route show` (main table, both families).

@@ -4,5 +4,6 @@ mod bridge;
 mod chain;
 mod conformance;
 mod ipam_interop;
+mod netctl;
 mod netkit;
 mod runtime;

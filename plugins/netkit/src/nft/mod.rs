@@ -498,7 +498,7 @@ mod tests {
             "10.88.0.5/16".parse().unwrap(),
             "fd00::5/64".parse().unwrap(),
         ]);
-        let text = r.add_batch(true).text();
+        let text = r.add_batch(true, true).text();
         assert!(
             text.contains("add element inet podnet masq4 { 10.88.0.5 comment \"net1 c1 eth0\" }")
         );
@@ -535,7 +535,7 @@ mod tests {
         );
         let mut r = Record::new("bridge", "n", "a", "eth0");
         r.entries = spoofchk_entries("veth1234", "02:00:00:00:00:01");
-        let spoof = r.add_batch(true).text();
+        let spoof = r.add_batch(true, true).text();
         assert!(spoof.contains("add element bridge podnet macs { \"veth1234\" . 02:00:00:00:00:01 comment \"n a eth0\" }"), "{spoof}");
     }
 }

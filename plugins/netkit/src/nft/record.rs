@@ -219,14 +219,19 @@ impl Record {
         )
     }
 
-    fn prelude(&self) -> Batch {
+    /// The set-up commands; with `skeleton`, the tables' own too (needed only when a
+    /// table is missing: rewriting base chains costs the kernel an RCU grace period per
+    /// transaction, ~20 ms, so the hot path leaves them alone).
+    fn prelude(&self, skeleton: bool) -> Batch {
         let (inet, bridge) = self.families();
         let mut b = Batch::default();
         if inet {
-            b.0.extend(skeleton_inet().0);
+            if skeleton {
+                b.0.extend(skeleton_inet().0);
+            }
             b.0.extend(self.setup.iter().cloned());
         }
-        if bridge {
+        if bridge && skeleton {
             b.0.extend(skeleton_bridge().0);
         }
         b
@@ -234,8 +239,8 @@ impl Record {
 
     /// The ADD transaction; `exclusive` false turns `create` into `add` (a retry by the
     /// holder itself).
-    pub fn add_batch(&self, exclusive: bool) -> Batch {
-        let mut b = self.prelude();
+    pub fn add_batch(&self, exclusive: bool, skeleton: bool) -> Batch {
+        let mut b = self.prelude(skeleton);
         let comment = self.comment();
         for e in &self.entries {
             b.push(e.add(&comment, exclusive && e.exclusive));
@@ -249,8 +254,8 @@ impl Record {
 
     /// The DEL transaction: every element re-added (so that deleting it is valid) and
     /// deleted; the group's shared ones only when `with_group`.
-    pub fn del_batch(&self, with_group: bool) -> Batch {
-        let mut b = self.prelude();
+    pub fn del_batch(&self, with_group: bool, skeleton: bool) -> Batch {
+        let mut b = self.prelude(skeleton);
         let comment = self.comment();
         let gc = self.group_comment();
         let group: &[Entry] = if with_group { &self.group_entries } else { &[] };
@@ -267,14 +272,20 @@ impl Record {
     }
 }
 
-fn file_name(container_id: &str, ifname: &str) -> String {
-    format!("{container_id}.{ifname}")
+/// Applies `make(false)` (elements only); when nft answers that a table, set or map is
+/// missing (first use, after a reboot or a flush), applies `make(true)`, which creates
+/// the tables first.
+fn apply_or_create(make: impl Fn(bool) -> Batch) -> Result<(), NftError> {
+    match apply(&make(false)) {
+        Err(NftError::Refused { stderr, .. }) if stderr.contains("No such file or directory") => {
+            apply(&make(true))
+        }
+        other => other,
+    }
 }
 
-fn has_entries(dir: &Path) -> bool {
-    fs::read_dir(dir)
-        .map(|mut d| d.any(|e| e.is_ok()))
-        .unwrap_or(false)
+fn file_name(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}.{ifname}")
 }
 
 fn write_record(rec: &Record) -> Result<(), NftError> {
@@ -303,7 +314,7 @@ fn read_record(path: &Path) -> Result<Option<Record>, NftError> {
 /// nothing behind; one held by this same attachment (a retried ADD) is fine.
 pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
     let _lock = lock()?;
-    let first_in_group = rec.group.is_some() && !has_entries(&rec.group_dir());
+    let first_in_group = rec.group.is_some() && !has_other(&rec.group_dir(), &rec.path());
     let path = rec.path();
     let before = read_record(&path)?;
     write_record(rec)?;
@@ -311,13 +322,13 @@ pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
         Some(old) => write_record(old),
         None => fs::remove_file(&path).map_err(|e| journal_err(&path)(e)),
     };
-    let Err(first) = apply(&rec.add_batch(true)) else {
+    let Err(first) = apply_or_create(|sk| rec.add_batch(true, sk)) else {
         return Ok(Commit { first_in_group });
     };
     let retried = if rec.entries.iter().any(|e| e.exclusive) {
         match holder_conflict(rec) {
             Ok(Some(conflict)) => Err(CommitError::Conflict(conflict)),
-            Ok(None) => apply(&rec.add_batch(false)).map_err(CommitError::from),
+            Ok(None) => apply_or_create(|sk| rec.add_batch(false, sk)).map_err(CommitError::from),
             Err(e) => Err(e.into()),
         }
     } else {
@@ -411,16 +422,20 @@ pub fn release(
         return Ok(None);
     };
     let path = record.path();
-    let others_in_group = read_dir(&record.group_dir())
-        .iter()
-        .any(|p| *p != path && !is_tmp(p));
+    let others_in_group = has_other(&record.group_dir(), &path);
     let last_in_group = record.group.is_some() && !others_in_group;
-    let mut batch = record.del_batch(last_in_group || record.group.is_none());
+    let with_group = last_in_group || record.group.is_none();
     let last = !any_record_but(&path);
-    if last {
-        batch.0.extend(drop_tables()?.0);
-    }
-    apply(&batch)?;
+    let tail = if last {
+        drop_tables()?
+    } else {
+        Batch::default()
+    };
+    apply_or_create(|sk| {
+        let mut b = record.del_batch(with_group, sk);
+        b.0.extend(tail.0.iter().cloned());
+        b
+    })?;
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -439,13 +454,18 @@ fn is_tmp(p: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
+/// Whether `dir` holds a record other than `except`; reads only until the first one, so
+/// the cost does not grow with the number of records.
+fn has_other(dir: &Path, except: &Path) -> bool {
+    fs::read_dir(dir)
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path() != except && !is_tmp(&e.path()))))
+}
+
 /// Whether any record other than `except` exists (stops at the first).
 fn any_record_but(except: &Path) -> bool {
-    read_dir(Path::new(STATE_DIR)).iter().any(|owner| {
-        read_dir(owner)
-            .iter()
-            .any(|g| read_dir(g).iter().any(|f| f != except && !is_tmp(f)))
-    })
+    read_dir(Path::new(STATE_DIR))
+        .iter()
+        .any(|owner| read_dir(owner).iter().any(|g| has_other(g, except)))
 }
 
 /// Commands that remove both tables, keeping `inet podnet` (emptied of elements by the
@@ -530,20 +550,20 @@ mod tests {
     #[test]
     fn add_and_del_batches() {
         let r = rec();
-        let add = r.add_batch(true).text();
+        let add = r.add_batch(true, true).text();
         assert!(add.starts_with("add table inet podnet\n"));
         assert!(add.contains(
             "create element inet podnet pm4any { tcp . 8080 comment \"net1 c1 eth0\" : 10.88.0.5 . 80 }"
         ), "{add}");
         assert!(r
-            .add_batch(false)
+            .add_batch(false, true)
             .text()
             .contains("add element inet podnet pm4any { tcp . 8080 comment"));
         assert!(
             !add.contains("bridge podnet"),
             "no bridge table for inet-only records"
         );
-        let del = r.del_batch(true).0;
+        let del = r.del_batch(true, true).0;
         let n = del.len();
         assert_eq!(
             del[n - 2],
@@ -563,15 +583,15 @@ mod tests {
         r.group_entries.push(Entry::inet("isolated", "\"cni0\""));
         assert_eq!(r.path(), Path::new("/run/podnet/nft/firewall/cni0/c1.eth0"));
         assert!(r
-            .add_batch(true)
+            .add_batch(true, true)
             .text()
             .contains("add element inet podnet isolated { \"cni0\" comment \"bridge:cni0\" }"));
         assert!(!r
-            .del_batch(false)
+            .del_batch(false, false)
             .text()
             .contains("delete element inet podnet isolated"));
         assert!(r
-            .del_batch(true)
+            .del_batch(true, false)
             .text()
             .contains("delete element inet podnet isolated { \"cni0\" }"));
     }

@@ -1,0 +1,153 @@
+//! `netctl add|check|del|gc|status NETWORK [TARGET]`: the cnitool equivalent, on the
+//! runtime side of `cni` (result cache included, so DEL and CHECK get `prevResult`).
+
+use std::path::{Path, PathBuf};
+
+use cni::runtime::{CniRuntime, RuntimeConf};
+use cni::{Attachment, CniArgs, NetConfList};
+use serde_json::{Map, Value};
+
+use crate::target::Target;
+
+pub const DEFAULT_NETCONFPATH: &str = "/etc/cni/net.d";
+pub const DEFAULT_CNI_PATH: &str = "/opt/cni/bin";
+pub const CACHE_DIR: &str = "/var/lib/cni";
+
+/// The network named `name` among the `.conflist`, `.conf` and `.json` files of `dir`
+/// (a single-plugin `.conf` counts as a list of one, as libcni reads it).
+pub fn find_network(dir: &Path, name: &str) -> Result<NetConfList, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("NETCONFPATH {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("conflist" | "conf" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    for f in &files {
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
+        let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        if v.get("name").and_then(Value::as_str) != Some(name) {
+            continue;
+        }
+        if v.get("plugins").is_none() {
+            v = serde_json::json!({"cniVersion": v.get("cniVersion").cloned().unwrap_or_default(),
+                "name": name, "plugins": [v]});
+        }
+        return NetConfList::from_bytes(v.to_string().as_bytes())
+            .map_err(|e| format!("{}: {}", f.display(), e.msg));
+    }
+    Err(format!(
+        "no network {name:?} in {} ({} config files read)",
+        dir.display(),
+        files.len()
+    ))
+}
+
+pub struct Invocation {
+    pub netconfpath: PathBuf,
+    pub cni_path: String,
+    pub cni_args: String,
+    pub capability_args: Option<String>,
+    pub ifname: String,
+    pub container_id: Option<String>,
+}
+
+impl Invocation {
+    fn runtime(&self) -> CniRuntime {
+        let paths = self
+            .cni_path
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        CniRuntime::new(paths, CACHE_DIR)
+    }
+
+    fn conf(&self, target: &Target) -> Result<RuntimeConf, String> {
+        let caps: Map<String, Value> = match &self.capability_args {
+            Some(s) => serde_json::from_str(s)
+                .map_err(|e| format!("CAP_ARGS / --cap-args is not a JSON object: {e}"))?,
+            None => Map::new(),
+        };
+        // As cnitool: a container id derived from the namespace path unless given.
+        let id = self.container_id.clone().unwrap_or_else(|| {
+            let h = target
+                .path
+                .to_string_lossy()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            format!("netctl-{h:016x}")
+        });
+        Ok(RuntimeConf {
+            container_id: id,
+            netns: Some(target.path.clone()),
+            ifname: self.ifname.clone(),
+            args: CniArgs::parse(&self.cni_args).map_err(|e| format!("CNI_ARGS: {}", e.msg))?,
+            capability_args: caps,
+        })
+    }
+
+    pub fn run(
+        &self,
+        command: &str,
+        network: &str,
+        target: Option<&str>,
+    ) -> Result<Option<Value>, String> {
+        let list = find_network(&self.netconfpath, network)?;
+        let rt = self.runtime();
+        let err = |e: cni::CniError| {
+            let details = if e.details.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", e.details)
+            };
+            format!(
+                "{command} {network}: {} [CNI code {}]{details}",
+                e.msg, e.code.0
+            )
+        };
+        match command {
+            "status" => rt.status(&list).map(|()| None).map_err(err),
+            "gc" => {
+                // Valid: every cached attachment of the network whose namespace still exists.
+                let valid: Vec<Attachment> = rt
+                    .cache
+                    .list(network)
+                    .map_err(err)?
+                    .into_iter()
+                    .filter(|c| c.netns.as_deref().is_some_and(|p| Path::new(p).exists()))
+                    .map(|c| Attachment {
+                        container_id: c.container_id,
+                        ifname: c.if_name,
+                    })
+                    .collect();
+                rt.gc(&list, &valid).map(|()| None).map_err(err)
+            }
+            _ => {
+                let spec = target.ok_or_else(|| format!("{command} needs a TARGET"))?;
+                let t = Target::resolve(spec)?;
+                let conf = self.conf(&t)?;
+                match command {
+                    "add" => {
+                        let r = rt.add(&list, &conf).map_err(err)?;
+                        Ok(Some(r.encode(list.version().map_err(err)?).map_err(err)?))
+                    }
+                    "check" => rt.check(&list, &conf).map(|()| None).map_err(err),
+                    "del" => rt.del(&list, &conf).map(|()| None).map_err(err),
+                    other => Err(format!("unknown command {other}")),
+                }
+            }
+        }
+    }
+}

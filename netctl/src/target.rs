@@ -1,0 +1,71 @@
+//! Targets: what a command names a network namespace by.
+//!
+//! `pid:1234` (that process's namespace), a path (`/proc/1234/ns/net`, any bind mount), a
+//! name pinned under /run/netns. A failure names every form that was tried.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use netkit::{NetNs, NETNS_RUN_DIR};
+
+/// A resolved target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// As the user wrote it.
+    pub spec: String,
+    pub path: PathBuf,
+    /// The namespace's identity (device, inode of its nsfs file).
+    pub id: (u64, u64),
+}
+
+impl Target {
+    pub fn resolve(spec: &str) -> Result<Target, String> {
+        let tried;
+        let path = if let Some(pid) = spec.strip_prefix("pid:") {
+            let n: u32 = pid
+                .parse()
+                .map_err(|_| format!("target {spec:?}: {pid:?} is not a process id"))?;
+            let p = PathBuf::from(format!("/proc/{n}/ns/net"));
+            if !p.exists() {
+                return Err(format!(
+                    "target {spec:?}: no process {n} (tried {})",
+                    p.display()
+                ));
+            }
+            p
+        } else if spec.contains('/') {
+            tried = format!("the path {spec}");
+            let p = PathBuf::from(spec);
+            if !p.exists() {
+                return Err(format!("target {spec:?}: nothing at {tried}"));
+            }
+            p
+        } else {
+            let p = Path::new(NETNS_RUN_DIR).join(spec);
+            if !p.exists() {
+                return Err(format!(
+                    "target {spec:?}: not a namespace name (tried {}), nor pid:N or a path",
+                    p.display()
+                ));
+            }
+            p
+        };
+        let ns = NetNs::open(&path).map_err(|e| format!("target {spec:?}: {e}"))?;
+        let meta = std::fs::metadata(&path).map_err(|e| format!("target {spec:?}: {e}"))?;
+        drop(ns);
+        Ok(Target {
+            spec: spec.to_owned(),
+            path,
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    pub fn open(&self) -> Result<NetNs, String> {
+        NetNs::open(&self.path).map_err(|e| format!("target {:?}: {e}", self.spec))
+    }
+}
+
+/// The identity of the namespace at `path`, if it is still there.
+pub fn id_of(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
