@@ -30,6 +30,7 @@
 
 pub mod hostfw;
 pub mod record;
+pub mod wire;
 
 pub use record::{
     check, commit, find, release, verify, Commit, CommitError, Conflict, Entry, Record, Released,

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::wire::{self, Op};
 use super::{
     apply, attachment_key, lock, query, skeleton_bridge, skeleton_inet, Batch, NftError,
     COND_CHAIN_PREFIX, OWN_CHAINS, TABLE,
@@ -272,6 +273,61 @@ impl Record {
     }
 }
 
+/// Adds a record's elements: over netlink ([`wire`]) when podnet can encode them, else
+/// (or when a table or set is missing, or the kernel refuses) through `nft`, which creates
+/// what is missing and words the kernel's refusal.
+fn add_elements(rec: &Record, exclusive: bool) -> Result<(), NftError> {
+    let (comment, gc) = (rec.comment(), rec.group_comment());
+    let ops: Vec<(Op, &Entry, Option<&str>)> = rec
+        .entries
+        .iter()
+        .map(|e| {
+            let op = if exclusive && e.exclusive {
+                Op::Create
+            } else {
+                Op::Add
+            };
+            (op, e, Some(comment.as_str()))
+        })
+        .chain(
+            rec.group_entries
+                .iter()
+                .map(|e| (Op::Add, e, Some(gc.as_str()))),
+        )
+        .collect();
+    match wire::apply(&ops) {
+        Ok(()) => Ok(()),
+        Err(e) if e.errno() == Some(nix::libc::EEXIST) => Err(NftError::Refused {
+            stderr: "File exists".into(),
+            batch: String::new(),
+        }),
+        Err(_) => apply_or_create(|sk| rec.add_batch(exclusive, sk)),
+    }
+}
+
+/// Deletes a record's elements (re-added first in the same transaction, so that the
+/// delete is valid whatever is left), the group's only with `with_group`.
+fn del_elements(rec: &Record, with_group: bool) -> Result<(), NftError> {
+    let (comment, gc) = (rec.comment(), rec.group_comment());
+    let group: &[Entry] = if with_group { &rec.group_entries } else { &[] };
+    let mut ops: Vec<(Op, &Entry, Option<&str>)> = rec
+        .entries
+        .iter()
+        .map(|e| (Op::Add, e, Some(comment.as_str())))
+        .chain(group.iter().map(|e| (Op::Add, e, Some(gc.as_str()))))
+        .collect();
+    ops.extend(
+        rec.entries
+            .iter()
+            .chain(group)
+            .map(|e| (Op::Delete, e, None)),
+    );
+    match wire::apply(&ops) {
+        Ok(()) => Ok(()),
+        Err(_) => apply_or_create(|sk| rec.del_batch(with_group, sk)),
+    }
+}
+
 /// Applies `make(false)` (elements only); when nft answers that a table, set or map is
 /// missing (first use, after a reboot or a flush), applies `make(true)`, which creates
 /// the tables first.
@@ -322,13 +378,13 @@ pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
         Some(old) => write_record(old),
         None => fs::remove_file(&path).map_err(|e| journal_err(&path)(e)),
     };
-    let Err(first) = apply_or_create(|sk| rec.add_batch(true, sk)) else {
+    let Err(first) = add_elements(rec, true) else {
         return Ok(Commit { first_in_group });
     };
     let retried = if rec.entries.iter().any(|e| e.exclusive) {
         match holder_conflict(rec) {
             Ok(Some(conflict)) => Err(CommitError::Conflict(conflict)),
-            Ok(None) => apply_or_create(|sk| rec.add_batch(false, sk)).map_err(CommitError::from),
+            Ok(None) => add_elements(rec, false).map_err(CommitError::from),
             Err(e) => Err(e.into()),
         }
     } else {
@@ -426,16 +482,16 @@ pub fn release(
     let last_in_group = record.group.is_some() && !others_in_group;
     let with_group = last_in_group || record.group.is_none();
     let last = !any_record_but(&path);
-    let tail = if last {
-        drop_tables()?
+    if last {
+        let tail = drop_tables()?;
+        apply_or_create(|sk| {
+            let mut b = record.del_batch(with_group, sk);
+            b.0.extend(tail.0.iter().cloned());
+            b
+        })?;
     } else {
-        Batch::default()
-    };
-    apply_or_create(|sk| {
-        let mut b = record.del_batch(with_group, sk);
-        b.0.extend(tail.0.iter().cloned());
-        b
-    })?;
+        del_elements(&record, with_group)?;
+    }
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}
