@@ -343,10 +343,44 @@ fn podman_rows(dirs: [&Path; 2], iterations: usize) -> (Vec<String>, [Duration; 
         del(side);
     }
     let mut rows = Vec::new();
+    // The first container of a host creates podnet's tables and its DEL removes them.
+    rows.push(row(
+        "Podman chain ADD, 1 mapping, first container on the host",
+        dirs,
+        iterations,
+        |d, _| {
+            let side = side_of(dirs, d);
+            let took = add(side);
+            del(side);
+            took
+        },
+    ));
+    rows.push(row(
+        "Podman chain DEL, 1 mapping, last container on the host",
+        dirs,
+        iterations,
+        |d, _| {
+            let side = side_of(dirs, d);
+            add(side);
+            del(side)
+        },
+    ));
+    // Steady state: another container (with its own mapping) lives on the network.
+    let residents: Vec<NetNs> = (0..2)
+        .map(|i| NetNs::create_named(&format!("bench-res{i}")).expect("bench namespace"))
+        .collect();
+    for side in 0..2 {
+        timed_ok("resident ADD", || {
+            rts[side].add(
+                &lists[side],
+                &podman_conf(&residents[side], "resident", 8079),
+            )
+        });
+    }
     let mut medians = [Duration::ZERO; 2];
     let mut samples = [Vec::new(), Vec::new()];
     rows.push(row(
-        "Podman chain ADD, 1 mapping",
+        "Podman chain ADD, 1 mapping, another container present",
         dirs,
         iterations,
         |d, _| {
@@ -361,7 +395,7 @@ fn podman_rows(dirs: [&Path; 2], iterations: usize) -> (Vec<String>, [Duration; 
         medians[side] = stats(s).median;
     }
     rows.push(row(
-        "Podman chain DEL, 1 mapping",
+        "Podman chain DEL, 1 mapping, another container present",
         dirs,
         iterations,
         |d, _| {
@@ -420,8 +454,17 @@ fn podman_rows(dirs: [&Path; 2], iterations: usize) -> (Vec<String>, [Duration; 
             ours.as_secs_f64() / theirs.as_secs_f64()
         ));
     }
+    for side in 0..2 {
+        timed_ok("resident DEL", || {
+            rts[side].del(
+                &lists[side],
+                &podman_conf(&residents[side], "resident", 8079),
+            )
+        });
+    }
     for i in 0..2 {
         let _ = NetNs::delete_named(&format!("bench-pod{i}"));
+        let _ = NetNs::delete_named(&format!("bench-res{i}"));
     }
     (rows, medians)
 }

@@ -135,35 +135,48 @@ fn sh(ns: Option<&NetNs>, cmd: &str) -> String {
 fn bridge_network(runtime: &CniRuntime) -> Result<(), Box<dyn std::error::Error>> {
     step(
         8,
-        "a bridge network: bridge + host-local, masquerade, the `ips` capability",
+        "a Podman-style network: bridge + host-local, portmap, firewall, tuning",
     );
     let conflist = serde_json::json!({
         "cniVersion": "1.0.0", "name": "podnet",
         "plugins": [{"type": "bridge", "bridge": "cni-podnet0", "isGateway": true, "ipMasq": true,
                      "capabilities": {"ips": true},
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]],
-                              "routes": [{"dst": "0.0.0.0/0"}]}}]
+                              "routes": [{"dst": "0.0.0.0/0"}]}},
+                    {"type": "portmap", "capabilities": {"portMappings": true}},
+                    {"type": "firewall", "backend": "iptables"},
+                    {"type": "tuning"}]
     });
     println!("{}", serde_json::to_string_pretty(&conflist)?);
     let list = NetConfList::from_bytes(conflist.to_string().as_bytes())?;
+    // The throwaway namespace standing in for the host starts with `lo` down.
+    netkit::block_on(async {
+        netkit::Netlink::open_current()?
+            .link_set_up(netkit::LOOPBACK_IFINDEX)
+            .await
+    })?;
     let hugo_ns = NetNs::create_named("hugo")?;
     let web_ns = NetNs::create_named("web")?;
-    let attach = |id: &str, ns: &NetNs, ips: Option<&str>| RuntimeConf {
+    let attach = |id: &str, ns: &NetNs, caps: serde_json::Value| RuntimeConf {
         container_id: id.into(),
         netns: Some(ns.path().to_path_buf()),
         ifname: "eth0".into(),
         args: CniArgs::default(),
-        capability_args: ips
-            .map(|ip| serde_json::json!({"ips": [ip]}))
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default(),
+        capability_args: caps.as_object().cloned().unwrap_or_default(),
     };
-    let hugo = attach("hugo", &hugo_ns, Some("10.88.0.10/16"));
-    let web = attach("web", &web_ns, None);
+    let hugo = attach(
+        "hugo",
+        &hugo_ns,
+        serde_json::json!({"ips": ["10.88.0.10/16"],
+            "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}),
+    );
+    // hugo's "web server": a socket in its namespace answering every connection.
+    podnet_tests::net::serve_tcp(&hugo_ns, "0.0.0.0:80", "hello from hugo\n");
+    let web = attach("web", &web_ns, serde_json::json!({}));
 
     step(
         9,
-        "ADD hugo with the fixed address 10.88.0.10, and a second container",
+        "ADD hugo with the fixed address 10.88.0.10 publishing 8080->80, and a second container",
     );
     let r = runtime.add(&list, &hugo)?;
     println!("hugo: {}", r.ips[0].address);
@@ -181,13 +194,43 @@ fn bridge_network(runtime: &CniRuntime) -> Result<(), Box<dyn std::error::Error>
         sh(Some(&web_ns), "ping -c 2 -W 2 10.88.0.10 | tail -2")
     );
 
+    let host = NetNs::current()?;
+    for (from, ns, to) in [
+        ("the host, via localhost", &host, "127.0.0.1:8080"),
+        ("the host, via the bridge address", &host, "10.88.0.1:8080"),
+        (
+            "web, through the published port (hairpin)",
+            &web_ns,
+            "10.88.0.1:8080",
+        ),
+    ] {
+        println!(
+            "{from} -> {to}: {}",
+            podnet_tests::net::tcp_hello(ns, to)
+                .as_deref()
+                .unwrap_or("no answer\n")
+                .trim()
+        );
+    }
+    println!(
+        "published ports:\n{}",
+        sh(None, "nft list map inet podnet pm4any | grep -A2 elements")
+    );
+
     step(
         11,
-        "hugo restarts: DEL, then ADD again, and keeps its address",
+        "hugo restarts: DEL, then ADD again, and keeps its address and port",
     );
     runtime.del(&list, &hugo)?;
     let r = runtime.add(&list, &hugo)?;
     println!("hugo: {}", r.ips[0].address);
+    println!(
+        "the host -> 127.0.0.1:8080: {}",
+        podnet_tests::net::tcp_hello(&host, "127.0.0.1:8080")
+            .as_deref()
+            .unwrap_or("no answer\n")
+            .trim()
+    );
     println!(
         "masquerade elements:\n{}",
         sh(None, "nft list set inet podnet masq4 | grep -A2 elements")

@@ -238,6 +238,11 @@ async fn finish(
     if conf.is_gateway {
         set_gateway_addresses(cx, bridge, &result).await?;
     }
+    // A container restarted with the same address has a new MAC: the host's neighbour
+    // entry for the old one would blackhole its traffic until it times out (seconds).
+    for ip in &result.ips {
+        cx.host.neigh_del(bridge.index, ip.address.ip()).await?;
+    }
     apply_rules(cx, &hv.name, &c.mac, &result)?;
     // The MAC read when the bridge was ensured: pinned when podnet made the bridge.
     let bridge_mac = bridge.mac.clone();
@@ -365,12 +370,19 @@ fn nth(base: IpAddr, n: u128) -> Option<IpAddr> {
     }
 }
 
-/// The container end: DAD, addresses, up, routes.
+/// The container end: DAD, ARP notification, addresses, up, routes.
 async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Result<(), CniError> {
     let (args, conf) = (cx.args, cx.conf);
     if !conf.enabledad && result.ips.iter().any(|i| i.address.is_ipv6()) {
         let key = format!("net/ipv6/conf/{}/accept_dad", args.ifname);
         sysctl::set(cx.ns, &key, "0")?;
+    }
+    if result.ips.iter().any(|i| i.address.is_ipv4()) {
+        // A gratuitous ARP when the link comes up: a container restarted with the same
+        // address (and a new MAC) is reachable at once, not after the host's neighbour
+        // entry for the old MAC times out (as the reference does).
+        let key = format!("net/ipv4/conf/{}/arp_notify", args.ifname);
+        sysctl::set(cx.ns, &key, "1")?;
     }
     attach::add_addresses(&cx.ctr, c.index, result).await?;
     if conf.disable_container_interface {

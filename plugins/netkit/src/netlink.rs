@@ -516,6 +516,36 @@ impl Netlink {
             .collect())
     }
 
+    /// `ip neigh del ADDR dev INDEX`; `false` when there was no such entry.
+    pub async fn neigh_del(&self, index: u32, addr: IpAddr) -> Result<bool> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourMessage,
+        };
+        let mut m = NeighbourMessage::default();
+        m.header.ifindex = index;
+        m.header.family = if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        m.attributes
+            .push(NeighbourAttribute::Destination(match addr {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        match self.handle.neighbours().del(m).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let err = nl(format!("neigh del {addr}"))(e);
+                if err.is_not_found() {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
     /// `ip route show` (main table, both families).
     pub async fn route_list(&self) -> Result<Vec<RouteSpec>> {
         let mut out = Vec::new();

@@ -327,3 +327,28 @@ privileged_test! {
         assert_eq!(leases, 0);
     }
 }
+
+privileged_test! {
+    fn a_container_restarted_with_its_fixed_address_answers_at_once() {
+        let mut sb = Sandbox::new();
+        let host = sb.host();
+        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let rt = runtime();
+        let hugo = sb.container("hugo");
+        serve_tcp(&hugo, "0.0.0.0:80", "hugo");
+        let mut conf = rc(&hugo, "hugo", json!([{"hostPort": 8080, "containerPort": 80}]));
+        conf.args = CniArgs::parse("IgnoreUnknown=1;IP=10.88.0.10").unwrap();
+        let before = rt.add(&l, &conf).unwrap();
+        assert_eq!(ip4(&before), "10.88.0.10");
+        assert_eq!(tcp_hello(&host, "10.88.0.10:80").as_deref(), Some("hugo"));
+        assert_eq!(tcp_hello(&host, "127.0.0.1:8080").as_deref(), Some("hugo"));
+        // Restart: the same address on a new veth (new MAC), then traffic straight away.
+        rt.del(&l, &conf).unwrap();
+        let after = rt.add(&l, &conf).unwrap();
+        assert_eq!(ip4(&after), "10.88.0.10");
+        assert_ne!(before.interfaces[2].mac, after.interfaces[2].mac);
+        assert_eq!(tcp_hello(&host, "10.88.0.10:80").as_deref(), Some("hugo"), "direct, at once");
+        assert_eq!(tcp_hello(&host, "127.0.0.1:8080").as_deref(), Some("hugo"), "published, at once");
+        rt.del(&l, &conf).unwrap();
+    }
+}
