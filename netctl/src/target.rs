@@ -20,7 +20,6 @@ pub struct Target {
 
 impl Target {
     pub fn resolve(spec: &str) -> Result<Target, String> {
-        let tried;
         let path = if let Some(pid) = spec.strip_prefix("pid:") {
             let n: u32 = pid
                 .parse()
@@ -34,10 +33,9 @@ impl Target {
             }
             p
         } else if spec.contains('/') {
-            tried = format!("the path {spec}");
             let p = PathBuf::from(spec);
             if !p.exists() {
-                return Err(format!("target {spec:?}: nothing at {tried}"));
+                return Err(format!("target {spec:?}: nothing at the path {spec}"));
             }
             p
         } else {
@@ -50,9 +48,9 @@ impl Target {
             }
             p
         };
-        let ns = NetNs::open(&path).map_err(|e| format!("target {spec:?}: {e}"))?;
+        // Opening checks it is a network namespace (not just any file).
+        NetNs::open(&path).map_err(|e| format!("target {spec:?}: {e}"))?;
         let meta = std::fs::metadata(&path).map_err(|e| format!("target {spec:?}: {e}"))?;
-        drop(ns);
         Ok(Target {
             spec: spec.to_owned(),
             path,
