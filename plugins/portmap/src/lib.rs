@@ -7,14 +7,13 @@
 //! elements in one transaction, never read the table, and cost the same with 10 or 10,000
 //! published ports on the host. Elements are added with `create`: a host port another
 //! container holds makes the whole transaction fail, and the error names the holder.
-//! With `snat` (default), flows DNATed to the container from its own subnet (hairpin) or
+//! With `snat` (default), flows DNATed to the container back out of the interface they came in by (hairpin) or
 //! from 127.0.0.0/8 (with `route_localnet` on the host interfaces) are masqueraded;
 //! `masqAll` masquerades every DNATed flow. UDP conntrack entries of the mapped host
 //! ports are flushed on ADD and DEL.
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use cni::skel::{CmdArgs, GcArgs, Plugin};
@@ -37,11 +36,11 @@ pub struct PortmapConf {
     pub snat: Option<bool>,
     #[serde(default)]
     pub masq_all: bool,
-    /// Accepted and validated (0–31); podnet selects flows to masquerade by their
-    /// conntrack DNAT status, so no packet mark is needed.
+    /// Accepted and validated (0–31); podnet always marks hairpin flows with bit 13 (the
+    /// reference's default), as its rules are shared by every network.
     #[serde(default)]
     pub mark_masq_bit: Option<i64>,
-    /// Accepted; as for `markMasqBit`, podnet needs no mark chain.
+    /// Accepted; podnet marks hairpin flows itself and needs no mark chain.
     #[serde(default)]
     pub external_set_mark_chain: Option<String>,
     /// nft match expressions the DNAT rules of this network also require.
@@ -282,8 +281,8 @@ pub fn record(conf: &PortmapConf, args: &CmdArgs, prev: &CniResult) -> Result<Re
             );
         }
     }
-    // Masquerade what comes back to the container through its own published ports.
-    let mut snat = BTreeSet::new();
+    // Masquerade what comes back to the container through its own published ports. Hash
+    // sets only: deleting from a range set costs the kernel far more (docs/benchmarks.md).
     for cont in [v4, v6].into_iter().flatten() {
         let fam = if cont.is_ipv4() { "4" } else { "6" };
         let used = rec
@@ -293,20 +292,24 @@ pub fn record(conf: &PortmapConf, args: &CmdArgs, prev: &CniResult) -> Result<Re
         if !used {
             continue;
         }
-        let ip = cont.ip();
+        let ip = cont.ip().to_string();
         if conf.masq_all {
-            let all = if cont.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-            snat.insert((fam, format!("{all} . {ip}")));
+            rec.entries.push(Entry::inet(format!("pmall{fam}"), ip));
         } else if conf.snat() {
-            let net = IpNetwork::new(cont.network(), cont.prefix()).expect("same prefix");
-            snat.insert((fam, format!("{net} . {ip}")));
-            if cont.is_ipv4() && !net.contains("127.0.0.1".parse().expect("literal")) {
-                snat.insert((fam, format!("127.0.0.0/8 . {ip}")));
-            }
+            rec.entries.push(Entry::inet(format!("pmlocal{fam}"), ip));
         }
     }
-    for (fam, key) in snat {
-        rec.entries.push(Entry::inet(format!("pmsnat{fam}"), key));
+    // Hairpin: a flow DNATed back out of the interface it came in by (a neighbour on the
+    // bridge, or the container itself) is marked in `forward`, where the input interface
+    // is known, and masqueraded in `postrouting`, so the reply returns through the host.
+    // Shared by the interface's containers, removed with the last.
+    if rec.entries.iter().any(|e| e.set.starts_with("pmlocal")) {
+        if let Some(host_if) = prev.interfaces.iter().find(|i| i.sandbox.is_none()) {
+            let q = format!("\"{}\"", host_if.name);
+            rec.group = Some(host_if.name.clone());
+            rec.group_entries
+                .push(Entry::inet("pmhairpin", format!("{q} . {q}")));
+        }
     }
     Ok(rec)
 }
@@ -315,7 +318,7 @@ pub fn record(conf: &PortmapConf, args: &CmdArgs, prev: &CniResult) -> Result<Re
 fn udp_ports(rec: &Record) -> Vec<u16> {
     rec.entries
         .iter()
-        .filter(|e| e.set.starts_with("pm") && !e.set.starts_with("pmsnat"))
+        .filter(|e| e.set.starts_with("pm4") || e.set.starts_with("pm6"))
         .filter_map(|e| {
             let parts: Vec<&str> = e.key.split(" . ").collect();
             let i = parts.iter().position(|p| *p == "udp")?;
@@ -370,7 +373,7 @@ impl Plugin for Portmap {
         if rec.entries.is_empty() {
             return Ok(prev);
         }
-        if rec.entries.iter().any(|e| e.set.starts_with("pmsnat4")) {
+        if rec.entries.iter().any(|e| e.set == "pmlocal4") {
             enable_localnet(&prev)?;
         }
         let suffix = conf.cond_suffix();
@@ -519,12 +522,13 @@ mod tests {
                     "192.0.2.1 . udp . 5353".into(),
                     Some("10.88.0.5 . 53".into())
                 ),
-                ("pmsnat4".into(), "10.88.0.0/16 . 10.88.0.5".into(), None),
-                ("pmsnat4".into(), "127.0.0.0/8 . 10.88.0.5".into(), None),
-                ("pmsnat6".into(), "fd00::/64 . fd00::5".into(), None),
+                ("pmlocal4".into(), "10.88.0.5".into(), None),
+                ("pmlocal6".into(), "fd00::5".into(), None),
             ]
         );
         assert!(r.entries[0].exclusive);
+        assert_eq!(r.group.as_deref(), Some("cni0"));
+        assert_eq!(r.group_entries[0].key, "\"cni0\" . \"cni0\"");
         assert_eq!(udp_ports(&r), [5353]);
     }
 
@@ -535,7 +539,10 @@ mod tests {
             {"hostPort": 80, "containerPort": 80, "hostIP": "0.0.0.0"}]}}),
         ));
         let r = record(&PortmapConf::parse(&a).unwrap(), &a, &prev()).unwrap();
-        assert!(r.entries.iter().any(|e| e.key == "0.0.0.0/0 . 10.88.0.5"));
+        assert!(r
+            .entries
+            .iter()
+            .any(|e| e.set == "pmall4" && e.key == "10.88.0.5"));
         assert!(
             r.entries.iter().any(|e| e.set == "pm4any"),
             "0.0.0.0 means any"
@@ -545,7 +552,11 @@ mod tests {
             {"hostPort": 80, "containerPort": 80}]}}),
         ));
         let r = record(&PortmapConf::parse(&a).unwrap(), &a, &prev()).unwrap();
-        assert!(!r.entries.iter().any(|e| e.set.starts_with("pmsnat")));
+        assert!(!r
+            .entries
+            .iter()
+            .any(|e| e.set.starts_with("pmlocal") || e.set.starts_with("pmall")));
+        assert!(r.group_entries.is_empty());
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //!   local4/6   addr . subnet                 (container, its subnet): not masqueraded
 //!   pm4/6      hostIP . proto . port : addr . port     published ports on one host address
 //!   pm4any/6any       proto . port : addr . port       published ports on every local address
-//!   pmsnat4/6  source net . container addr   DNATed flows to masquerade (hairpin, localhost)
+//!   pmlocal4/6 addr                          containers whose DNATed flows from localhost
+//!                                            or through a hairpin are masqueraded (`snat`)
+//!   pmall4/6   addr                          containers whose DNATed flows all are (`masqAll`)
+//!   pmhairpin  ifname . ifname               (host interface, itself): flows DNATed back
+//!                                            out the way they came in get mark bit 13
 //!   fw4/6      addr                          containers the firewall plugin accepts
 //!   isolated   ifname                        bridges with ingressPolicy same-bridge
 //!   strict     ifname                        bridges with ingressPolicy isolated
@@ -249,8 +253,11 @@ pub fn skeleton_inet() -> Batch {
         ("masq6", "type ipv6_addr;"),
         ("local4", "type ipv4_addr . ipv4_addr; flags interval;"),
         ("local6", "type ipv6_addr . ipv6_addr; flags interval;"),
-        ("pmsnat4", "type ipv4_addr . ipv4_addr; flags interval;"),
-        ("pmsnat6", "type ipv6_addr . ipv6_addr; flags interval;"),
+        ("pmlocal4", "type ipv4_addr;"),
+        ("pmlocal6", "type ipv6_addr;"),
+        ("pmall4", "type ipv4_addr;"),
+        ("pmall6", "type ipv6_addr;"),
+        ("pmhairpin", "type ifname . ifname;"),
         ("fw4", "type ipv4_addr;"),
         ("fw6", "type ipv6_addr;"),
         ("isolated", "type ifname;"),
@@ -292,8 +299,10 @@ pub fn skeleton_inet() -> Batch {
             "postrouting",
             "type nat hook postrouting priority srcnat; policy accept;",
             &[
-                "ct status dnat ip saddr . ip daddr @pmsnat4 masquerade",
-                "ct status dnat ip6 saddr . ip6 daddr @pmsnat6 masquerade",
+                "ct status dnat ip daddr @pmall4 masquerade",
+                "ct status dnat ip6 daddr @pmall6 masquerade",
+                "ct status dnat ip saddr 127.0.0.0/8 ip daddr @pmlocal4 masquerade",
+                "meta mark & 0x00002000 == 0x00002000 masquerade",
                 "ip saddr . ip daddr @local4 return",
                 "ip6 saddr . ip6 daddr @local6 return",
                 "ip daddr 224.0.0.0/4 return",
@@ -306,6 +315,8 @@ pub fn skeleton_inet() -> Batch {
             "forward",
             "type filter hook forward priority filter - 5; policy accept;",
             &[
+                "ct status dnat iifname . oifname @pmhairpin ip daddr @pmlocal4 meta mark set meta mark | 0x00002000",
+                "ct status dnat iifname . oifname @pmhairpin ip6 daddr @pmlocal6 meta mark set meta mark | 0x00002000",
                 "iifname @isolated oifname @isolated iifname . oifname != @samebr drop",
                 "oifname @strict iifname . oifname != @samebr ct state new ct status ! dnat drop",
                 "iifname vmap @admin",
@@ -492,7 +503,7 @@ mod tests {
     fn skeleton_and_masq_snapshot() {
         let sk = skeleton_inet().text();
         assert!(sk.starts_with("add table inet podnet\n"));
-        assert!(sk.contains("flush chain inet podnet postrouting\nadd rule inet podnet postrouting ct status dnat ip saddr . ip daddr @pmsnat4 masquerade"));
+        assert!(sk.contains("flush chain inet podnet postrouting\nadd rule inet podnet postrouting ct status dnat ip daddr @pmall4 masquerade"));
         assert!(!sk.contains("flush chain inet podnet portmap_cond"));
         let mut r = Record::new("bridge", "net1", "c1", "eth0");
         r.entries = masq_entries(&[

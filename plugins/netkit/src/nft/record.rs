@@ -598,8 +598,7 @@ mod tests {
                 .with_value("10.88.0.5 . 80")
                 .exclusive("host port tcp/8080"),
         );
-        r.entries
-            .push(Entry::inet("pmsnat4", "127.0.0.0/8 . 10.88.0.5"));
+        r.entries.push(Entry::inet("pmlocal4", "10.88.0.5"));
         r
     }
 
@@ -627,7 +626,7 @@ mod tests {
         );
         assert_eq!(
             del[n - 1],
-            "delete element inet podnet pmsnat4 { 127.0.0.0/8 . 10.88.0.5 }"
+            "delete element inet podnet pmlocal4 { 10.88.0.5 }"
         );
         assert!(del[n - 4].starts_with("add element inet podnet pm4any"));
     }

@@ -60,8 +60,9 @@ fn shape(family: &str, set: &str) -> Option<(&'static [Field], &'static [Field])
         "masq6" | "fw6" => (&[V6], &[]),
         "local4" => (&[V4, Net4], &[]),
         "local6" => (&[V6, Net6], &[]),
-        "pmsnat4" => (&[Net4, V4], &[]),
-        "pmsnat6" => (&[Net6, V6], &[]),
+        "pmlocal4" | "pmall4" => (&[V4], &[]),
+        "pmlocal6" | "pmall6" => (&[V6], &[]),
+        "pmhairpin" => (&[Ifname, Ifname], &[]),
         "pm4" => (&[V4, Proto, Port], &[V4, Port]),
         "pm4any" => (&[Proto, Port], &[V4, Port]),
         "pm6" => (&[V6, Proto, Port], &[V6, Port]),
@@ -373,7 +374,7 @@ mod tests {
             element(&admin, None).unwrap()[1],
             SetElementAttribute::Data(DataAttribute::Verdict(_))
         ));
-        let v6 = Entry::inet("pmsnat6", "fd00::/64 . fd00::5");
+        let v6 = Entry::inet("local6", "fd00::5 . fd00::/64");
         assert!(element(&v6, None).is_some());
         assert!(element(&Entry::inet("nosuchset", "1.2.3.4"), None).is_none());
         assert!(
