@@ -111,6 +111,22 @@ pub struct CmdArgs {
 }
 
 impl CmdArgs {
+    /// The arguments of a call made in-process (an engine calling plugin logic directly,
+    /// a unit test): the same validation and `prevResult` decoding as a call through the
+    /// environment, in the config's own `cniVersion`.
+    pub fn new(container_id: &str, ifname: &str, config: &[u8]) -> Result<CmdArgs, CniError> {
+        let conf: NetConf = decode("network config", config)?;
+        let version = conf.cni_version.parse().map_err(|_| {
+            CniError::incompatible_version(format!("cniVersion {:?}", conf.cni_version))
+        })?;
+        let env = |k: &str| match k {
+            "CNI_CONTAINERID" => Some(container_id.to_owned()),
+            "CNI_IFNAME" => Some(ifname.to_owned()),
+            _ => None,
+        };
+        cmd_args(&env, Vec::new(), config, conf, version)
+    }
+
     /// Decodes the plugin's own config type, naming the field at fault (code 6).
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, CniError> {
         decode("network config", &self.stdin)

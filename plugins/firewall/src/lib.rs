@@ -206,18 +206,7 @@ mod tests {
     use serde_json::json;
 
     fn args(conf: serde_json::Value) -> CmdArgs {
-        let stdin = serde_json::to_vec(&conf).unwrap();
-        CmdArgs {
-            container_id: "c1".into(),
-            netns: None,
-            ifname: "eth0".into(),
-            args: Default::default(),
-            path: vec![],
-            conf: serde_json::from_slice(&stdin).unwrap(),
-            stdin,
-            version: cni::CniVersion::V1_0_0,
-            prev_result: None,
-        }
+        CmdArgs::new("c1", "eth0", &serde_json::to_vec(&conf).unwrap()).unwrap()
     }
 
     fn prev() -> CniResult {
