@@ -16,9 +16,7 @@
 //! chain, at a lower priority number, has already applied the isolation drops by then.
 //! Tables with an accept policy are never touched.
 
-use serde_json::Value;
-
-use super::{apply, lock, query, Batch, NftError, TABLE};
+use super::{apply, lock, query_objects, Batch, NftError, TABLE};
 
 fn comment(bridge: &str) -> String {
     format!("podnet bridge:{bridge}")
@@ -27,15 +25,8 @@ fn comment(bridge: &str) -> String {
 /// (family, table, chain) of every forward base chain outside podnet (with a drop
 /// policy only, when `only_drop`).
 fn forward_chains(only_drop: bool) -> Result<Vec<(String, String, String)>, NftError> {
-    let Some(json) = query(&["-j", "list", "chains"])? else {
-        return Ok(Vec::new());
-    };
-    let v: Value = serde_json::from_str(&json).map_err(NftError::Parse)?;
-    Ok(v["nftables"]
-        .as_array()
+    Ok(query_objects(&["list", "chains"], "chain")?
         .into_iter()
-        .flatten()
-        .filter_map(|item| item.get("chain"))
         .filter(|c| {
             c["hook"] == "forward"
                 && (!only_drop || c["policy"] == "drop")
@@ -51,18 +42,13 @@ fn forward_chains(only_drop: bool) -> Result<Vec<(String, String, String)>, NftE
 
 /// Handles of the rules carrying `comment` in one chain.
 fn handles(family: &str, table: &str, chain: &str, comment: &str) -> Result<Vec<u64>, NftError> {
-    let Some(json) = query(&["-j", "-a", "list", "chain", family, table, chain])? else {
-        return Ok(Vec::new());
-    };
-    let v: Value = serde_json::from_str(&json).map_err(NftError::Parse)?;
-    Ok(v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.get("rule"))
-        .filter(|r| r["comment"] == comment)
-        .filter_map(|r| r["handle"].as_u64())
-        .collect())
+    Ok(
+        query_objects(&["-a", "list", "chain", family, table, chain], "rule")?
+            .into_iter()
+            .filter(|r| r["comment"] == comment)
+            .filter_map(|r| r["handle"].as_u64())
+            .collect(),
+    )
 }
 
 /// The insert commands for one chain (pure).

@@ -439,6 +439,24 @@ pub fn query(args: &[&str]) -> Result<Option<String>, NftError> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// The objects of kind `kind` (`chain`, `rule`, …) in the JSON answer of `nft -j <args>`;
+/// none when nft refused (no such table or chain).
+pub fn query_objects(args: &[&str], kind: &str) -> Result<Vec<Value>, NftError> {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    let Some(json) = query(&full)? else {
+        return Ok(Vec::new());
+    };
+    let mut v: Value = serde_json::from_str(&json).map_err(NftError::Parse)?;
+    Ok(match v["nftables"].take() {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|mut item| item.get_mut(kind).map(Value::take))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// Deletes `elements` (GC sweeps); removes a table too when nothing else is left in it.
 pub fn delete_elements(all: &[Element], doomed: &[&Element]) -> Batch {
     let mut b = Batch::default();

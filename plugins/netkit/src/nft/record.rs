@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::wire::{self, Op};
 use super::{
-    apply, attachment_key, lock, query, skeleton_bridge, skeleton_inet, Batch, NftError,
-    COND_CHAIN_PREFIX, OWN_CHAINS, TABLE,
+    apply, attachment_key, lock, query, query_objects, skeleton_bridge, skeleton_inet, Batch,
+    NftError, COND_CHAIN_PREFIX, OWN_CHAINS, TABLE,
 };
 
 /// Where the records live.
@@ -531,18 +531,12 @@ fn drop_tables() -> Result<Batch, NftError> {
     let mut b = Batch::default();
     b.push(format!("add table bridge {TABLE}"));
     b.push(format!("delete table bridge {TABLE}"));
-    let user_rules = match query(&["-j", "list", "table", "inet", TABLE])? {
-        None => false,
-        Some(json) => {
-            let v: serde_json::Value = serde_json::from_str(&json).map_err(NftError::Parse)?;
-            v["nftables"].as_array().into_iter().flatten().any(|item| {
-                item.get("rule").is_some_and(|r| {
-                    let chain = r["chain"].as_str().unwrap_or_default();
-                    !OWN_CHAINS.contains(&chain) && !chain.starts_with(COND_CHAIN_PREFIX)
-                })
-            })
-        }
-    };
+    let user_rules = query_objects(&["list", "table", "inet", TABLE], "rule")?
+        .iter()
+        .any(|r| {
+            let chain = r["chain"].as_str().unwrap_or_default();
+            !OWN_CHAINS.contains(&chain) && !chain.starts_with(COND_CHAIN_PREFIX)
+        });
     if !user_rules {
         b.push(format!("add table inet {TABLE}"));
         b.push(format!("delete table inet {TABLE}"));
