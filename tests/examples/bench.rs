@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cni::runtime::{CniRuntime, RuntimeConf};
-use cni::{CniArgs, NetConfList};
+use cni::NetConfList;
 use netkit::NetNs;
 use podnet_tests::Call;
 use serde_json::json;
@@ -278,18 +278,11 @@ fn podman_list(side: usize) -> NetConfList {
 }
 
 fn podman_conf(ns: &NetNs, id: &str, host_port: u16) -> RuntimeConf {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "portMappings".into(),
+    podnet_tests::net::attachment(
+        ns,
+        id,
         json!([{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]),
-    );
-    RuntimeConf {
-        container_id: id.into(),
-        netns: Some(ns.path().to_path_buf()),
-        ifname: "eth0".into(),
-        args: CniArgs::default(),
-        capability_args: caps,
-    }
+    )
 }
 
 fn timed_ok<T, E: std::fmt::Debug>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Duration {

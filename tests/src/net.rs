@@ -126,3 +126,19 @@ pub fn udp_hello(from: &NetNs, to: &str, src_port: u16) -> Option<String> {
     }
     None
 }
+
+/// A runtime attachment of `ns` as `eth0` with container id `id`, publishing `ports`
+/// (`runtimeConfig.portMappings`; `Value::Null` for none).
+pub fn attachment(ns: &NetNs, id: &str, ports: serde_json::Value) -> cni::runtime::RuntimeConf {
+    let mut caps = serde_json::Map::new();
+    if !ports.is_null() {
+        caps.insert("portMappings".into(), ports);
+    }
+    cni::runtime::RuntimeConf {
+        container_id: id.into(),
+        netns: Some(ns.path().to_path_buf()),
+        ifname: "eth0".into(),
+        args: cni::CniArgs::default(),
+        capability_args: caps,
+    }
+}

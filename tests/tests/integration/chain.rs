@@ -36,17 +36,7 @@ fn runtime() -> CniRuntime {
 }
 
 fn rc(ns: &NetNs, id: &str, ports: Value) -> RuntimeConf {
-    let mut caps = serde_json::Map::new();
-    if !ports.is_null() {
-        caps.insert("portMappings".into(), ports);
-    }
-    RuntimeConf {
-        container_id: id.into(),
-        netns: Some(ns.path().to_path_buf()),
-        ifname: "eth0".into(),
-        args: CniArgs::default(),
-        capability_args: caps,
-    }
+    podnet_tests::net::attachment(ns, id, ports)
 }
 
 fn ip4(r: &CniResult) -> String {
