@@ -8,12 +8,13 @@
 #                network + mount namespace
 #   make install puts the plugins in $(CNI_BIN_DIR) and netctl in $(BIN_DIR)
 #   make bench   podnet against the reference plugins, side by side (docs/benchmarks.md)
+#   make bench-dns  the DNS responder against dnsmasq (reference dnsname) and aardvark-dns
 
 SHELL := /bin/bash
 CARGO ?= cargo
 CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
-PLUGINS := loopback bridge ptp host-device tuning portmap firewall host-local static
+PLUGINS := loopback bridge ptp host-device tuning portmap firewall dnsname host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the
@@ -26,7 +27,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 # A private network and mount namespace with its own /run and /var/lib.
 SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec "$$@"' sandbox
 
-.PHONY: all deps toolchain build release test lint unit conformance demo install bench clean
+.PHONY: all deps toolchain build release test lint unit conformance demo install bench bench-dns clean
 
 all: build
 
@@ -74,6 +75,14 @@ install: release
 bench: deps release
 	@[ -x /usr/lib/podman/netavark ] || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netavark >/dev/null; }
 	$(SANDBOX) $(RELEASE_DIR)/examples/bench $(RELEASE_DIR) /usr/lib/cni $(or $(ITERATIONS),400) $(ONLY)
+
+DNS_BENCH_PACKAGES := dnsperf dnsmasq-base golang-github-containernetworking-plugin-dnsname aardvark-dns
+
+bench-dns: deps release
+	@missing=""; for p in $(DNS_BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; [ -z "$$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	scripts/bench-dns.sh $(RELEASE_DIR) $(or $(DNS_SECONDS),5) $(or $(SIZES),100 1000 50000)
 
 clean:
 	$(CARGO) clean

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod net;
 pub mod plugin;
 pub mod sandbox;

@@ -154,6 +154,13 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // A DNS responder a test started would outlive the sandbox's process.
+        if let Some(pid) = crate::dns::responder_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for p in &self.pinned {
             let _ = NetNs::delete_at(p);
         }

@@ -58,6 +58,8 @@ impl ErrorCode {
     pub const ADDRESS_NOT_AVAILABLE: ErrorCode = ErrorCode(132);
     /// portmap: a host port is already published by another container (the holder is named).
     pub const PORT_IN_USE: ErrorCode = ErrorCode(133);
+    /// dnsname: the DNS responder could not start, bind its addresses or apply a change.
+    pub const DNS_RESPONDER: ErrorCode = ErrorCode(140);
 }
 
 impl fmt::Display for ErrorCode {

@@ -3,6 +3,7 @@
 mod bridge;
 mod chain;
 mod conformance;
+mod dns;
 mod ipam_interop;
 mod netctl;
 mod netkit;

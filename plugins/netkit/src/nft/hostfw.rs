@@ -15,6 +15,10 @@
 //! handle, found through their comment) when its last one goes. podnet's own `forward`
 //! chain, at a lower priority number, has already applied the isolation drops by then.
 //! Tables with an accept policy are never touched.
+//!
+//! The DNS responder gets the same treatment on the input hook: while a bridge has a
+//! container with `dnsname`, every other table's drop-policy input chain accepts UDP
+//! and TCP port 53 from that bridge (comment `podnet dns:<bridge>`).
 
 use super::{apply, lock, query_objects, Batch, NftError, TABLE};
 
@@ -22,13 +26,17 @@ fn comment(bridge: &str) -> String {
     format!("podnet bridge:{bridge}")
 }
 
-/// (family, table, chain) of every forward base chain outside podnet (with a drop
+fn dns_comment(bridge: &str) -> String {
+    format!("podnet dns:{bridge}")
+}
+
+/// (family, table, chain) of every `hook` base chain outside podnet (with a drop
 /// policy only, when `only_drop`).
-fn forward_chains(only_drop: bool) -> Result<Vec<(String, String, String)>, NftError> {
+fn base_chains(hook: &str, only_drop: bool) -> Result<Vec<(String, String, String)>, NftError> {
     Ok(query_objects(&["list", "chains"], "chain")?
         .into_iter()
         .filter(|c| {
-            c["hook"] == "forward"
+            c["hook"] == hook
                 && (!only_drop || c["policy"] == "drop")
                 && c["table"] != TABLE
                 && matches!(c["family"].as_str(), Some("ip" | "ip6" | "inet"))
@@ -51,31 +59,47 @@ fn handles(family: &str, table: &str, chain: &str, comment: &str) -> Result<Vec<
     )
 }
 
-/// The insert commands for one chain (pure).
-pub fn open_batch(family: &str, table: &str, chain: &str, bridge: &str) -> Batch {
-    let c = comment(bridge);
+/// The insert commands for one chain (pure): `rules` end up on top, in their order.
+pub fn insert_batch(family: &str, table: &str, chain: &str, rules: &[String], c: &str) -> Batch {
     let mut b = Batch::default();
-    // `insert` puts a rule first: the second one inserted ends up on top.
-    b.push(format!(
-        "insert rule {family} {table} {chain} oifname \"{bridge}\" ct state established,related accept comment \"{c}\""
-    ));
-    b.push(format!(
-        "insert rule {family} {table} {chain} iifname \"{bridge}\" accept comment \"{c}\""
-    ));
+    // `insert` puts a rule first: insert the last one first.
+    for rule in rules.iter().rev() {
+        b.push(format!(
+            "insert rule {family} {table} {chain} {rule} comment \"{c}\""
+        ));
+    }
     b
 }
 
-/// Lets `bridge`'s traffic through every drop-policy forward chain of other tables
-/// (idempotent). Returns how many chains were opened.
-pub fn open_bridge(bridge: &str) -> Result<usize, NftError> {
+fn bridge_rules(bridge: &str) -> [String; 2] {
+    [
+        format!("iifname \"{bridge}\" accept"),
+        format!("oifname \"{bridge}\" ct state established,related accept"),
+    ]
+}
+
+/// The forward rules for one bridge (pure).
+pub fn open_batch(family: &str, table: &str, chain: &str, bridge: &str) -> Batch {
+    insert_batch(
+        family,
+        table,
+        chain,
+        &bridge_rules(bridge),
+        &comment(bridge),
+    )
+}
+
+/// Inserts `rules` (tagged `c`) into every drop-policy `hook` chain of other tables
+/// that does not hold them yet. Returns how many chains were opened.
+fn open(hook: &str, rules: &[String], c: &str) -> Result<usize, NftError> {
     let _lock = lock()?;
     let mut batch = Batch::default();
     let mut n = 0;
-    for (family, table, chain) in forward_chains(true)? {
-        if handles(&family, &table, &chain, &comment(bridge))?.is_empty() {
+    for (family, table, chain) in base_chains(hook, true)? {
+        if handles(&family, &table, &chain, c)?.is_empty() {
             batch
                 .0
-                .extend(open_batch(&family, &table, &chain, bridge).0);
+                .extend(insert_batch(&family, &table, &chain, rules, c).0);
             n += 1;
         }
     }
@@ -83,18 +107,44 @@ pub fn open_bridge(bridge: &str) -> Result<usize, NftError> {
     Ok(n)
 }
 
-/// Removes what [`open_bridge`] inserted for `bridge`, wherever it still is.
-pub fn close_bridge(bridge: &str) -> Result<usize, NftError> {
+/// Deletes the rules tagged `c` from every `hook` chain of other tables.
+fn close(hook: &str, c: &str) -> Result<usize, NftError> {
     let _lock = lock()?;
     let mut batch = Batch::default();
-    for (family, table, chain) in forward_chains(false)? {
-        for h in handles(&family, &table, &chain, &comment(bridge))? {
+    for (family, table, chain) in base_chains(hook, false)? {
+        for h in handles(&family, &table, &chain, c)? {
             batch.push(format!("delete rule {family} {table} {chain} handle {h}"));
         }
     }
     let n = batch.0.len();
     apply(&batch)?;
     Ok(n)
+}
+
+/// Lets `bridge`'s traffic through every drop-policy forward chain of other tables
+/// (idempotent). Returns how many chains were opened.
+pub fn open_bridge(bridge: &str) -> Result<usize, NftError> {
+    open("forward", &bridge_rules(bridge), &comment(bridge))
+}
+
+/// Removes what [`open_bridge`] inserted for `bridge`, wherever it still is.
+pub fn close_bridge(bridge: &str) -> Result<usize, NftError> {
+    close("forward", &comment(bridge))
+}
+
+/// Lets DNS queries (UDP and TCP to `port`) from `bridge` through every drop-policy
+/// input chain of other tables, for the network's DNS responder (idempotent).
+pub fn open_dns(bridge: &str, port: u16) -> Result<usize, NftError> {
+    let rules = [
+        format!("iifname \"{bridge}\" udp dport {port} accept"),
+        format!("iifname \"{bridge}\" tcp dport {port} accept"),
+    ];
+    open("input", &rules, &dns_comment(bridge))
+}
+
+/// Removes what [`open_dns`] inserted for `bridge`.
+pub fn close_dns(bridge: &str) -> Result<usize, NftError> {
+    close("input", &dns_comment(bridge))
 }
 
 #[cfg(test)]

@@ -237,6 +237,7 @@ pub const OWN_CHAINS: &[&str] = &[
     "portmap_cond",
     "postrouting",
     "forward",
+    "input",
 ];
 
 /// Prefix of the chains holding a network's `conditionsV4`/`conditionsV6` DNAT rules.
@@ -263,6 +264,7 @@ pub fn skeleton_inet() -> Batch {
         ("isolated", "type ifname;"),
         ("strict", "type ifname;"),
         ("samebr", "type ifname . ifname;"),
+        ("dns", "type ifname . inet_proto . inet_service;"),
     ] {
         b.push(format!("add set inet {TABLE} {name} {{ {spec} }}"));
     }
@@ -272,7 +274,7 @@ pub fn skeleton_inet() -> Batch {
     b.push(format!(
         "add map inet {TABLE} admin {{ type ifname : verdict; }}"
     ));
-    let chains: [(&str, &str, &[&str]); 6] = [
+    let chains: [(&str, &str, &[&str]); 7] = [
         (
             "prerouting",
             "type nat hook prerouting priority dstnat; policy accept;",
@@ -326,6 +328,11 @@ pub fn skeleton_inet() -> Batch {
                 "ip6 saddr @fw6 accept",
                 "ip6 daddr @fw6 ct state established,related accept",
             ],
+        ),
+        (
+            "input",
+            "type filter hook input priority filter - 5; policy accept;",
+            &["iifname . meta l4proto . th dport @dns accept"],
         ),
     ];
     // Every chain first: rules jump to chains declared after them.

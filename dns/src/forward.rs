@@ -1,0 +1,259 @@
+//! Forwarding what is not ours to upstream resolvers.
+//!
+//! The query's bytes go out unchanged (the client's id included) on a fresh socket per
+//! query (a random source port each time), to every live upstream at once; the first
+//! answer wins. An upstream that fails or stays silent past the timeout is remembered
+//! as dead for [`DEAD_FOR`] and skipped while another one lives. A truncated UDP answer
+//! is asked again over TCP and passed on whole when it fits the client's UDP size
+//! (otherwise the truncated one goes back and the client retries over TCP, which we
+//! forward over TCP). Upstreams are the network's own when configured, else the
+//! nameservers of the host's /etc/resolv.conf, re-read when the file changes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// How long one upstream gets to answer.
+pub const TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long a failed upstream is skipped.
+pub const DEAD_FOR: Duration = Duration::from_secs(30);
+/// At most this many upstreams are asked at once (as glibc uses three).
+const MAX_UPSTREAMS: usize = 3;
+
+#[derive(Debug, Default)]
+struct HostResolvers {
+    servers: Vec<SocketAddr>,
+    mtime: Option<SystemTime>,
+    checked: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Forwarder {
+    resolv_conf: PathBuf,
+    host: Mutex<HostResolvers>,
+    dead: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Addresses never forwarded to (our own listeners: no loops).
+    own: Mutex<Vec<IpAddr>>,
+}
+
+/// The nameservers of a resolv.conf (pure).
+pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver"))
+                .then(|| w.next())
+                .flatten()
+                .and_then(|a| a.split('%').next())
+                .and_then(|a| a.parse().ok())
+        })
+        .collect()
+}
+
+/// The TC bit of a DNS message.
+fn truncated(msg: &[u8]) -> bool {
+    msg.len() > 2 && msg[2] & 0x02 != 0
+}
+
+fn same_id(q: &[u8], r: &[u8]) -> bool {
+    q.len() >= 2 && r.len() >= 12 && q[..2] == r[..2]
+}
+
+impl Forwarder {
+    pub fn new(resolv_conf: impl Into<PathBuf>) -> Forwarder {
+        Forwarder {
+            resolv_conf: resolv_conf.into(),
+            host: Mutex::default(),
+            dead: Mutex::default(),
+            own: Mutex::default(),
+        }
+    }
+
+    pub fn set_own(&self, addrs: Vec<IpAddr>) {
+        *self.own.lock().expect("own lock") = addrs;
+    }
+
+    /// The host's resolvers, re-reading the file at most once a second and only when
+    /// its modification time changed.
+    fn host_servers(&self) -> Vec<SocketAddr> {
+        let mut h = self.host.lock().expect("host lock");
+        let stale = h
+            .checked
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if stale {
+            h.checked = Some(Instant::now());
+            let mtime = std::fs::metadata(&self.resolv_conf)
+                .and_then(|m| m.modified())
+                .ok();
+            if mtime != h.mtime || h.mtime.is_none() {
+                h.mtime = mtime;
+                let text = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
+                h.servers = parse_resolv_conf(&text)
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, 53))
+                    .collect();
+            }
+        }
+        h.servers.clone()
+    }
+
+    /// The upstreams to ask, live ones first.
+    fn pick(&self, configured: &[IpAddr]) -> Vec<SocketAddr> {
+        let mut all: Vec<SocketAddr> = if configured.is_empty() {
+            self.host_servers()
+        } else {
+            configured
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 53))
+                .collect()
+        };
+        {
+            let own = self.own.lock().expect("own lock");
+            all.retain(|s| !own.contains(&s.ip()));
+        }
+        all.truncate(MAX_UPSTREAMS);
+        let dead = self.dead.lock().expect("dead lock");
+        let alive = |s: &SocketAddr| dead.get(s).is_none_or(|t| t.elapsed() >= DEAD_FOR);
+        let (mut live, down): (Vec<_>, Vec<_>) = all.into_iter().partition(alive);
+        if live.is_empty() {
+            live = down;
+        }
+        live
+    }
+
+    fn mark(&self, server: SocketAddr, ok: bool) {
+        let mut dead = self.dead.lock().expect("dead lock");
+        if ok {
+            dead.remove(&server);
+        } else {
+            dead.insert(server, Instant::now());
+        }
+    }
+
+    /// Forwards `query` (a whole DNS message); `None` when no upstream answered.
+    pub async fn forward(
+        self: &Arc<Self>,
+        query: &[u8],
+        configured: &[IpAddr],
+        tcp: bool,
+        client_max: usize,
+    ) -> Option<Vec<u8>> {
+        let servers = self.pick(configured);
+        if servers.is_empty() {
+            return None;
+        }
+        if let [s] = servers[..] {
+            // One upstream: no race to run.
+            let r = if tcp {
+                tokio::time::timeout(TIMEOUT, tcp_query(s, query)).await
+            } else {
+                tokio::time::timeout(TIMEOUT, udp_query(s, query)).await
+            };
+            let r = r.ok().and_then(|r| r.ok()).filter(|r| same_id(query, r));
+            self.mark(s, r.is_some());
+            return match r {
+                Some(r) if !tcp && truncated(&r) => {
+                    Some(self.refetch(s, query, client_max, r).await)
+                }
+                r => r,
+            };
+        }
+        // Every upstream is asked at once; each task records its upstream's health
+        // itself, so a silent one is remembered as dead even after another answered.
+        let q: Arc<[u8]> = Arc::from(query);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(servers.len());
+        for s in servers {
+            let (q, tx, me) = (q.clone(), tx.clone(), self.clone());
+            tokio::spawn(async move {
+                let r = if tcp {
+                    tokio::time::timeout(TIMEOUT, tcp_query(s, &q)).await
+                } else {
+                    tokio::time::timeout(TIMEOUT, udp_query(s, &q)).await
+                };
+                let r = r.ok().and_then(|r| r.ok()).filter(|r| same_id(&q, r));
+                me.mark(s, r.is_some());
+                let _ = tx.send((s, r)).await;
+            });
+        }
+        drop(tx);
+        while let Some((s, r)) = rx.recv().await {
+            let Some(r) = r else { continue };
+            if !tcp && truncated(&r) {
+                return Some(self.refetch(s, query, client_max, r).await);
+            }
+            return Some(r);
+        }
+        None
+    }
+
+    /// A truncated UDP answer, asked again over TCP: the whole answer when it fits the
+    /// client's UDP size, else the truncated one (the client retries over TCP).
+    async fn refetch(
+        &self,
+        s: SocketAddr,
+        query: &[u8],
+        client_max: usize,
+        truncated: Vec<u8>,
+    ) -> Vec<u8> {
+        match tokio::time::timeout(TIMEOUT, tcp_query(s, query)).await {
+            Ok(Ok(full)) if same_id(query, &full) && full.len() <= client_max => full,
+            _ => truncated,
+        }
+    }
+}
+
+async fn udp_query(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    let local: SocketAddr = match server {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(local).await?;
+    sock.connect(server).await?;
+    sock.send(query).await?;
+    let mut buf = vec![0u8; 65535];
+    let n = sock.recv(&mut buf).await?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+async fn tcp_query(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(server).await?;
+    let len =
+        u16::try_from(query.len()).map_err(|_| std::io::Error::other("query too long for TCP"))?;
+    let mut out = Vec::with_capacity(query.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(query);
+    s.write_all(&out).await?;
+    let n = s.read_u16().await? as usize;
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let t = "# x\nnameserver 10.0.0.1\nsearch a b\nnameserver fe80::1%eth0\nnameserver bad\n";
+        assert_eq!(
+            parse_resolv_conf(t),
+            vec![
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn tc_bit() {
+        assert!(truncated(&[0, 1, 0x82, 0]));
+        assert!(!truncated(&[0, 1, 0x80, 0]));
+    }
+}

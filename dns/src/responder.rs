@@ -1,0 +1,414 @@
+//! The responder process: `dnsname serve [--state-dir DIR] [--resolv-conf FILE]`.
+//!
+//! One process per state directory serves every network: it loads every record from
+//! disk, listens (UDP and TCP) on each network's gateway addresses only, then opens its
+//! control socket — a plugin that can connect knows the responder is ready. Control
+//! requests are applied one at a time and answered only once memory and listeners
+//! reflect them. It exits when its last network is gone (or on SIGTERM/SIGINT), removing
+//! its socket and pidfile; after a crash the next plugin call starts a new one, which
+//! finds every record on disk.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_server::Server;
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrStorage,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::control::{Reply, Request};
+use crate::forward::Forwarder;
+use crate::server::Handler;
+use crate::store::{NetworkConf, Store};
+use crate::zone::Zone;
+
+/// A TCP connection that sends no query for this long is closed.
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub resolv_conf: PathBuf,
+}
+
+impl Options {
+    /// Parses `serve`'s arguments (after `serve`).
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options {
+            state_dir: crate::store::STATE_DIR.into(),
+            resolv_conf: "/etc/resolv.conf".into(),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match a.as_str() {
+                "--state-dir" => o.state_dir = value(a)?.into(),
+                "--resolv-conf" => o.resolv_conf = value(a)?.into(),
+                other => {
+                    return Err(format!(
+                        "unknown argument {other:?} (usage: dnsname serve [--state-dir DIR] [--resolv-conf FILE])"
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+macro_rules! log {
+    ($($t:tt)*) => {
+        eprintln!("podnet-dns[{}]: {}", std::process::id(), format_args!($($t)*))
+    };
+}
+
+/// Closes every descriptor but 0, 1 and 2 (a runtime's leaked ones included).
+fn close_inherited() {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        // The directory's own descriptor is already closed: EBADF is fine.
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+fn family(addr: &SocketAddr) -> AddressFamily {
+    if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+/// A socket bound to `addr`, with IP_FREEBIND so that an IPv6 gateway still in DAD
+/// (or a bridge still down) does not fail the bind.
+fn bound(addr: SocketAddr, ty: SockType) -> nix::Result<std::os::fd::OwnedFd> {
+    let fd = socket(
+        family(&addr),
+        ty,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    if ty == SockType::Stream {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(fd)
+}
+
+/// A hickory server listening on every gateway of one network.
+fn listen_on(handler: &Handler, conf: &NetworkConf) -> Result<Server<Handler>, String> {
+    let mut server = Server::new(handler.clone());
+    for gw in &conf.gateways {
+        let addr = SocketAddr::new(*gw, conf.port);
+        let udp = bound(addr, SockType::Datagram)
+            .map_err(|e| format!("binding UDP {addr} for network {}: {e}", conf.name))?;
+        let udp = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(udp))
+            .map_err(|e| format!("registering UDP {addr}: {e}"))?;
+        let tcp = bound(addr, SockType::Stream)
+            .and_then(|fd| listen(&fd, Backlog::new(1024)?).map(|()| fd))
+            .map_err(|e| format!("binding TCP {addr} for network {}: {e}", conf.name))?;
+        let tcp = tokio::net::TcpListener::from_std(std::net::TcpListener::from(tcp))
+            .map_err(|e| format!("registering TCP {addr}: {e}"))?;
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE, 64);
+    }
+    Ok(server)
+}
+
+struct Responder {
+    store: Store,
+    handler: Handler,
+    /// network → (listening addresses, server).
+    servers: HashMap<String, (Vec<SocketAddr>, Server<Handler>)>,
+}
+
+impl Responder {
+    fn zone(&self) -> std::sync::RwLockWriteGuard<'_, Zone> {
+        self.handler.zone.write().expect("zone lock")
+    }
+
+    fn own_addresses(&self) -> Vec<IpAddr> {
+        self.servers
+            .values()
+            .flat_map(|(a, _)| a.iter().map(|s| s.ip()))
+            .collect()
+    }
+
+    async fn stop_listening(&mut self, network: &str) {
+        if let Some((_, mut server)) = self.servers.remove(network) {
+            let _ = server.shutdown_gracefully().await;
+        }
+        self.handler.forwarder.set_own(self.own_addresses());
+    }
+
+    /// Makes the network's listeners match its gateways.
+    async fn ensure_listening(&mut self, conf: &NetworkConf) -> Result<(), String> {
+        let want: Vec<SocketAddr> = conf
+            .gateways
+            .iter()
+            .map(|g| SocketAddr::new(*g, conf.port))
+            .collect();
+        if self
+            .servers
+            .get(&conf.name)
+            .is_some_and(|(a, _)| *a == want)
+        {
+            return Ok(());
+        }
+        self.stop_listening(&conf.name).await;
+        let server = listen_on(&self.handler, conf)?;
+        log!("network {}: listening on {want:?}", conf.name);
+        self.servers.insert(conf.name.clone(), (want, server));
+        self.handler.forwarder.set_own(self.own_addresses());
+        Ok(())
+    }
+
+    /// Re-reads one network (file and records) from disk.
+    async fn sync(&mut self, network: &str) -> Result<(), String> {
+        let conf = self.store.network(network).map_err(|e| e.to_string())?;
+        let atts = self.store.attachments(network).map_err(|e| e.to_string())?;
+        let Some(conf) = conf.filter(|_| !atts.is_empty()) else {
+            self.zone().remove_network(network);
+            self.stop_listening(network).await;
+            return Ok(());
+        };
+        {
+            let mut z = self.zone();
+            z.remove_network(network);
+            z.set_network(conf.clone());
+            for a in atts {
+                z.insert(network, a);
+            }
+        }
+        self.ensure_listening(&conf).await
+    }
+
+    fn idle(&self) -> bool {
+        self.servers.is_empty()
+            && self
+                .handler
+                .zone
+                .read()
+                .expect("zone lock")
+                .networks()
+                .count()
+                == 0
+            && self.store.network_names().is_ok_and(|n| n.is_empty())
+    }
+
+    async fn handle(&mut self, req: Request) -> Reply {
+        let mut reply = match req {
+            Request::Add { network, key } => match self.store.network(&network) {
+                Ok(Some(conf)) => match self.ensure_listening(&conf).await {
+                    Ok(()) => match self.store.attachment(&network, &key) {
+                        Ok(Some(a)) => {
+                            let mut z = self.zone();
+                            z.set_network(conf);
+                            z.insert(&network, a);
+                            Reply::default()
+                        }
+                        Ok(None) => Reply::error(format!("no record {key} in network {network}")),
+                        Err(e) => Reply::error(e.to_string()),
+                    },
+                    Err(e) => Reply::error(e),
+                },
+                Ok(None) => Reply::error(format!("network {network} has no network.json")),
+                Err(e) => Reply::error(e.to_string()),
+            },
+            Request::Del { network, key } => {
+                let empty = {
+                    let mut z = self.zone();
+                    z.remove(&network, &key);
+                    z.is_empty(&network)
+                };
+                if empty && self.store.attachments(&network).is_ok_and(|a| a.is_empty()) {
+                    self.zone().remove_network(&network);
+                    self.stop_listening(&network).await;
+                    log!("network {network}: no container left, not listening");
+                }
+                Reply {
+                    exiting: self.idle(),
+                    ..Reply::default()
+                }
+            }
+            Request::Get { network, key } => Reply {
+                attachment: self
+                    .handler
+                    .zone
+                    .read()
+                    .expect("zone lock")
+                    .attachment(&network, &key)
+                    .cloned(),
+                ..Reply::default()
+            },
+            Request::Sync { network } => match self.sync(&network).await {
+                Ok(()) => Reply {
+                    exiting: self.idle(),
+                    ..Reply::default()
+                },
+                Err(e) => Reply::error(e),
+            },
+            Request::Status => Reply::default(),
+        };
+        let z = self.handler.zone.read().expect("zone lock");
+        let mut nets: Vec<(String, Vec<IpAddr>, usize)> = z
+            .networks()
+            .map(|c| {
+                let addrs = self
+                    .servers
+                    .get(&c.name)
+                    .map(|(a, _)| a.iter().map(|s| s.ip()).collect())
+                    .unwrap_or_default();
+                (c.name.clone(), addrs, z.len(&c.name))
+            })
+            .collect();
+        nets.sort();
+        reply.networks = nets;
+        reply.pid = std::process::id();
+        reply
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+    let mut line = String::new();
+    let mut r = BufReader::new(stream);
+    tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line))
+        .await
+        .map_err(|_| "timed out reading a control request".to_string())?
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&line).map_err(|e| format!("bad control request: {e}"))
+}
+
+async fn run(opts: Options) -> Result<(), String> {
+    let store = Store::new(&opts.state_dir);
+    std::fs::create_dir_all(&store.dir)
+        .map_err(|e| format!("creating {}: {e}", store.dir.display()))?;
+    let handler = Handler {
+        zone: Arc::new(RwLock::new(Zone::default())),
+        forwarder: Arc::new(Forwarder::new(&opts.resolv_conf)),
+    };
+    let mut r = Responder {
+        store,
+        handler,
+        servers: HashMap::new(),
+    };
+    let loaded = r.store.load().map_err(|e| e.to_string())?;
+    let mut names = 0;
+    for (conf, atts) in loaded {
+        names += atts.len();
+        {
+            let mut z = r.zone();
+            z.set_network(conf.clone());
+            for a in atts {
+                z.insert(&conf.name, a);
+            }
+        }
+        if let Err(e) = r.ensure_listening(&conf).await {
+            // The next ADD on this network retries and reports it.
+            log!("{e}");
+        }
+    }
+    let sock_path = r.store.socket_path();
+    let pid_path = r.store.pid_path();
+    let _ = std::fs::remove_file(&sock_path);
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("writing {}: {e}", pid_path.display()))?;
+    let listener = UnixListener::bind(&sock_path)
+        .map_err(|e| format!("binding {}: {e}", sock_path.display()))?;
+    log!(
+        "ready: {} networks, {names} attachments, control socket {}",
+        r.servers.len(),
+        sock_path.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| e.to_string())?;
+    let cleanup = |why: &str| {
+        let _ = std::fs::remove_file(&sock_path);
+        let ours = std::fs::read_to_string(&pid_path)
+            .is_ok_and(|p| p.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&pid_path);
+        }
+        log!("exiting: {why}");
+    };
+    loop {
+        let mut stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => { log!("control socket: {e}"); continue; }
+            },
+            _ = term.recv() => { cleanup("SIGTERM"); return Ok(()); }
+            _ = int.recv() => { cleanup("SIGINT"); return Ok(()); }
+        };
+        let reply = match read_request(&mut stream).await {
+            Ok(req) => r.handle(req).await,
+            Err(e) => Reply::error(e),
+        };
+        if reply.exiting {
+            // Gone before the caller (holding the store lock) hears of it: the next
+            // plugin starts a new responder.
+            cleanup("no network left");
+        }
+        let mut line = serde_json::to_vec(&reply).expect("replies serialize");
+        line.push(b'\n');
+        let _ = stream.write_all(&line).await;
+        if reply.exiting {
+            return Ok(());
+        }
+    }
+}
+
+/// `dnsname serve …`: runs the responder in the foreground until it is done.
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    close_inherited();
+    // Its own session: the runtime's terminal signals do not reach it.
+    let _ = nix::unistd::setsid();
+    let opts = match Options::parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            log!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log!("starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(opts)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The hickory-server request handler: the zone's decision turned into DNS messages.
+//!
+//! hickory-server owns the sockets: UDP, and TCP with many queries per connection, one
+//! task per connection and an idle timeout (one slow client stalls only itself). The
+//! handler reads the zone under a read lock held for the lookup alone, so updates never
+//! wait for a query in flight upstream and no query waits for more than an insert.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+use crate::forward::Forwarder;
+use crate::zone::{Answer, QType, Zone};
+
+/// TTL of local answers, in seconds: short, as addresses change with restarts.
+pub const TTL: u32 = 10;
+
+/// The UDP payload size podnet advertises with EDNS.
+const EDNS_PAYLOAD: u16 = 1232;
+
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub zone: Arc<RwLock<Zone>>,
+    pub forwarder: Arc<Forwarder>,
+}
+
+fn qtype(t: RecordType) -> QType {
+    match t {
+        RecordType::A => QType::A,
+        RecordType::AAAA => QType::Aaaa,
+        RecordType::PTR => QType::Ptr,
+        RecordType::ANY => QType::Any,
+        _ => QType::Other,
+    }
+}
+
+fn fqdn(name: &str) -> Option<Name> {
+    Name::from_ascii(format!("{name}.")).ok()
+}
+
+fn soa(domain: &str) -> Option<Record> {
+    let zone = fqdn(domain)?;
+    let rdata = SOA::new(
+        fqdn(&format!("ns.{domain}"))?,
+        fqdn(&format!("hostmaster.{domain}"))?,
+        1,
+        3600,
+        600,
+        86400,
+        TTL,
+    );
+    Some(Record::from_rdata(zone, TTL, RData::SOA(rdata)))
+}
+
+/// An unmapped IPv4 address for views (a v4 client on a dual-stack socket).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Handler {
+    async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut rh: R,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let edns = request.edns.as_ref().map(|_| {
+            let mut e = Edns::new();
+            e.set_max_payload(EDNS_PAYLOAD);
+            e
+        });
+        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        if request.metadata.op_code != OpCode::Query
+            || request.metadata.message_type != MessageType::Query
+        {
+            meta.response_code = ResponseCode::NotImp;
+            return rh.send_response(builder.build_no_records(meta)).await;
+        }
+        let Ok(info) = request.request_info() else {
+            meta.response_code = ResponseCode::FormErr;
+            return rh.send_response(builder.build_no_records(meta)).await;
+        };
+        let asked = info.query.original().name().clone();
+        let lower = info.query.name().to_string();
+        let qname = lower.strip_suffix('.').unwrap_or(&lower);
+        let src = canonical(request.src().ip());
+        let answer =
+            self.zone
+                .read()
+                .expect("zone lock")
+                .lookup(src, qname, qtype(info.query.query_type()));
+        let local = |meta: &mut Metadata, code| {
+            meta.authoritative = true;
+            meta.response_code = code;
+        };
+        match answer {
+            Answer::Addrs(ips) => {
+                local(&mut meta, ResponseCode::NoError);
+                let records: Vec<Record> = ips
+                    .into_iter()
+                    .map(|ip| {
+                        let rdata = match ip {
+                            IpAddr::V4(v4) => RData::A(A(v4)),
+                            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                        };
+                        Record::from_rdata(asked.clone(), TTL, rdata)
+                    })
+                    .collect();
+                rh.send_response(builder.build(meta, &records, &[], &[], &[]))
+                    .await
+            }
+            Answer::Ptr(names) => {
+                local(&mut meta, ResponseCode::NoError);
+                let records: Vec<Record> = names
+                    .iter()
+                    .filter_map(|n| fqdn(n))
+                    .map(|n| Record::from_rdata(asked.clone(), TTL, RData::PTR(PTR(n))))
+                    .collect();
+                rh.send_response(builder.build(meta, &records, &[], &[], &[]))
+                    .await
+            }
+            Answer::NoData { domain } => {
+                local(&mut meta, ResponseCode::NoError);
+                let soa: Vec<Record> = soa(&domain).into_iter().collect();
+                rh.send_response(builder.build(meta, &[], &[], &soa, &[]))
+                    .await
+            }
+            Answer::NxDomain { domain } => {
+                local(&mut meta, ResponseCode::NXDomain);
+                let soa: Vec<Record> = soa(&domain).into_iter().collect();
+                rh.send_response(builder.build(meta, &[], &[], &soa, &[]))
+                    .await
+            }
+            Answer::Refused => {
+                meta.response_code = ResponseCode::Refused;
+                rh.send_response(builder.build_no_records(meta)).await
+            }
+            Answer::Forward { upstreams } => {
+                let tcp = request.protocol() == Protocol::Tcp;
+                let max = usize::from(request.max_payload().max(512));
+                let reply = self
+                    .forwarder
+                    .forward(request.as_slice(), &upstreams, tcp, max)
+                    .await
+                    .and_then(|r| Message::from_vec(&r).ok());
+                match reply {
+                    Some(m) => {
+                        let mut meta = m.metadata;
+                        meta.id = request.metadata.id;
+                        rh.send_response(builder.build(
+                            meta,
+                            &m.answers,
+                            &m.authorities,
+                            &[],
+                            &m.additionals,
+                        ))
+                        .await
+                    }
+                    None => {
+                        meta.response_code = ResponseCode::ServFail;
+                        rh.send_response(builder.build_no_records(meta)).await
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        match self.respond(request, response_handle).await {
+            Ok(info) => info,
+            Err(_) => {
+                let mut meta = Metadata::response_from_request(&request.metadata);
+                meta.response_code = ResponseCode::ServFail;
+                hickory_proto::op::Header {
+                    metadata: meta,
+                    counts: Default::default(),
+                }
+                .into()
+            }
+        }
+    }
+}
