@@ -157,11 +157,11 @@ pub fn names(conf: &DnsnameConf, args: &CmdArgs) -> Result<Vec<String>, CniError
     Ok(out)
 }
 
-/// The network's record (pure but for the gateway's host interface, passed in).
+/// The network's record; `bridge_of` names the host interface holding a gateway.
 pub fn network_conf(
     conf: &DnsnameConf,
     prev: &CniResult,
-    bridge: String,
+    bridge_of: impl FnOnce(IpAddr) -> Result<String, CniError>,
 ) -> Result<NetworkConf, CniError> {
     let mut gateways: Vec<IpAddr> = Vec::new();
     let mut subnets: Vec<IpNetwork> = Vec::new();
@@ -185,9 +185,9 @@ pub fn network_conf(
     Ok(NetworkConf {
         name: conf.name.clone(),
         domain: conf.domain(),
+        bridge: bridge_of(gateways[0])?,
         gateways,
         subnets,
-        bridge,
         port: conf.port.unwrap_or(53),
         upstreams: conf.upstreams.clone(),
     })
@@ -414,12 +414,7 @@ impl Plugin for Dnsname {
         })?;
         let conf = DnsnameConf::parse(&args.stdin)?;
         let names = names(&conf, args)?;
-        let gw = prev.ips.iter().find_map(|i| i.gateway).ok_or_else(|| {
-            CniError::invalid_config(
-                "prevResult.ips: no gateway; dnsname serves names on the network's gateway address (bridge with isGateway)",
-            )
-        })?;
-        let net = network_conf(&conf, &prev, gateway_interface(gw)?)?;
+        let net = network_conf(&conf, &prev, gateway_interface)?;
         let att = Attachment {
             container_id: args.container_id.clone(),
             ifname: args.ifname.clone(),
