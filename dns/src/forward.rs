@@ -149,14 +149,7 @@ impl Forwarder {
         }
         if let [s] = servers[..] {
             // One upstream: no race to run.
-            let r = if tcp {
-                tokio::time::timeout(TIMEOUT, tcp_query(s, query)).await
-            } else {
-                tokio::time::timeout(TIMEOUT, udp_query(s, query)).await
-            };
-            let r = r.ok().and_then(|r| r.ok()).filter(|r| same_id(query, r));
-            self.mark(s, r.is_some());
-            return match r {
+            return match self.ask(s, query, tcp).await {
                 Some(r) if !tcp && truncated(&r) => {
                     Some(self.refetch(s, query, client_max, r).await)
                 }
@@ -170,13 +163,7 @@ impl Forwarder {
         for s in servers {
             let (q, tx, me) = (q.clone(), tx.clone(), self.clone());
             tokio::spawn(async move {
-                let r = if tcp {
-                    tokio::time::timeout(TIMEOUT, tcp_query(s, &q)).await
-                } else {
-                    tokio::time::timeout(TIMEOUT, udp_query(s, &q)).await
-                };
-                let r = r.ok().and_then(|r| r.ok()).filter(|r| same_id(&q, r));
-                me.mark(s, r.is_some());
+                let r = me.ask(s, &q, tcp).await;
                 let _ = tx.send((s, r)).await;
             });
         }
@@ -189,6 +176,18 @@ impl Forwarder {
             return Some(r);
         }
         None
+    }
+
+    /// One upstream's answer within [`TIMEOUT`] (its id checked), recording its health.
+    async fn ask(&self, s: SocketAddr, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let r = if tcp {
+            tokio::time::timeout(TIMEOUT, tcp_query(s, query)).await
+        } else {
+            tokio::time::timeout(TIMEOUT, udp_query(s, query)).await
+        };
+        let r = r.ok().and_then(|r| r.ok()).filter(|r| same_id(query, r));
+        self.mark(s, r.is_some());
+        r
     }
 
     /// A truncated UDP answer, asked again over TCP: the whole answer when it fits the

@@ -363,22 +363,13 @@ fn now_seq() -> u128 {
 fn forget(store: &Store, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
     let key = store::key(container_id, ifname);
     {
-        let _lock = store.lock().map_err(|e| CniError::io(e.to_string()))?;
+        let _lock = store.lock()?;
         // The network it was added under (a network renamed since ADD included).
         let mut nets = vec![network.to_owned()];
-        nets.extend(
-            store
-                .network_names()
-                .map_err(|e| CniError::io(e.to_string()))?,
-        );
+        nets.extend(store.network_names()?);
         for net in nets {
-            if store
-                .remove_attachment(&net, &key)
-                .map_err(|e| CniError::io(e.to_string()))?
-            {
-                store
-                    .remove_network_if_empty(&net)
-                    .map_err(|e| CniError::io(e.to_string()))?;
+            if store.remove_attachment(&net, &key)? {
+                store.remove_network_if_empty(&net)?;
                 tell(
                     store,
                     &Request::Del {
@@ -428,11 +419,10 @@ impl Plugin for Dnsname {
             if nft::commit(&rec)?.first_in_group {
                 hostfw::open_dns(&net.bridge, net.port)?;
             }
-            let _lock = store.lock().map_err(|e| CniError::io(e.to_string()))?;
+            let _lock = store.lock()?;
             store
                 .put_network(&net)
-                .and_then(|()| store.put_attachment(&net.name, &att))
-                .map_err(|e| CniError::io(e.to_string()))?;
+                .and_then(|()| store.put_attachment(&net.name, &att))?;
             ensure_responder(&store, &args.path)?;
             tell(
                 &store,
@@ -469,8 +459,7 @@ impl Plugin for Dnsname {
         let store = conf.store();
         let key = store::key(&args.container_id, &args.ifname);
         let have = store
-            .attachment(&conf.name, &key)
-            .map_err(|e| CniError::io(e.to_string()))?
+            .attachment(&conf.name, &key)?
             .ok_or_else(|| failed(format!("no DNS record for {key} in network {}", conf.name)))?;
         let want_names = names(&conf, args)?;
         if have.names != want_names || have.ips != container_ips(prev) {
@@ -500,10 +489,7 @@ impl Plugin for Dnsname {
     fn status(&self, args: &StatusArgs) -> Result<(), CniError> {
         let conf = DnsnameConf::parse(&args.stdin)?;
         let store = conf.store();
-        let has_records = !store
-            .attachments(&conf.name)
-            .map_err(|e| CniError::io(e.to_string()))?
-            .is_empty();
+        let has_records = !store.attachments(&conf.name)?.is_empty();
         if !has_records {
             return Ok(()); // started on demand by the first ADD
         }
@@ -533,20 +519,19 @@ impl Plugin for Dnsname {
         let conf = DnsnameConf::parse(&args.stdin)?;
         let store = conf.store();
         {
-            let _lock = store.lock().map_err(|e| CniError::io(e.to_string()))?;
-            let io = |e: store::StoreError| CniError::io(e.to_string());
+            let _lock = store.lock()?;
             let mut changed = false;
-            for a in store.attachments(&conf.name).map_err(io)? {
+            for a in store.attachments(&conf.name)? {
                 let valid = args
                     .valid_attachments
                     .iter()
                     .any(|v| v.container_id == a.container_id && v.ifname == a.ifname);
                 if !valid {
-                    changed |= store.remove_attachment(&conf.name, &a.key()).map_err(io)?;
+                    changed |= store.remove_attachment(&conf.name, &a.key())?;
                 }
             }
             if changed {
-                store.remove_network_if_empty(&conf.name).map_err(io)?;
+                store.remove_network_if_empty(&conf.name)?;
                 tell(
                     &store,
                     &Request::Sync {

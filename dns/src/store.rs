@@ -82,6 +82,12 @@ pub struct StoreError {
     pub source: std::io::Error,
 }
 
+impl From<StoreError> for cni::CniError {
+    fn from(e: StoreError) -> cni::CniError {
+        cni::CniError::io(e.to_string())
+    }
+}
+
 fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError {
         what,
