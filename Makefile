@@ -4,9 +4,9 @@
 #                privileged ones in throwaway namespaces), and the conformance suite
 #                against podnet's debug build, its shipped release build, and the
 #                reference plugins in /usr/lib/cni
-#   make demo    builds the release plugins and runs them end to end in a throwaway
-#                network + mount namespace
-#   make install puts the plugins in $(CNI_BIN_DIR) and netctl in $(BIN_DIR)
+#   make demo    builds the release binaries and runs the seed scenario with `podnet`
+#                (engine-glue) and `netctl` in a throwaway network + mount namespace
+#   make install puts the plugins in $(CNI_BIN_DIR), netctl and podnet in $(BIN_DIR)
 #   make bench   podnet against the reference plugins, side by side (docs/benchmarks.md)
 #   make bench-dns  the DNS responder against dnsmasq (reference dnsname) and aardvark-dns
 
@@ -15,7 +15,8 @@ CARGO ?= cargo
 CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
 PLUGINS := loopback bridge ptp host-device tuning portmap firewall dnsname host-local static
-DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev
+DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
+	runc busybox-static curl procps
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the
 # dynamic loader and starts ~0.35 ms sooner (docs/benchmarks.md). The explicit
@@ -65,12 +66,13 @@ conformance: build release
 test: deps lint unit conformance
 
 demo: deps release
-	$(SANDBOX) $(RELEASE_DIR)/examples/demo $(RELEASE_DIR)
+	$(SANDBOX) scripts/demo.sh $(RELEASE_DIR)
 
 install: release
 	install -d $(DESTDIR)$(CNI_BIN_DIR)
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(CNI_BIN_DIR)/$$p; done
 	install -D -m 0755 $(RELEASE_DIR)/netctl $(DESTDIR)$(BIN_DIR)/netctl
+	install -D -m 0755 $(RELEASE_DIR)/podnet $(DESTDIR)$(BIN_DIR)/podnet
 
 bench: deps release
 	@[ -x /usr/lib/podman/netavark ] || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netavark >/dev/null; }

@@ -240,8 +240,18 @@ fn responder_err(e: impl std::fmt::Display) -> CniError {
     CniError::new(ErrorCode::DNS_RESPONDER, format!("DNS responder: {e}"))
 }
 
+/// Whether `pid` still runs. A zombie does not: an exited responder whose parent is
+/// gone waits for whatever reaps orphans (init, a subreaper), which may take seconds.
 fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command, which is in parentheses and may hold spaces.
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    state != Some('Z')
 }
 
 fn wait_gone(pid: i32, timeout: Duration) {

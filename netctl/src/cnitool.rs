@@ -16,40 +16,7 @@ pub const CACHE_DIR: &str = "/var/lib/cni";
 /// The network named `name` among the `.conflist`, `.conf` and `.json` files of `dir`
 /// (a single-plugin `.conf` counts as a list of one, as libcni reads it).
 pub fn find_network(dir: &Path, name: &str) -> Result<NetConfList, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("NETCONFPATH {}: {e}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("conflist" | "conf" | "json")
-            )
-        })
-        .collect();
-    files.sort();
-    for f in &files {
-        let Ok(bytes) = std::fs::read(f) else {
-            continue;
-        };
-        let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
-            continue;
-        };
-        if v.get("name").and_then(Value::as_str) != Some(name) {
-            continue;
-        }
-        if v.get("plugins").is_none() {
-            v = serde_json::json!({"cniVersion": v.get("cniVersion").cloned().unwrap_or_default(),
-                "name": name, "plugins": [v]});
-        }
-        return NetConfList::from_bytes(v.to_string().as_bytes())
-            .map_err(|e| format!("{}: {}", f.display(), e.msg));
-    }
-    Err(format!(
-        "no network {name:?} in {} ({} config files read)",
-        dir.display(),
-        files.len()
-    ))
+    engine_glue::network::find_in(dir, name).map(|(list, _)| list)
 }
 
 pub struct Invocation {

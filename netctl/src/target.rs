@@ -1,11 +1,14 @@
 //! Targets: what a command names a network namespace by.
 //!
 //! `pid:1234` (that process's namespace), a path (`/proc/1234/ns/net`, any bind mount), a
-//! name pinned under /run/netns. A failure names every form that was tried.
+//! container or pod of the engine (name, id or id prefix, through engine-glue's records
+//! under `PODNET_ROOT`), a name pinned under /run/netns. A failure names every form that
+//! was tried.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use engine_glue::{Config, Engine, Error as EngineError};
 use netkit::{NetNs, NETNS_RUN_DIR};
 
 /// A resolved target.
@@ -39,14 +42,22 @@ impl Target {
             }
             p
         } else {
-            let p = Path::new(NETNS_RUN_DIR).join(spec);
-            if !p.exists() {
-                return Err(format!(
-                    "target {spec:?}: not a namespace name (tried {}), nor pid:N or a path",
-                    p.display()
-                ));
+            let engine = Engine::new(Config::from_env());
+            match engine.netns_of(spec) {
+                Ok(p) => p,
+                Err(EngineError::NotFound { .. }) => {
+                    let p = Path::new(NETNS_RUN_DIR).join(spec);
+                    if !p.exists() {
+                        return Err(format!(
+                            "target {spec:?}: no container or pod of that name or id (in {}), no namespace {}, and not pid:N or a path",
+                            engine.config.root.display(),
+                            p.display()
+                        ));
+                    }
+                    p
+                }
+                Err(e) => return Err(format!("target {spec:?}: {e}")),
             }
-            p
         };
         // Opening checks it is a network namespace (not just any file).
         NetNs::open(&path).map_err(|e| format!("target {spec:?}: {e}"))?;

@@ -167,7 +167,11 @@ pub fn responder_pid() -> Option<i32> {
         .ok()
 }
 
-/// Whether process `pid` exists.
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
 pub fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    state.is_some_and(|s| s != 'Z')
 }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dns;
+pub mod engine;
 pub mod net;
 pub mod plugin;
 pub mod sandbox;

@@ -84,7 +84,18 @@ fn prepare_inside() {
         .unwrap_or_else(|e| panic!("mounting a private tmpfs on {dir}: {e}"));
     }
     // sysfs shows the network namespace of whoever mounted it: a fresh one makes
-    // /sys/class/net show this sandbox's links, as on a real host.
+    // /sys/class/net show this sandbox's links, as on a real host. The cgroup mounts
+    // under it are carried over (the OCI runtime of the engine tests needs them).
+    let cgroup_keep = "/run/.sandbox-cgroup";
+    let kept = std::fs::create_dir_all(cgroup_keep).is_ok()
+        && mount(
+            Some("/sys/fs/cgroup"),
+            cgroup_keep,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .is_ok();
     mount(
         Some("sysfs"),
         "/sys",
@@ -93,6 +104,16 @@ fn prepare_inside() {
         None::<&str>,
     )
     .unwrap_or_else(|e| panic!("mounting sysfs for the sandbox: {e}"));
+    if kept {
+        mount(
+            Some(cgroup_keep),
+            "/sys/fs/cgroup",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .unwrap_or_else(|e| panic!("moving the cgroup mounts under the sandbox's sysfs: {e}"));
+    }
     let host = NetNs::current().expect("the sandbox namespace opens");
     netkit::block_on(async {
         let nl = netkit::Netlink::open_in(&host)?;

@@ -149,7 +149,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     p
 }
 
-fn default_dir() -> PathBuf {
+pub fn default_dir() -> PathBuf {
     // target/<profile>/deps/integration-<hash> -> target/<profile>
     let exe = std::env::current_exe().expect("the test binary knows its path");
     exe.parent()

@@ -244,6 +244,7 @@ async fn finish(
         cx.host.neigh_del(bridge.index, ip.address.ip()).await?;
     }
     apply_rules(cx, &hv.name, &c.mac, &result)?;
+    announce(cx, hv, c, &result).await?;
     // The MAC read when the bridge was ensured: pinned when podnet made the bridge.
     let bridge_mac = bridge.mac.clone();
     result.interfaces = vec![
@@ -368,6 +369,30 @@ fn nth(base: IpAddr, n: u128) -> Option<IpAddr> {
         IpAddr::V4(v4) => Some(IpAddr::V4((u32::from(v4).checked_add(n as u32)?).into())),
         IpAddr::V6(v6) => Some(IpAddr::V6((u128::from(v6).checked_add(n)?).into())),
     }
+}
+
+/// The other containers of the bridge may cache the address with an old MAC (a
+/// container back with its static address after a restart): a gratuitous ARP tells
+/// them. The one `arp_notify` makes when the link comes up is lost, since the bridge
+/// forwards through the new port only once the kernel's link watcher has seen its
+/// carrier, a moment later; so wait for that, then set the MAC to itself, which makes
+/// the kernel announce it again. Without this, such a peer stalls until its neighbour
+/// entry times out (~60 s here).
+async fn announce(cx: &Ctx<'_>, hv: &Link, c: &Link, result: &CniResult) -> Result<(), CniError> {
+    let v4 = result.ips.iter().any(|i| i.address.is_ipv4());
+    if !v4 || cx.conf.disable_container_interface || c.mac.is_empty() {
+        return Ok(());
+    }
+    let forwarding = cx
+        .host
+        .link_wait_running(hv.index, std::time::Duration::from_secs(1))
+        .await?;
+    if forwarding {
+        cx.ctr
+            .link_set_mac(c.index, netkit::parse_mac(&c.mac)?)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The container end: DAD, ARP notification, addresses, up, routes.

@@ -39,6 +39,9 @@ pub struct Link {
     pub mtu: u32,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// Operationally up (`IFF_RUNNING`): the kernel's link watcher has seen the carrier,
+    /// and for a bridge port, the bridge has been told.
+    pub running: bool,
     /// The bridge (or other controller) the link is enslaved to.
     pub master: Option<u32>,
     /// `veth`, `bridge`, …; `None` for links without a kind (`lo`, physical).
@@ -152,6 +155,19 @@ impl Netlink {
         let req = self.handle.link().get().match_index(index);
         self.link_query(req, format!("link show index {index}"))
             .await
+    }
+
+    /// Waits (polling every millisecond, at most `limit`) until the link is
+    /// operationally up; whether it became so.
+    pub async fn link_wait_running(&self, index: u32, limit: std::time::Duration) -> Result<bool> {
+        let start = std::time::Instant::now();
+        loop {
+            let running = self.link_by_index(index).await?.is_some_and(|l| l.running);
+            if running || start.elapsed() >= limit {
+                return Ok(running);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// One link by a filter; "no such device" is `None`.
@@ -642,6 +658,7 @@ fn link_from(m: &LinkMessage) -> Link {
         mac: String::new(),
         mtu: 0,
         up: m.header.flags.contains(LinkFlags::Up),
+        running: m.header.flags.contains(LinkFlags::Running),
         master: None,
         kind: None,
         peer: None,

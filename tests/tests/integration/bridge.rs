@@ -110,6 +110,29 @@ privileged_test! {
 }
 
 privileged_test! {
+    /// A container back with its static address (and a new MAC) is reachable from its
+    /// peers at once: they learn the new MAC from a gratuitous ARP instead of sending to
+    /// the old one until their neighbour entry times out (~60 s).
+    fn a_restarted_static_address_is_reachable_by_peers_at_once() {
+        let mut sb = Sandbox::new();
+        let br = random_name("br");
+        let c = conf(&br, json!({}));
+        let peer = sb.container("peer");
+        bridge_call("ADD", &peer, "peer", &c).run().ok();
+        let first = sb.container("hugo");
+        bridge_call("ADD", &first, "hugo", &c).set("CNI_ARGS", "IP=10.70.0.10").run().ok();
+        assert!(ping(&peer, "10.70.0.10"));
+        bridge_call("DEL", &first, "hugo", &c).run().ok();
+        let again = sb.container("hugo");
+        bridge_call("ADD", &again, "hugo", &c).set("CNI_ARGS", "IP=10.70.0.10").run().ok();
+        let (new_mac, _) = link_state(&again, "eth0");
+        let neigh = sh(Some(&peer), "ip neigh show 10.70.0.10").1;
+        assert!(neigh.contains(&new_mac.mac), "the peer learnt the new MAC {}: {neigh}", new_mac.mac);
+        assert!(sh(Some(&peer), "ping -c 1 -W 1 10.70.0.10").0, "reachable at once");
+    }
+}
+
+privileged_test! {
     fn every_key_reads_back_from_the_kernel() {
         let mut sb = Sandbox::new();
         let br = random_name("br");

@@ -4,6 +4,7 @@ mod bridge;
 mod chain;
 mod conformance;
 mod dns;
+mod engine;
 mod ipam_interop;
 mod netctl;
 mod netkit;

@@ -1,0 +1,554 @@
+//! Networks are conflists, one file `<cni_config_dir>/<name>.conflist` each, holding the
+//! chain Podman 4's CNI backend generates: `bridge` (+ `host-local`), `portmap`,
+//! `firewall`, `tuning` and, unless DNS is off, `dnsname`. Podman reads podnet's files and
+//! podnet reads Podman's. [`conflist`] is pure; [`create`], [`remove`] and [`find`] are the
+//! I/O.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use cni::NetConfList;
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::{Config, DEFAULT_NETWORK};
+use crate::error::{Error, Result};
+use crate::state::{validate_name, write_atomic};
+
+/// The version Podman 4's CNI backend writes.
+pub const CNI_VERSION: &str = "0.4.0";
+/// dnsname's domain in Podman's conflists.
+pub const DNS_DOMAIN: &str = "dns.podman";
+const BRIDGE_PREFIX: &str = "cni-podman";
+
+/// `podnet network create`, as asked.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// Empty: the first free 10.89.N.0/24 (and a ULA /64 with `ipv6`).
+    pub subnets: Vec<IpNetwork>,
+    /// One per subnet, in order; missing ones are the subnet's first address.
+    pub gateways: Vec<IpAddr>,
+    /// Allocation ranges, each inside one of the subnets.
+    pub ip_ranges: Vec<IpNetwork>,
+    pub ipv6: bool,
+    pub internal: bool,
+    pub disable_dns: bool,
+    /// `-o isolate=true`: firewall `ingressPolicy: same-bridge`.
+    pub isolate: bool,
+    /// `-o mtu=N`.
+    pub mtu: Option<u32>,
+    /// Default: the first free `cni-podmanN`.
+    pub bridge: Option<String>,
+}
+
+/// What `network ls` and `inspect` show, read back from a conflist (podnet's or anyone's).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub file: PathBuf,
+    pub driver: String,
+    pub bridge: Option<String>,
+    pub subnets: Vec<Subnet>,
+    pub internal: bool,
+    pub dns_enabled: bool,
+    pub dns_domain: Option<String>,
+    pub plugins: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subnet {
+    pub subnet: IpNetwork,
+    pub gateway: Option<IpAddr>,
+}
+
+/// The conflist for `spec` with subnets, gateways and bridge already chosen.
+pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
+    let ranges: Vec<Value> = spec
+        .subnets
+        .iter()
+        .enumerate()
+        .map(|(i, net)| {
+            let mut r = json!({ "subnet": net.to_string() });
+            if !spec.internal {
+                r["gateway"] = json!(gateway_of(spec, i).to_string());
+            }
+            if let Some(range) = spec.ip_ranges.iter().find(|r| net.contains(r.ip())) {
+                r["rangeStart"] = json!(range.network().to_string());
+                r["rangeEnd"] = json!(last_host(range).to_string());
+            }
+            json!([r])
+        })
+        .collect();
+    let mut ipam = json!({ "type": "host-local", "ranges": ranges });
+    if !spec.internal {
+        let mut routes = Vec::new();
+        if spec.subnets.iter().any(IpNetwork::is_ipv4) {
+            routes.push(json!({ "dst": "0.0.0.0/0" }));
+        }
+        if spec.subnets.iter().any(IpNetwork::is_ipv6) {
+            routes.push(json!({ "dst": "::/0" }));
+        }
+        ipam["routes"] = json!(routes);
+    }
+    let mut bridge_plugin = json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": !spec.internal,
+        "ipMasq": !spec.internal,
+        "hairpinMode": true,
+    });
+    if let Some(mtu) = spec.mtu {
+        bridge_plugin["mtu"] = json!(mtu);
+    }
+    bridge_plugin["ipam"] = ipam;
+    let mut firewall = json!({ "type": "firewall", "backend": "" });
+    if spec.isolate {
+        firewall["ingressPolicy"] = json!("same-bridge");
+    }
+    let mut plugins = vec![
+        bridge_plugin,
+        json!({ "type": "portmap", "capabilities": { "portMappings": true } }),
+        firewall,
+        json!({ "type": "tuning" }),
+    ];
+    if !spec.disable_dns {
+        plugins.push(json!({
+            "type": "dnsname",
+            "domainName": DNS_DOMAIN,
+            "capabilities": { "aliases": true },
+        }));
+    }
+    json!({ "cniVersion": CNI_VERSION, "name": spec.name, "plugins": plugins })
+}
+
+fn gateway_of(spec: &NetworkSpec, i: usize) -> IpAddr {
+    let net = spec.subnets[i];
+    spec.gateways
+        .iter()
+        .copied()
+        .find(|g| net.contains(*g))
+        .unwrap_or_else(|| nth_host(&net, 1))
+}
+
+fn nth_host(net: &IpNetwork, n: u128) -> IpAddr {
+    match net.network() {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a) + n as u32).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a) + n).into()),
+    }
+}
+
+fn last_host(net: &IpNetwork) -> IpAddr {
+    match net {
+        IpNetwork::V4(n) if n.prefix() < 31 => IpAddr::V4((u32::from(n.broadcast()) - 1).into()),
+        IpNetwork::V4(n) => IpAddr::V4(n.broadcast()),
+        IpNetwork::V6(n) => {
+            let host_bits = 128 - u32::from(n.prefix());
+            let last =
+                u128::from(n.network()) | (u128::MAX.checked_shr(128 - host_bits).unwrap_or(0));
+            IpAddr::V6(last.into())
+        }
+    }
+}
+
+/// Reads what `ls` and `inspect` show from any conflist.
+pub fn info(list: &NetConfList, file: PathBuf) -> NetworkInfo {
+    let plugins: Vec<String> = list
+        .plugins
+        .iter()
+        .map(|p| p["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let main = list.plugins.first();
+    let subnets = main
+        .and_then(|p| p.get("ipam"))
+        .map(ipam_subnets)
+        .unwrap_or_default();
+    let dns = list.plugins.iter().find(|p| p["type"] == "dnsname");
+    NetworkInfo {
+        name: list.name.clone(),
+        file,
+        driver: plugins.first().cloned().unwrap_or_default(),
+        bridge: main
+            .and_then(|p| p.get("bridge"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        internal: main.is_some_and(|p| p.get("isGateway") != Some(&Value::Bool(true))),
+        dns_enabled: dns.is_some(),
+        dns_domain: dns.map(|p| {
+            p.get("domainName")
+                .and_then(Value::as_str)
+                .unwrap_or(DNS_DOMAIN)
+                .to_owned()
+        }),
+        subnets,
+        plugins,
+    }
+}
+
+fn ipam_subnets(ipam: &Value) -> Vec<Subnet> {
+    let parse = |r: &Value| {
+        let subnet = r.get("subnet")?.as_str()?.parse().ok()?;
+        let gateway = r
+            .get("gateway")
+            .and_then(Value::as_str)
+            .and_then(|g| g.parse().ok());
+        Some(Subnet { subnet, gateway })
+    };
+    match ipam.get("ranges").and_then(Value::as_array) {
+        Some(sets) => sets
+            .iter()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(parse)
+            .collect(),
+        None => parse(ipam).into_iter().collect(),
+    }
+}
+
+/// The conflist files of a directory, sorted (libcni's order).
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| {
+        matches!(
+            p.extension().and_then(|x| x.to_str()),
+            Some("conflist" | "conf" | "json")
+        )
+    });
+    files.sort();
+    files
+}
+
+/// Reads one config file as a list; a single-plugin `.conf` counts as a list of one, as
+/// libcni reads it.
+fn read(file: &Path) -> Option<std::result::Result<NetConfList, String>> {
+    let bytes = std::fs::read(file).ok()?;
+    let mut v: Value = serde_json::from_slice(&bytes).ok()?;
+    if v.get("plugins").is_none() {
+        v = json!({"cniVersion": v.get("cniVersion").cloned().unwrap_or_default(),
+            "name": v.get("name").cloned().unwrap_or_default(), "plugins": [v]});
+    }
+    Some(NetConfList::from_bytes(v.to_string().as_bytes()).map_err(|e| e.msg))
+}
+
+/// The network named `name` among the `.conflist`, `.conf` and `.json` files of `dir`.
+pub fn find_in(dir: &Path, name: &str) -> std::result::Result<(NetConfList, PathBuf), String> {
+    let files = files(dir);
+    for f in &files {
+        match read(f) {
+            Some(Ok(list)) if list.name == name => return Ok((list, f.clone())),
+            Some(Err(e)) if f.file_stem().and_then(|s| s.to_str()) == Some(name) => {
+                return Err(format!("{}: {e}", f.display()))
+            }
+            _ => {}
+        }
+    }
+    Err(format!(
+        "no network {name:?} in {} ({} config files read)",
+        dir.display(),
+        files.len()
+    ))
+}
+
+/// Every readable network of the config directory, the default one included.
+pub fn list(config: &Config) -> Result<Vec<NetworkInfo>> {
+    ensure_default(config)?;
+    Ok(files(&config.cni_config_dir)
+        .into_iter()
+        .filter_map(|f| match read(&f)? {
+            Ok(list) => Some(info(&list, f)),
+            Err(_) => None,
+        })
+        .collect())
+}
+
+/// The network `name` (the default network is created on first use).
+pub fn find(config: &Config, name: &str) -> Result<(NetConfList, NetworkInfo)> {
+    if name == DEFAULT_NETWORK {
+        ensure_default(config)?;
+    }
+    let (list, file) = find_in(&config.cni_config_dir, name).map_err(|msg| {
+        match msg.starts_with("no network") {
+            true => Error::NotFound {
+                kind: "network",
+                name: name.to_owned(),
+            },
+            false => Error::state(format!("network {name}"), msg),
+        }
+    })?;
+    let info = info(&list, file);
+    Ok((list, info))
+}
+
+/// Writes Podman's default network (`podman`, cni-podman0, 10.88.0.0/16) when no
+/// config names it. Unlike Podman's, it has DNS on: names are why podnet exists.
+pub fn ensure_default(config: &Config) -> Result<()> {
+    if find_in(&config.cni_config_dir, DEFAULT_NETWORK).is_ok() {
+        return Ok(());
+    }
+    let spec = NetworkSpec {
+        name: DEFAULT_NETWORK.into(),
+        subnets: vec!["10.88.0.0/16".parse().expect("a valid subnet")],
+        bridge: Some(format!("{BRIDGE_PREFIX}0")),
+        ..NetworkSpec::default()
+    };
+    write(config, &spec, &format!("{BRIDGE_PREFIX}0")).map(drop)
+}
+
+/// `network create`: validates, picks what was left open, writes the conflist.
+pub fn create(config: &Config, mut spec: NetworkSpec) -> Result<NetworkInfo> {
+    validate_name("network name", &spec.name)?;
+    let existing = list(config)?;
+    if existing.iter().any(|n| n.name == spec.name) {
+        return Err(Error::Exists {
+            kind: "network",
+            name: spec.name.clone(),
+            id: format!(
+                "{}",
+                config
+                    .cni_config_dir
+                    .join(format!("{}.conflist", spec.name))
+                    .display()
+            ),
+        });
+    }
+    let taken: Vec<IpNetwork> = existing
+        .iter()
+        .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
+        .collect();
+    check_subnets(&spec, &existing)?;
+    if spec.subnets.is_empty() {
+        spec.subnets.push(free_subnet_v4(&taken)?);
+    }
+    if spec.ipv6 && !spec.subnets.iter().any(IpNetwork::is_ipv6) {
+        spec.subnets.push(ula_subnet()?);
+    }
+    let bridge = match &spec.bridge {
+        Some(b) => {
+            cni::validate::interface_name(b).map_err(|e| Error::invalid("-o bridge", e.msg))?;
+            b.clone()
+        }
+        None => free_bridge(&existing),
+    };
+    write(config, &spec, &bridge)
+}
+
+fn write(config: &Config, spec: &NetworkSpec, bridge: &str) -> Result<NetworkInfo> {
+    let value = conflist(spec, bridge);
+    let list = NetConfList::from_bytes(value.to_string().as_bytes())
+        .map_err(|e| Error::invalid("network", e.msg))?;
+    let dir = &config.cni_config_dir;
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let file = dir.join(format!("{}.conflist", spec.name));
+    let bytes = serde_json::to_vec_pretty(&value).expect("a conflist serializes");
+    write_atomic(&file, &bytes)?;
+    Ok(info(&list, file))
+}
+
+fn check_subnets(spec: &NetworkSpec, existing: &[NetworkInfo]) -> Result<()> {
+    if !spec.ip_ranges.is_empty() && spec.subnets.is_empty() {
+        return Err(Error::invalid("--ip-range", "needs --subnet"));
+    }
+    for net in &spec.subnets {
+        if net.network() != net.ip() {
+            return Err(Error::invalid(
+                "--subnet",
+                format!(
+                    "{net} has host bits set (did you mean {}/{}?)",
+                    net.network(),
+                    net.prefix()
+                ),
+            ));
+        }
+        if let Some(other) = existing
+            .iter()
+            .find(|n| n.subnets.iter().any(|s| overlaps(&s.subnet, net)))
+        {
+            return Err(Error::invalid(
+                "--subnet",
+                format!("{net} overlaps network {:?}", other.name),
+            ));
+        }
+    }
+    for gw in &spec.gateways {
+        if !spec.subnets.iter().any(|n| n.contains(*gw)) {
+            return Err(Error::invalid(
+                "--gateway",
+                format!("{gw} is in none of the subnets"),
+            ));
+        }
+    }
+    for r in &spec.ip_ranges {
+        if !spec
+            .subnets
+            .iter()
+            .any(|n| n.contains(r.ip()) && n.prefix() <= r.prefix())
+        {
+            return Err(Error::invalid(
+                "--ip-range",
+                format!("{r} is not inside a --subnet"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
+    a.is_ipv4() == b.is_ipv4() && (a.contains(b.network()) || b.contains(a.network()))
+}
+
+/// The first 10.89.N.0/24 that overlaps no network, as Podman picks.
+fn free_subnet_v4(taken: &[IpNetwork]) -> Result<IpNetwork> {
+    (0..=255u8)
+        .map(|n| {
+            IpNetwork::V4(ipnetwork::Ipv4Network::new([10, 89, n, 0].into(), 24).expect("a /24"))
+        })
+        .find(|cand| !taken.iter().any(|t| overlaps(t, cand)))
+        .ok_or_else(|| Error::invalid("--subnet", "10.89.0.0/16 is used up; give one"))
+}
+
+/// A random unique-local /64 (fdXX:XXXX:XXXX:XXXX::/64).
+fn ula_subnet() -> Result<IpNetwork> {
+    let id = crate::state::new_id()?;
+    let hex = |r: std::ops::Range<usize>| u16::from_str_radix(&id[r], 16).expect("hex digits");
+    let addr = std::net::Ipv6Addr::new(
+        0xfd00 | (hex(0..2) & 0xff),
+        hex(2..6),
+        hex(6..10),
+        hex(10..14),
+        0,
+        0,
+        0,
+        0,
+    );
+    Ok(IpNetwork::V6(
+        ipnetwork::Ipv6Network::new(addr, 64).expect("a /64"),
+    ))
+}
+
+fn free_bridge(existing: &[NetworkInfo]) -> String {
+    (0..)
+        .map(|n| format!("{BRIDGE_PREFIX}{n}"))
+        .find(|b| !existing.iter().any(|n| n.bridge.as_deref() == Some(b)))
+        .expect("an unbounded range has a free name")
+}
+
+/// `network rm`: the conflist, the bridge link, host-local's directory. The caller has
+/// checked that no container or pod uses the network.
+pub fn remove(config: &Config, info: &NetworkInfo) -> Result<()> {
+    let mut errors = Vec::new();
+    if let Err(e) = std::fs::remove_file(&info.file) {
+        errors.push(Error::io(&info.file)(e));
+    }
+    if let Some(bridge) = &info.bridge {
+        if let Err(e) = delete_link(bridge) {
+            errors.push(e);
+        }
+    }
+    let leases = config.cni_cache_dir.join("networks").join(&info.name);
+    if let Err(e) = std::fs::remove_dir_all(&leases) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            errors.push(Error::io(leases)(e));
+        }
+    }
+    Error::collect(errors)
+}
+
+fn delete_link(name: &str) -> Result<()> {
+    let here = PathBuf::from("/proc/self/ns/net");
+    let fail = |source| Error::Netns {
+        path: here.clone(),
+        source,
+    };
+    netkit::block_on(async {
+        let nl = netkit::Netlink::open_current()?;
+        if let Some(link) = nl.link_get(name).await? {
+            nl.link_del(link.index).await?;
+        }
+        Ok(())
+    })
+    .map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> NetworkSpec {
+        NetworkSpec {
+            name: "web".into(),
+            subnets: vec!["10.89.0.0/24".parse().unwrap()],
+            ..NetworkSpec::default()
+        }
+    }
+
+    #[test]
+    fn the_chain_is_podman4s_key_for_key() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/podman4-dnsname.conflist"
+        ))
+        .unwrap();
+        assert_eq!(conflist(&web(), "cni-podman1"), fixture);
+    }
+
+    #[test]
+    fn options_reach_their_plugins() {
+        let spec = NetworkSpec {
+            internal: true,
+            disable_dns: true,
+            isolate: true,
+            mtu: Some(1400),
+            ip_ranges: vec!["10.89.0.128/25".parse().unwrap()],
+            subnets: vec![
+                "10.89.0.0/24".parse().unwrap(),
+                "fd10::/64".parse().unwrap(),
+            ],
+            ..web()
+        };
+        let v = conflist(&spec, "br9");
+        let bridge = &v["plugins"][0];
+        assert_eq!(bridge["isGateway"], false);
+        assert_eq!(bridge["ipMasq"], false);
+        assert_eq!(bridge["mtu"], 1400);
+        assert!(bridge["ipam"].get("routes").is_none());
+        assert_eq!(
+            bridge["ipam"]["ranges"][0][0],
+            json!({"subnet": "10.89.0.0/24", "rangeStart": "10.89.0.128", "rangeEnd": "10.89.0.254"})
+        );
+        assert_eq!(
+            bridge["ipam"]["ranges"][1][0],
+            json!({"subnet": "fd10::/64"})
+        );
+        assert_eq!(v["plugins"][2]["ingressPolicy"], "same-bridge");
+        assert_eq!(v["plugins"].as_array().unwrap().len(), 4, "no dnsname");
+        let list = NetConfList::from_bytes(v.to_string().as_bytes()).unwrap();
+        let i = info(&list, "x".into());
+        assert!(i.internal && !i.dns_enabled);
+        assert_eq!(i.bridge.as_deref(), Some("br9"));
+        assert_eq!(i.subnets.len(), 2);
+    }
+
+    #[test]
+    fn free_subnets_and_bridges_skip_the_taken_ones() {
+        let taken: Vec<IpNetwork> = vec![
+            "10.89.0.0/24".parse().unwrap(),
+            "10.89.1.0/25".parse().unwrap(),
+        ];
+        assert_eq!(free_subnet_v4(&taken).unwrap().to_string(), "10.89.2.0/24");
+        let ula = ula_subnet().unwrap();
+        assert!(
+            ula.to_string().starts_with("fd") && ula.prefix() == 64,
+            "{ula}"
+        );
+        assert_eq!(
+            last_host(&"10.0.0.0/24".parse().unwrap()).to_string(),
+            "10.0.0.254"
+        );
+        assert_eq!(
+            last_host(&"fd00::/120".parse().unwrap()).to_string(),
+            "fd00::ff"
+        );
+    }
+}

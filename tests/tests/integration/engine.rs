@@ -1,0 +1,344 @@
+//! engine-glue end to end through the `podnet` CLI, on runc with a busybox root
+//! filesystem: the seed scenario with real traffic, restarts (and a simulated reboot)
+//! keeping address and name, isolation between networks, 20 parallel runs, and failures
+//! (bad input, taken addresses, an interrupted create) that leave nothing behind.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use netkit::NetNs;
+use podnet_tests::engine::{Podnet, PLUGINS, ROOTFS};
+use podnet_tests::net::{outside, sh};
+use podnet_tests::subject::workspace_bin;
+use podnet_tests::{link_state, privileged_test, Sandbox};
+
+fn write(path: &str, text: &str) {
+    let p = Path::new(ROOTFS).join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+}
+
+/// The blog and the front proxy's CGI script (fetches the blog by name per request).
+fn sites() {
+    write("/www/hugo/index.html", "<h1>hugo: a blog</h1>\n");
+    write(
+        "/www/front/cgi-bin/blog",
+        "#!/bin/sh\necho 'Content-Type: text/html'\necho\nwget -qO- http://hugo/\n",
+    );
+    sh(None, &format!("chmod +x {ROOTFS}/www/front/cgi-bin/blog"));
+}
+
+fn netctl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(workspace_bin("netctl"))
+        .args(args)
+        .output()
+        .expect("netctl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn files_in(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Leases of a network (host-local's address files).
+fn leases(network: &str) -> Vec<String> {
+    let mut v: Vec<String> = files_in(&format!("/var/lib/cni/networks/{network}"))
+        .into_iter()
+        .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Nothing of the engine is left: pins, veths, leases, nft table, records, cache,
+/// responder.
+fn nothing_left(network: &str) {
+    let pins: Vec<String> = files_in("/run/netns")
+        .into_iter()
+        .filter(|n| n.starts_with("podnet-"))
+        .collect();
+    assert!(pins.is_empty(), "namespace pins left: {pins:?}");
+    let (_, links) = sh(None, "ip -o link show");
+    assert!(!links.contains(": veth"), "container veths left:\n{links}");
+    assert!(
+        leases(network).is_empty(),
+        "leases left: {:?}",
+        leases(network)
+    );
+    let (_, tables) = sh(None, "nft list tables");
+    assert!(!tables.contains("podnet"), "nft table left: {tables}");
+    assert!(
+        files_in("/var/lib/podnet/containers").is_empty(),
+        "container records left"
+    );
+    assert!(
+        files_in("/var/lib/podnet/pods").is_empty(),
+        "pod records left"
+    );
+    assert!(
+        files_in("/var/lib/cni/results").is_empty(),
+        "cached results left"
+    );
+    let responder = podnet_tests::dns::responder_pid();
+    assert!(
+        responder.is_none_or(|pid| !podnet_tests::dns::alive(pid)),
+        "the DNS responder outlived the last container"
+    );
+}
+
+privileged_test! {
+    /// The seed scenario: hugo with a fixed address, a sidecar in its namespace, a front
+    /// pod that finds it by name and publishes a port, netctl link, host and none modes,
+    /// then everything removed.
+    fn seed_scenario_end_to_end() {
+        let mut sb = Sandbox::new();
+        let lan = outside(&mut sb);
+        let p = Podnet::new();
+        sites();
+        p.ok(&["network", "create", "web", "--subnet", "10.89.0.0/24"]);
+        p.detached(&["--name", "hugo", "--network", "web", "--ip", "10.89.0.10", "--network-alias", "blog",
+                     "--", "httpd", "-f", "-p", "80", "-h", "/www/hugo"]);
+        assert_eq!(p.addresses("hugo"), ["10.89.0.10/24"]);
+        // The kernel agrees: eth0 in the pinned namespace holds the address.
+        let netns = p.inspect("hugo")["NetNS"].as_str().unwrap().to_owned();
+        let (eth0, addrs) = link_state(&NetNs::open(&netns).unwrap(), "eth0");
+        assert!(eth0.up && addrs.contains(&"10.89.0.10/24".to_owned()), "{addrs:?}");
+        let (_, files) = p.exec("hugo", "cat /etc/hosts /etc/resolv.conf /etc/hostname");
+        assert!(files.contains("10.89.0.10\thugo"), "{files}");
+        assert!(files.contains("nameserver 10.89.0.1") && files.contains("search dns.podman"), "{files}");
+
+        // A sidecar in hugo's namespace reaches it on loopback.
+        let page = p.attached(&["--name", "sidecar", "--network", "container:hugo", "--", "wget", "-qO-", "http://127.0.0.1/"]);
+        assert!(page.contains("hugo: a blog"), "{page}");
+
+        // The front pod: names resolve both ways, the page is served on the host's address.
+        p.ok(&["pod", "create", "front", "--network", "web", "-p", "8080:80"]);
+        p.detached(&["--pod", "front", "--name", "proxy", "--", "httpd", "-f", "-p", "80", "-h", "/www/front"]);
+        let (ok, answer) = p.exec("proxy", "nslookup hugo; nslookup blog");
+        assert!(ok && answer.matches("10.89.0.10").count() == 2, "{answer}");
+        let pod_ip = p.ok(&["pod", "inspect", "front"]);
+        assert!(pod_ip.contains("10.89.0.11/24"), "{pod_ip}");
+        let (ok, answer) = p.exec("hugo", "nslookup front");
+        assert!(ok && answer.contains("10.89.0.11"), "the pod name resolves: {answer}");
+        let (ok, hosts) = p.exec("proxy", "cat /etc/hosts");
+        assert!(ok && hosts.contains("10.89.0.11\tfront proxy"), "pod members share /etc/hosts: {hosts}");
+        let (ok, page) = sh(None, "curl -sS --max-time 5 http://192.0.2.254:8080/cgi-bin/blog");
+        assert!(ok && page.contains("hugo: a blog"), "from the host: {page}");
+        let (ok, page) = sh(Some(&lan), "curl -sS --max-time 5 http://192.0.2.254:8080/cgi-bin/blog");
+        assert!(ok && page.contains("hugo: a blog"), "from the LAN: {page}");
+
+        // Two containers wired by netctl, by container name.
+        p.detached(&["--name", "left", "--network", "none", "--", "sleep", "3600"]);
+        p.detached(&["--name", "right", "--network", "none", "--", "sleep", "3600"]);
+        let (ok, out) = netctl(&["link", "left", "right", "--ip", "169.254.20.1", "--peer-ip", "169.254.20.2", "--name", "wire0", "--peer-name", "wire0"]);
+        assert!(ok, "{out}");
+        let (ok, out) = p.exec("left", "ping -c 1 -W 2 169.254.20.2");
+        assert!(ok, "left pings right over the link: {out}");
+        let (ok, out) = netctl(&["ns", "show", "right", "--json"]);
+        assert!(ok && out.contains("169.254.20.2"), "netctl shows a container by name: {out}");
+        let (ok, out) = netctl(&["unlink", "left", "right"]);
+        assert!(ok, "{out}");
+        let (_, links) = p.exec("left", "ip -o link");
+        assert!(!links.contains("wire0"), "{links}");
+        let (ok, out) = netctl(&["ns", "show", "nosuch"]);
+        assert!(!ok && out.contains("no container or pod") && out.contains("/run/netns/nosuch"), "{out}");
+
+        // Host and none modes.
+        let links = p.attached(&["--name", "on-host", "--network", "host", "--", "ip", "-o", "link"]);
+        assert!(links.contains("cni-podman1"), "host mode sees the host's bridge: {links}");
+        let addrs = p.attached(&["--name", "isolated", "--network", "none", "--", "ip", "-o", "addr"]);
+        assert!(addrs.lines().all(|l| l.contains(" lo ")) && addrs.contains("127.0.0.1"), "{addrs}");
+
+        // Removal leaves nothing.
+        p.fails(&["rm", "hugo"]);
+        for c in ["sidecar", "on-host", "isolated", "left", "right", "proxy", "hugo"] {
+            p.ok(&["rm", "-f", c]);
+        }
+        p.ok(&["pod", "rm", "front"]);
+        p.ok(&["network", "rm", "web"]);
+        nothing_left("web");
+        let (_, links) = sh(None, "ip -o link");
+        assert!(!links.contains("cni-podman1"), "network rm removes the bridge: {links}");
+        assert!(!Path::new("/run/podnet-test/net.d/web.conflist").exists());
+    }
+}
+
+privileged_test! {
+    /// Restart (and a simulated reboot: pin and runtime state gone) keeps the static
+    /// address and the name; stop keeps the network.
+    fn restart_and_reboot_keep_address_and_name() {
+        let _sb = Sandbox::new();
+        let p = Podnet::new();
+        sites();
+        p.ok(&["network", "create", "web", "--subnet", "10.89.0.0/24"]);
+        let hugo = p.detached(&["--name", "hugo", "--network", "web", "--ip", "10.89.0.10", "--", "httpd", "-f", "-p", "80", "-h", "/www/hugo"]);
+        p.detached(&["--name", "dyn", "--network", "web", "--", "sleep", "3600"]);
+        p.detached(&["--name", "client", "--network", "web", "--", "sleep", "3600"]);
+        let dyn_addr = p.addresses("dyn");
+        p.ok(&["restart", "-t", "1", "hugo", "dyn"]);
+        assert_eq!(p.addresses("hugo"), ["10.89.0.10/24"]);
+        assert_eq!(p.addresses("dyn"), dyn_addr, "a dynamic address survives a restart too");
+        let (ok, page) = p.exec("client", "wget -qO- http://hugo/");
+        assert!(ok && page.contains("hugo: a blog"), "{page}");
+
+        p.ok(&["stop", "-t", "0", "hugo"]);
+        let row = p.ps().into_iter().find(|r| r["name"] == "hugo").unwrap();
+        assert_eq!(row["status"]["state"], "exited");
+        assert_eq!(leases("web").len(), 3, "stop releases nothing");
+
+        // A reboot: the pin under /run/netns and the runtime state vanish.
+        let pin = format!("/run/netns/podnet-{}", &hugo[..12]);
+        NetNs::delete_at(&pin).unwrap();
+        std::fs::remove_dir_all(format!("/run/podnet/engine/{hugo}")).unwrap();
+        p.ok(&["start", "hugo"]);
+        assert!(Path::new(&pin).exists(), "start pins a new namespace");
+        assert_eq!(p.addresses("hugo"), ["10.89.0.10/24"]);
+        let (ok, page) = p.exec("client", "nslookup hugo && wget -qO- http://hugo/");
+        assert!(ok && page.contains("10.89.0.10") && page.contains("hugo: a blog"), "{page}");
+        assert_eq!(leases("web").len(), 3, "the old lease was released, the same address taken again");
+    }
+}
+
+privileged_test! {
+    /// Two isolated networks: no traffic or names across them; a container on both
+    /// reaches both.
+    fn two_networks_with_isolation() {
+        let _sb = Sandbox::new();
+        let p = Podnet::new();
+        p.ok(&["network", "create", "a", "--subnet", "10.90.1.0/24", "-o", "isolate=true"]);
+        p.ok(&["network", "create", "b", "--subnet", "10.90.2.0/24", "-o", "isolate=true"]);
+        for (name, net) in [("a1", "a"), ("b1", "b"), ("ab", "a,b")] {
+            p.detached(&["--name", name, "--network", net, "--", "sleep", "3600"]);
+        }
+        let b1 = p.addresses("b1")[0].split('/').next().unwrap().to_owned();
+        let a1 = p.addresses("a1")[0].split('/').next().unwrap().to_owned();
+        assert_eq!(p.addresses("ab").len(), 2, "one address per network");
+        let (ok, out) = p.exec("a1", &format!("ping -c 1 -W 1 {b1}"));
+        assert!(!ok, "a1 must not reach b1: {out}");
+        let (ok, out) = p.exec("a1", "nslookup b1");
+        assert!(!ok || !out.contains(&b1), "a1 must not resolve b1: {out}");
+        let (ok, out) = p.exec("ab", &format!("ping -c 1 -W 2 {a1} && ping -c 1 -W 2 {b1}"));
+        assert!(ok, "ab reaches both: {out}");
+        let (ok, out) = p.exec("ab", "nslookup a1 && nslookup b1");
+        assert!(ok && out.contains(&a1) && out.contains(&b1), "{out}");
+        let (ok, out) = p.exec("ab", "ip -o link");
+        assert!(ok && out.contains("eth0") && out.contains("eth1"), "{out}");
+    }
+}
+
+privileged_test! {
+    /// 20 `podnet run` at once: distinct addresses, every name resolvable, then 20 `rm`
+    /// at once leave nothing.
+    fn twenty_parallel_runs() {
+        let _sb = Sandbox::new();
+        let p = Podnet::new();
+        p.ok(&["network", "create", "web", "--subnet", "10.89.0.0/24"]);
+        std::thread::scope(|s| {
+            for i in 0..20 {
+                let p = &p;
+                s.spawn(move || p.detached(&["--name", &format!("c{i}"), "--network", "web", "--", "sleep", "3600"]));
+            }
+        });
+        let mut addrs: Vec<String> = (0..20).map(|i| p.addresses(&format!("c{i}"))[0].clone()).collect();
+        let (ok, answers) = p.exec("c0", "for i in $(seq 0 19); do nslookup c$i || exit 1; done");
+        assert!(ok, "{answers}");
+        for a in &addrs {
+            assert!(answers.contains(a.split('/').next().unwrap()), "{a} not resolved:\n{answers}");
+        }
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 20, "distinct addresses");
+        assert_eq!(leases("web").len(), 20);
+        std::thread::scope(|s| {
+            for i in 0..20 {
+                let p = &p;
+                s.spawn(move || p.ok(&["rm", "-f", &format!("c{i}")]));
+            }
+        });
+        nothing_left("web");
+    }
+}
+
+privileged_test! {
+    /// Bad input is refused naming the flag, a taken address names its holder, and an
+    /// interrupted create is visible and cleaned by rm: nothing is left in any case.
+    fn failures_leave_nothing_behind() {
+        let _sb = Sandbox::new();
+        let p = Podnet::new();
+        p.ok(&["network", "create", "web", "--subnet", "10.89.0.0/24"]);
+        let e = p.fails(&["run", "--rootfs", ROOTFS, "--network", "web", "--ip", "10.99.0.5", "--", "true"]);
+        assert!(e.contains("--ip: 10.99.0.5 is not in network \"web\""), "{e}");
+        let e = p.fails(&["run", "--rootfs", ROOTFS, "--network", "nosuch", "--", "true"]);
+        assert!(e.contains("no network \"nosuch\""), "{e}");
+        let e = p.fails(&["run", "--rootfs", "/nonexistent", "--", "true"]);
+        assert!(e.contains("--rootfs"), "{e}");
+        let e = p.fails(&["run", "--rootfs", ROOTFS, "--network", "host", "-p", "80:80", "--", "true"]);
+        assert!(e.contains("-p: cannot be used with --network host"), "{e}");
+        let hugo = p.detached(&["--name", "hugo", "--network", "web", "--ip", "10.89.0.10", "--", "sleep", "3600"]);
+        let e = p.fails(&["run", "--rootfs", ROOTFS, "--name", "hugo", "--", "true"]);
+        assert!(e.contains("container name \"hugo\" is already in use"), "{e}");
+        let e = p.fails(&["run", "--rootfs", ROOTFS, "--name", "other", "--network", "web", "--ip", "10.89.0.10", "--", "true"]);
+        assert!(e.contains(&hugo), "the holder is named: {e}");
+        assert_eq!(p.ps().len(), 1, "the failed run left no record");
+        assert_eq!(leases("web"), ["10.89.0.10"]);
+        assert_eq!(files_in("/run/netns").len(), 1, "and no pin");
+        let e = p.fails(&["rm", "hugo"]);
+        assert!(e.contains("is running"), "{e}");
+        let e = p.fails(&["network", "rm", "web"]);
+        assert!(e.contains("network web is in use by container hugo"), "{e}");
+        p.ok(&["pod", "create", "pp", "--network", "web"]);
+        p.detached(&["--pod", "pp", "--name", "member", "--", "sleep", "3600"]);
+        let e = p.fails(&["pod", "rm", "pp"]);
+        assert!(e.contains("pod rm -f"), "{e}");
+        let e = p.fails(&["run", "--rootfs", ROOTFS, "--pod", "pp", "--ip", "10.89.0.20", "--", "true"]);
+        assert!(e.contains("--ip: cannot be used with --pod"), "{e}");
+        p.ok(&["pod", "rm", "-f", "pp"]);
+        p.ok(&["rm", "-f", "hugo"]);
+
+        // An interrupted create: a plugin after bridge hangs; podnet is killed there.
+        let plugins = Path::new(PLUGINS);
+        std::fs::create_dir_all(plugins).unwrap();
+        std::fs::write(plugins.join("hang"), "#!/bin/sh\n[ \"$CNI_COMMAND\" = ADD ] && exec sleep 60\nexit 0\n").unwrap();
+        sh(None, "chmod +x /run/podnet-test/plugins/hang");
+        std::fs::write(
+            "/run/podnet-test/net.d/slow.conflist",
+            r#"{"cniVersion": "0.4.0", "name": "slow", "plugins": [
+                {"type": "bridge", "bridge": "slow0", "isGateway": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.91.0.0/24"}]]}},
+                {"type": "hang"}]}"#,
+        ).unwrap();
+        let mut child = p
+            .command()
+            .args(["create", "--rootfs", ROOTFS, "--name", "half", "--network", "slow", "--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while leases("slow").is_empty() && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(leases("slow").len(), 1, "bridge's ADD ran");
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        let row = p.ps().into_iter().find(|r| r["name"] == "half").expect("the interrupted create is listed");
+        assert_eq!(row["status"]["state"], "configuring");
+        p.ok(&["rm", "half"]);
+        assert!(leases("slow").is_empty(), "rm released the lease");
+        nothing_left("web");
+    }
+}
