@@ -16,7 +16,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
 PLUGINS := loopback bridge ptp host-device tuning portmap firewall dnsname host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
-	runc busybox-static curl procps
+	runc busybox-static curl procps podman
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the
 # dynamic loader and starts ~0.35 ms sooner (docs/benchmarks.md). The explicit

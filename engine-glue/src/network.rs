@@ -103,6 +103,8 @@ pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
         bridge_plugin["mtu"] = json!(mtu);
     }
     bridge_plugin["ipam"] = ipam;
+    // Podman 4.3 passes `--ip` as runtimeConfig.ips.
+    bridge_plugin["capabilities"] = json!({ "ips": true });
     let mut firewall = json!({ "type": "firewall", "backend": "" });
     if spec.isolate {
         firewall["ingressPolicy"] = json!("same-bridge");

@@ -35,10 +35,18 @@ pub fn runtime(config: &Config) -> CniRuntime {
     CniRuntime::new(config.cni_plugin_dirs.clone(), &config.cni_cache_dir)
 }
 
-/// The runtime arguments of one attachment: Podman's CNI_ARGS (`IgnoreUnknown`, the
-/// `K8S_POD_*` names, `IP=` for static addresses) and capability args (`portMappings`
-/// and `aliases`).
-fn runtime_conf(owner: Owner<'_>, net: &NetSandbox, index: usize, network: &str) -> RuntimeConf {
+/// The runtime arguments of one attachment, as Podman 4.3 passes them: CNI_ARGS
+/// (`IgnoreUnknown`, the `K8S_POD_*` names) and capability args (`portMappings`,
+/// `aliases`, and `ips` for static addresses). A conflist whose plugins do not declare
+/// the `ips` capability gets static addresses as `CNI_ARGS IP=` instead, which every
+/// host-local reads.
+fn runtime_conf(
+    owner: Owner<'_>,
+    net: &NetSandbox,
+    index: usize,
+    network: &str,
+    ips_capability: bool,
+) -> RuntimeConf {
     let mut args = vec![
         ("IgnoreUnknown".to_owned(), "1".to_owned()),
         ("K8S_POD_NAMESPACE".to_owned(), owner.name.to_owned()),
@@ -51,7 +59,10 @@ fn runtime_conf(owner: Owner<'_>, net: &NetSandbox, index: usize, network: &str)
     if index == 0 {
         if !net.static_ips.is_empty() {
             let ips: Vec<String> = net.static_ips.iter().map(ToString::to_string).collect();
-            args.push(("IP".to_owned(), ips.join(",")));
+            match ips_capability {
+                true => drop(caps.insert("ips".into(), json!(ips))),
+                false => args.push(("IP".to_owned(), ips.join(","))),
+            }
         }
         if !net.ports.is_empty() {
             caps.insert("portMappings".into(), json!(net.ports));
@@ -101,7 +112,7 @@ fn attach_all(config: &Config, owner: Owner<'_>, net: &mut NetSandbox) -> Result
     let rt = runtime(config);
     for (i, name) in net.networks.clone().iter().enumerate() {
         let (list, _) = network::find(config, name)?;
-        let conf = runtime_conf(owner, net, i, name);
+        let conf = runtime_conf(owner, net, i, name, declares_ips(&list));
         let result = rt.add(&list, &conf).map_err(|source| Error::Cni {
             network: name.clone(),
             source,
@@ -109,6 +120,13 @@ fn attach_all(config: &Config, owner: Owner<'_>, net: &mut NetSandbox) -> Result
         net.attachments.push(attached(name, &conf.ifname, &result));
     }
     Ok(())
+}
+
+/// Whether a plugin of the list takes static addresses as `runtimeConfig.ips`.
+fn declares_ips(list: &NetConfList) -> bool {
+    list.plugins
+        .iter()
+        .any(|p| p["capabilities"]["ips"] == Value::Bool(true))
 }
 
 /// The container side of a CNI result.
@@ -144,7 +162,7 @@ pub fn teardown(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Result<(
     let rt = runtime(config);
     let mut errors = Vec::new();
     for (i, name) in net.networks.iter().enumerate().rev() {
-        let conf = runtime_conf(owner, net, i, name);
+        let conf = runtime_conf(owner, net, i, name, false);
         let list = match conflist_for_del(config, &rt, name, &conf) {
             Ok(Some(l)) => l,
             Ok(None) => continue,
@@ -196,7 +214,7 @@ pub fn check(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Result<()> 
     let rt = runtime(config);
     for (i, name) in net.networks.iter().enumerate() {
         let (list, _) = network::find(config, name)?;
-        let conf = runtime_conf(owner, net, i, name);
+        let conf = runtime_conf(owner, net, i, name, declares_ips(&list));
         rt.check(&list, &conf).map_err(|source| Error::Cni {
             network: name.clone(),
             source,
@@ -210,7 +228,7 @@ pub fn results(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Value {
     let rt = runtime(config);
     let mut out = Map::new();
     for (i, name) in net.networks.iter().enumerate() {
-        let conf = runtime_conf(owner, net, i, name);
+        let conf = runtime_conf(owner, net, i, name, false);
         let v = rt
             .cache
             .read(name, owner.id, &conf.ifname)
@@ -246,20 +264,27 @@ mod tests {
             id: "0123456789abcdef",
             name: "hugo",
         };
-        let first = runtime_conf(owner, &net, 0, "web");
+        let first = runtime_conf(owner, &net, 0, "web", true);
         assert_eq!(
             first.args.to_env(),
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=hugo;K8S_POD_NAME=hugo;K8S_POD_INFRA_CONTAINER_ID=0123456789abcdef;IP=10.89.0.10,fd00::a"
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=hugo;K8S_POD_NAME=hugo;K8S_POD_INFRA_CONTAINER_ID=0123456789abcdef"
         );
+        assert_eq!(
+            first.capability_args["ips"],
+            json!(["10.89.0.10", "fd00::a"])
+        );
+        let legacy = runtime_conf(owner, &net, 0, "web", false);
+        assert!(legacy.args.to_env().ends_with(";IP=10.89.0.10,fd00::a"));
+        assert!(legacy.capability_args.get("ips").is_none());
         assert_eq!(first.capability_args["portMappings"][0]["hostPort"], 8080);
         assert_eq!(first.capability_args["aliases"], json!({"web": ["blog"]}));
         assert_eq!(
             first.netns.as_deref(),
             Some(Path::new("/run/netns/podnet-0123456789ab"))
         );
-        let second = runtime_conf(owner, &net, 1, "db");
+        let second = runtime_conf(owner, &net, 1, "db", true);
         assert_eq!(second.ifname, "eth1");
-        assert!(second.args.get("IP").is_none());
+        assert!(second.args.get("IP").is_none() && second.capability_args.get("ips").is_none());
         assert!(second.capability_args.get("portMappings").is_none());
         assert_eq!(second.capability_args["aliases"], json!({"db": ["blog"]}));
     }

@@ -342,3 +342,86 @@ privileged_test! {
         nothing_left("web");
     }
 }
+
+/// `podman` (4.3, Debian's) with its CNI backend on this workspace's plugins: what this
+/// machine needs is set in a containers.conf of the sandbox (runc, cgroupfs, file
+/// events, ulimits below the machine's hard limits, vfs storage).
+fn podman(args: &[&str]) -> (bool, String) {
+    const DIR: &str = "/run/podnet-test/podman";
+    if !Path::new(DIR).join("containers.conf").exists() {
+        std::fs::create_dir_all(DIR).unwrap();
+        let conf = format!(
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\npids_limit = 0\n\
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n\
+             [network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\"]\nnetwork_config_dir = \"{}\"\n",
+            podnet_tests::subject::default_dir().display(),
+            podnet_tests::engine::NETCONF
+        );
+        std::fs::write(Path::new(DIR).join("containers.conf"), conf).unwrap();
+        std::fs::write(
+            Path::new(DIR).join("storage.conf"),
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"/var/lib/containers/storage\"\nrunroot = \"/run/containers/storage\"\n",
+        )
+        .unwrap();
+    }
+    let out = std::process::Command::new("podman")
+        .args(args)
+        .env("CONTAINERS_CONF", format!("{DIR}/containers.conf"))
+        .env("CONTAINERS_STORAGE_CONF", format!("{DIR}/storage.conf"))
+        .output()
+        .unwrap_or_else(|e| panic!("podman is installed (make deps): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn podman_ok(args: &[&str]) -> String {
+    let (ok, out) = podman(args);
+    assert!(ok, "podman {args:?}: {out}");
+    out
+}
+
+privileged_test! {
+    /// Podman 4.3's CNI backend runs the seed scenario on podnet's plugins, on a network
+    /// podnet created (and podnet sees the one Podman creates).
+    fn podman_4_runs_the_seed_scenario_on_podnet_plugins() {
+        let mut sb = Sandbox::new();
+        let lan = outside(&mut sb);
+        let p = Podnet::new();
+        sites();
+        p.ok(&["network", "create", "web", "--subnet", "10.89.0.0/24"]);
+        assert!(podman_ok(&["network", "ls"]).contains("web"), "podman reads podnet's conflist");
+        podman_ok(&["network", "create", "other", "--subnet", "10.95.0.0/24"]);
+        assert!(p.ok(&["network", "ls"]).contains("other"), "podnet reads Podman's");
+        let r = ROOTFS;
+        podman_ok(&["run", "-d", "--name", "hugo", "--network", "web", "--ip", "10.89.0.10", "--network-alias", "blog",
+                    "--rootfs", r, "httpd", "-f", "-p", "80", "-h", "/www/hugo"]);
+        let ip = podman_ok(&["inspect", "hugo", "--format", "{{.NetworkSettings.Networks.web.IPAddress}}"]);
+        assert_eq!(ip.trim(), "10.89.0.10");
+        let page = podman_ok(&["run", "--rm", "--network", "container:hugo", "--rootfs", r, "wget", "-qO-", "http://127.0.0.1/"]);
+        assert!(page.contains("hugo: a blog"), "{page}");
+        podman_ok(&["pod", "create", "--name", "front", "--network", "web", "-p", "8080:80"]);
+        podman_ok(&["run", "-d", "--pod", "front", "--name", "proxy", "--rootfs", r, "httpd", "-f", "-p", "80", "-h", "/www/front"]);
+        let answer = podman_ok(&["exec", "proxy", "sh", "-c", "nslookup hugo; nslookup blog"]);
+        assert_eq!(answer.matches("10.89.0.10").count(), 2, "{answer}");
+        let (ok, page) = sh(None, "curl -sS --max-time 5 http://192.0.2.254:8080/cgi-bin/blog");
+        assert!(ok && page.contains("hugo: a blog"), "from the host: {page}");
+        let (ok, page) = sh(Some(&lan), "curl -sS --max-time 5 http://192.0.2.254:8080/cgi-bin/blog");
+        assert!(ok && page.contains("hugo: a blog"), "from the LAN: {page}");
+        // Podman releases the network on stop: the restart re-ADDs, same address, and the
+        // proxy reaches the new veth at once (the bridge's gratuitous ARP).
+        podman_ok(&["restart", "-t", "0", "hugo"]);
+        let ip = podman_ok(&["inspect", "hugo", "--format", "{{.NetworkSettings.Networks.web.IPAddress}}"]);
+        assert_eq!(ip.trim(), "10.89.0.10");
+        let page = podman_ok(&["exec", "proxy", "wget", "-qO-", "http://hugo/"]);
+        assert!(page.contains("hugo: a blog"), "{page}");
+        podman_ok(&["rm", "-f", "-t", "0", "proxy", "hugo"]);
+        podman_ok(&["pod", "rm", "-f", "-t", "0", "front"]);
+        podman_ok(&["network", "rm", "other"]);
+        p.ok(&["network", "rm", "web"]);
+        nothing_left("web");
+    }
+}
