@@ -9,6 +9,8 @@
 #   make install puts the plugins in $(CNI_BIN_DIR), netctl and podnet in $(BIN_DIR)
 #   make bench   podnet against the reference plugins, side by side (docs/benchmarks.md)
 #   make bench-dns  the DNS responder against dnsmasq (reference dnsname) and aardvark-dns
+#   make bench-engine  podnet run/rm against Podman 4.3 on podnet's, the reference's and
+#                netavark's network stacks
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -28,7 +30,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 # A private network and mount namespace with its own /run and /var/lib.
 SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec "$$@"' sandbox
 
-.PHONY: all deps toolchain build release test lint unit conformance demo install bench bench-dns clean
+.PHONY: all deps toolchain build release test lint unit conformance demo install bench bench-dns bench-engine clean
 
 all: build
 
@@ -77,6 +79,9 @@ install: release
 bench: deps release
 	@[ -x /usr/lib/podman/netavark ] || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netavark >/dev/null; }
 	$(SANDBOX) $(RELEASE_DIR)/examples/bench $(RELEASE_DIR) /usr/lib/cni $(or $(ITERATIONS),400) $(ONLY)
+
+bench-engine: deps release
+	$(SANDBOX) scripts/bench-engine.sh $(RELEASE_DIR) $(or $(ROUNDS),30)
 
 DNS_BENCH_PACKAGES := dnsperf dnsmasq-base golang-github-containernetworking-plugin-dnsname aardvark-dns
 

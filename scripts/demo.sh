@@ -119,7 +119,7 @@ check "no namespace pin left" sh -c '[ -z "$(ls /run/netns | grep -v outside)" ]
 check "no container link or bridge left" sh -c '! ip -o link | grep -Eq "veth|cni-podman1"'
 check "no lease left" sh -c '[ -z "$(ls /var/lib/cni/networks/web 2>/dev/null)" ]'
 check "no podnet nftables table left" sh -c '! nft list tables | grep -q podnet'
-check "no DNS responder left" sh -c '! pgrep -x dnsname >/dev/null'
-check "no record left" sh -c '[ -z "$(ls /var/lib/podnet/containers /var/lib/podnet/pods 2>/dev/null)" ]'
+check "no DNS responder left" sh -c '[ ! -e /run/podnet/dns/responder.pid ]'
+check "no record left" sh -c '[ -z "$(find /var/lib/podnet/containers /var/lib/podnet/pods -mindepth 1 2>/dev/null)" ]'
 netctl ns rm outside
 printf '\ndemo complete: every step above ran against the kernel, nothing is left behind\n'

@@ -679,14 +679,14 @@ fn validate_hostname(h: &str) -> Result<()> {
     }
 }
 
-/// Polls `done` every 20 ms for at most `limit`.
+/// Polls `done` every 5 ms for at most `limit`.
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if done() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     done()
 }
