@@ -159,14 +159,22 @@ pub fn info(list: &NetConfList, file: PathBuf) -> NetworkInfo {
     let plugins: Vec<String> = list
         .plugins
         .iter()
-        .map(|p| p["type"].as_str().unwrap_or_default().to_owned())
+        .map(|p| {
+            p.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     let main = list.plugins.first();
     let subnets = main
         .and_then(|p| p.get("ipam"))
         .map(ipam_subnets)
         .unwrap_or_default();
-    let dns = list.plugins.iter().find(|p| p["type"] == "dnsname");
+    let dns = list
+        .plugins
+        .iter()
+        .find(|p| p.get("type").and_then(Value::as_str) == Some("dnsname"));
     NetworkInfo {
         name: list.name.clone(),
         file,

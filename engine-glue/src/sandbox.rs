@@ -126,7 +126,7 @@ fn attach_all(config: &Config, owner: Owner<'_>, net: &mut NetSandbox) -> Result
 fn declares_ips(list: &NetConfList) -> bool {
     list.plugins
         .iter()
-        .any(|p| p["capabilities"]["ips"] == Value::Bool(true))
+        .any(|p| p.get("capabilities").and_then(|c| c.get("ips")) == Some(&Value::Bool(true)))
 }
 
 /// The container side of a CNI result.

@@ -324,7 +324,7 @@ privileged_test! {
             .command()
             .args(["create", "--rootfs", ROOTFS, "--name", "half", "--network", "slow", "--", "true"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create("/run/podnet-test/half.err").unwrap())
             .process_group(0)
             .spawn()
             .unwrap();
@@ -332,7 +332,8 @@ privileged_test! {
         while leases("slow").is_empty() && start.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(leases("slow").len(), 1, "bridge's ADD ran");
+        let err = std::fs::read_to_string("/run/podnet-test/half.err").unwrap_or_default();
+        assert_eq!(leases("slow").len(), 1, "bridge's ADD ran (podnet: {err:?})");
         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
         let _ = child.wait();
         let row = p.ps().into_iter().find(|r| r["name"] == "half").expect("the interrupted create is listed");
