@@ -329,6 +329,9 @@ pub fn create(config: &Config, mut spec: NetworkSpec) -> Result<NetworkInfo> {
         .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
         .collect();
     check_subnets(&spec, &existing)?;
+    // As Podman's CNI backend: an internal network has no gateway address on its bridge
+    // for a responder to listen on, so DNS is off.
+    spec.disable_dns |= spec.internal;
     if spec.subnets.is_empty() {
         spec.subnets.push(free_subnet_v4(&taken)?);
     }

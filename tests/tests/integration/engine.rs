@@ -426,3 +426,25 @@ privileged_test! {
         nothing_left("web");
     }
 }
+
+privileged_test! {
+    /// A dual-stack network (static IPv6 address, AAAA names, IPv6 traffic) and an
+    /// internal one (no default route, no DNS, as Podman's CNI backend).
+    fn dual_stack_and_internal_networks() {
+        let _sb = Sandbox::new();
+        let p = Podnet::new();
+        p.ok(&["network", "create", "v6", "--subnet", "10.93.0.0/24", "--subnet", "fd93::/64"]);
+        p.detached(&["--name", "a", "--network", "v6", "--ip6", "fd93::10", "--", "sleep", "3600"]);
+        p.detached(&["--name", "b", "--network", "v6", "--", "sleep", "3600"]);
+        assert!(p.addresses("a").contains(&"fd93::10/64".to_owned()), "{:?}", p.addresses("a"));
+        let (ok, out) = p.exec("b", "nslookup -type=AAAA a && ping -6 -c 1 -W 2 fd93::10");
+        assert!(ok && out.contains("fd93::10"), "{out}");
+        let e = p.fails(&["run", "--rootfs", ROOTFS, "--network", "v6", "--ip6", "fd94::1", "--", "true"]);
+        assert!(e.contains("--ip6: fd94::1 is not in network \"v6\""), "{e}");
+        p.ok(&["network", "create", "inner", "--internal"]);
+        let conf = std::fs::read_to_string(format!("{}/inner.conflist", podnet_tests::engine::NETCONF)).unwrap();
+        assert!(!conf.contains("dnsname") && conf.contains("\"isGateway\": false"), "{conf}");
+        let routes = p.attached(&["--name", "c", "--network", "inner", "--", "ip", "route"]);
+        assert!(!routes.contains("default") && routes.contains("dev eth0"), "{routes}");
+    }
+}
