@@ -1,22 +1,27 @@
 //! Forwarding what is not ours to upstream resolvers.
 //!
-//! The query's bytes go out unchanged (the client's id included) on a fresh socket per
-//! query (a random source port each time), to every live upstream at once; the first
-//! answer wins. An upstream that fails or stays silent past the timeout is remembered
-//! as dead for [`DEAD_FOR`] and skipped while another one lives. A truncated UDP answer
-//! is asked again over TCP and passed on whole when it fits the client's UDP size
-//! (otherwise the truncated one goes back and the client retries over TCP, which we
-//! forward over TCP). Upstreams are the network's own when configured, else the
-//! nameservers of the host's /etc/resolv.conf, re-read when the file changes.
+//! A UDP query goes out on one of a small pool of connected sockets per upstream (each
+//! bound to its own random source port when first used, as dnsmasq keeps its
+//! sockets), with a fresh random id; one reader task per socket hands each answer to the
+//! query waiting on its id, and the client's id is put back. The query is sent to every
+//! live upstream at once; the first answer wins. An upstream that fails or stays silent
+//! past the timeout is remembered as dead for [`DEAD_FOR`] and skipped while another one
+//! lives. A truncated UDP answer is asked again over TCP and passed on whole when it fits
+//! the client's UDP size (otherwise the truncated one goes back and the client retries
+//! over TCP, which we forward over TCP, a connection per query). Upstreams are the
+//! network's own when configured, else the nameservers of the host's /etc/resolv.conf,
+//! re-read when the file changes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
 
 /// How long one upstream gets to answer.
 pub const TIMEOUT: Duration = Duration::from_millis(2000);
@@ -24,6 +29,8 @@ pub const TIMEOUT: Duration = Duration::from_millis(2000);
 pub const DEAD_FOR: Duration = Duration::from_secs(30);
 /// At most this many upstreams are asked at once (as glibc uses three).
 const MAX_UPSTREAMS: usize = 3;
+/// Sockets per upstream: queries spread over this many source ports.
+const POOL_SIZE: usize = 8;
 
 #[derive(Debug, Default)]
 struct HostResolvers {
@@ -39,6 +46,109 @@ pub struct Forwarder {
     dead: Mutex<HashMap<SocketAddr, Instant>>,
     /// Addresses never forwarded to (our own listeners: no loops).
     own: Mutex<Vec<IpAddr>>,
+    /// The UDP sockets of each upstream, made on first use.
+    pools: Mutex<HashMap<SocketAddr, Vec<Arc<Upstream>>>>,
+    next: AtomicUsize,
+}
+
+/// One connected UDP socket to an upstream and the queries waiting on it, by id.
+#[derive(Debug)]
+struct Upstream {
+    sock: UdpSocket,
+    waiting: Mutex<HashMap<u16, oneshot::Sender<Vec<u8>>>>,
+}
+
+impl Upstream {
+    /// Binds a random port, connects, and starts the socket's reader.
+    fn open(server: SocketAddr) -> std::io::Result<Arc<Upstream>> {
+        let local: SocketAddr = match server {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let std_sock = std::net::UdpSocket::bind(local)?;
+        std_sock.connect(server)?;
+        std_sock.set_nonblocking(true)?;
+        let up = Arc::new(Upstream {
+            sock: UdpSocket::from_std(std_sock)?,
+            waiting: Mutex::default(),
+        });
+        tokio::spawn(Upstream::read(Arc::downgrade(&up)));
+        Ok(up)
+    }
+
+    /// Hands each answer to the query waiting on its id. An error (an ICMP refusal on
+    /// the connected socket) fails every waiting query at once: the upstream is down.
+    async fn read(me: std::sync::Weak<Upstream>) {
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let Some(up) = me.upgrade() else { return };
+            match up.sock.recv(&mut buf).await {
+                Ok(n) if n >= 12 => {
+                    let id = u16::from_be_bytes([buf[0], buf[1]]);
+                    let waiter = up.waiting.lock().expect("waiting lock").remove(&id);
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(buf[..n].to_vec());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => up.waiting.lock().expect("waiting lock").clear(),
+            }
+        }
+    }
+
+    /// Sends `query` under a free random id; the answer with the query's own id.
+    async fn ask(&self, query: &[u8]) -> std::io::Result<Vec<u8>> {
+        if query.len() < 12 {
+            return Err(std::io::Error::other("short query"));
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut waiting = self.waiting.lock().expect("waiting lock");
+            let mut id = random_id();
+            while waiting.contains_key(&id) {
+                id = random_id();
+            }
+            waiting.insert(id, tx);
+            id
+        };
+        // Forgets the id however this ends (answer, error, the caller's timeout).
+        let _forget = Forget { up: self, id };
+        let mut q = query.to_vec();
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        self.sock.send(&q).await?;
+        let mut answer = rx
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionRefused))?;
+        answer[..2].copy_from_slice(&query[..2]);
+        Ok(answer)
+    }
+}
+
+struct Forget<'a> {
+    up: &'a Upstream,
+    id: u16,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.up
+            .waiting
+            .lock()
+            .expect("waiting lock")
+            .remove(&self.id);
+    }
+}
+
+/// A query id no off-path sender can guess: SipHash under the process's random keys of
+/// a counter.
+fn random_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish() as u16
 }
 
 /// The nameservers of a resolv.conf (pure).
@@ -71,7 +181,22 @@ impl Forwarder {
             host: Mutex::default(),
             dead: Mutex::default(),
             own: Mutex::default(),
+            pools: Mutex::default(),
+            next: AtomicUsize::new(0),
         }
+    }
+
+    /// One of the upstream's sockets, round robin, opening it on first use.
+    fn socket(&self, server: SocketAddr) -> std::io::Result<Arc<Upstream>> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % POOL_SIZE;
+        let mut pools = self.pools.lock().expect("pools lock");
+        let pool = pools.entry(server).or_default();
+        if let Some(up) = pool.get(turn) {
+            return Ok(up.clone());
+        }
+        let up = Upstream::open(server)?;
+        pool.push(up.clone());
+        Ok(up)
     }
 
     pub fn set_own(&self, addrs: Vec<IpAddr>) {
@@ -183,7 +308,14 @@ impl Forwarder {
         let r = if tcp {
             tokio::time::timeout(TIMEOUT, tcp_query(s, query)).await
         } else {
-            tokio::time::timeout(TIMEOUT, udp_query(s, query)).await
+            let up = match self.socket(s) {
+                Ok(up) => up,
+                Err(_) => {
+                    self.mark(s, false);
+                    return None;
+                }
+            };
+            tokio::time::timeout(TIMEOUT, up.ask(query)).await
         };
         let r = r.ok().and_then(|r| r.ok()).filter(|r| same_id(query, r));
         self.mark(s, r.is_some());
@@ -204,20 +336,6 @@ impl Forwarder {
             _ => truncated,
         }
     }
-}
-
-async fn udp_query(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let sock = UdpSocket::bind(local).await?;
-    sock.connect(server).await?;
-    sock.send(query).await?;
-    let mut buf = vec![0u8; 65535];
-    let n = sock.recv(&mut buf).await?;
-    buf.truncate(n);
-    Ok(buf)
 }
 
 async fn tcp_query(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -394,7 +394,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -59,6 +59,21 @@ fn soa(domain: &str) -> Option<Record> {
     Some(Record::from_rdata(zone, TTL, RData::SOA(rdata)))
 }
 
+/// The query name as the zone keys it: its (already lowercase) labels joined by dots,
+/// without the root's. A plain byte copy: `Display` escapes character by character and
+/// was a visible share of a local answer's cost. Bytes outside ASCII map to distinct
+/// characters, so they never match a (validated, ASCII) container name.
+fn zone_key(name: &hickory_proto::rr::Name) -> String {
+    let mut key = String::with_capacity(64);
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            key.push('.');
+        }
+        key.extend(label.iter().map(|&b| char::from(b)));
+    }
+    key
+}
+
 /// An unmapped IPv4 address for views (a v4 client on a dual-stack socket).
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -95,8 +110,8 @@ impl Handler {
             return rh.send_response(builder.build_no_records(meta)).await;
         };
         let asked = info.query.original().name().clone();
-        let lower = info.query.name().to_string();
-        let qname = lower.strip_suffix('.').unwrap_or(&lower);
+        let lower = zone_key(info.query.name());
+        let qname = lower.as_str();
         let src = canonical(request.src().ip());
         let answer =
             self.zone
@@ -199,5 +214,20 @@ impl RequestHandler for Handler {
                 .into()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::{LowerName, Name};
+
+    #[test]
+    fn zone_keys_are_lowercase_dotted_without_the_root() {
+        let n = LowerName::new(&Name::from_ascii("Hugo.DNS.podman.").unwrap());
+        assert_eq!(zone_key(&n), "hugo.dns.podman");
+        let ptr = LowerName::new(&Name::from_ascii("10.0.89.10.in-addr.arpa.").unwrap());
+        assert_eq!(zone_key(&ptr), "10.0.89.10.in-addr.arpa");
+        assert_eq!(zone_key(&LowerName::new(&Name::root())), "");
     }
 }
