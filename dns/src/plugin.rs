@@ -240,23 +240,9 @@ fn responder_err(e: impl std::fmt::Display) -> CniError {
     CniError::new(ErrorCode::DNS_RESPONDER, format!("DNS responder: {e}"))
 }
 
-/// Whether `pid` still runs. A zombie does not: an exited responder whose parent is
-/// gone waits for whatever reaps orphans (init, a subreaper), which may take seconds.
-fn pid_alive(pid: i32) -> bool {
-    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state follows the command, which is in parentheses and may hold spaces.
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    state != Some('Z')
-}
-
 fn wait_gone(pid: i32, timeout: Duration) {
     let t = Instant::now();
-    while pid_alive(pid) && t.elapsed() < timeout {
+    while netkit::process_running(pid) && t.elapsed() < timeout {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -291,7 +277,7 @@ fn ensure_responder(store: &Store, path: &[PathBuf]) -> Result<(), CniError> {
     if let Ok(pid) = std::fs::read_to_string(store.pid_path()) {
         if let Ok(pid) = pid.trim().parse::<i32>() {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if pid_alive(pid) && cmd.windows(5).any(|w| w == b"serve") {
+            if netkit::process_running(pid) && cmd.windows(5).any(|w| w == b"serve") {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,

@@ -57,16 +57,15 @@ impl RunFiles {
         RunFiles::read_number(&self.exit())
     }
 
-    /// The container's init pid while its monitor is alive.
+    /// The container's init pid while it runs: its monitor is alive, or (a monitor
+    /// killed by hand) the init itself still is. Gone at reboot with the run directory.
     pub fn running_pid(&self) -> Option<i32> {
         if self.exit().exists() {
             return None;
         }
         let monitor = RunFiles::read_number(&self.monitor_pid())?;
-        if !Path::new(&format!("/proc/{monitor}")).exists() {
-            return None;
-        }
-        RunFiles::read_number(&self.pid())
+        let pid = RunFiles::read_number(&self.pid())?;
+        (netkit::process_running(monitor) || netkit::process_running(pid)).then_some(pid)
     }
 }
 

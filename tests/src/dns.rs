@@ -169,9 +169,5 @@ pub fn responder_pid() -> Option<i32> {
 
 /// Whether process `pid` still runs (a zombie waiting to be reaped does not).
 pub fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    state.is_some_and(|s| s != 'Z')
+    netkit::process_running(pid)
 }

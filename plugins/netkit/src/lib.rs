@@ -31,3 +31,15 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         .expect("a current-thread runtime always builds")
         .block_on(fut)
 }
+
+/// Whether process `pid` is running: it exists and is not a zombie. A zombie counts as
+/// gone: an exited child whose parent died waits for whatever reaps orphans (init, a
+/// subreaper), which may take seconds, and `kill(pid, 0)` still succeeds on it.
+pub fn process_running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command, which is in parentheses and may hold spaces.
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    state.is_some_and(|s| s != 'Z')
+}
