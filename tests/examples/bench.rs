@@ -547,7 +547,7 @@ fn main() {
         .get(3)
         .map(|s| s.parse().expect("ITERATIONS is a number"))
         .unwrap_or(300);
-    // An optional section name runs only that part: `podman`.
+    // An optional section name runs only that part: `podman`, `bridge` (bridge and ptp).
     let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
     let conf = json!({"cniVersion": "1.0.0", "name": "bench", "type": "loopback"});
@@ -574,6 +574,14 @@ fn main() {
         }
         println!("\n| anchor | median | p90 | ratio |\n|---|---|---|---|");
         for r in netavark_rows(n.min(100), chain_add[0]) {
+            println!("{r}");
+        }
+        return;
+    }
+    if only == Some("bridge") {
+        println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
+        println!("|---|---|---|---|---|---|");
+        for r in bridge_rows(dirs, n).into_iter().chain(ptp_rows(dirs, n)) {
             println!("{r}");
         }
         return;
