@@ -78,12 +78,7 @@ impl Plugin for Bridge {
             .ipam
             .as_ref()
             .map(|i| delegate::start(&i.plugin_type, Command::Del, args));
-        failures.extend(attach::remove_container_link(args).err());
-        failures.extend(
-            nft::release("bridge", &args.container_id, &args.ifname)
-                .map_err(CniError::from)
-                .err(),
-        );
+        failures.extend(attach::remove_link_and_elements(args, "bridge"));
         if let Some(p) = pending {
             failures.extend(p.and_then(delegate::Pending::done).err());
         }

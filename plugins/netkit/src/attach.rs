@@ -51,6 +51,25 @@ pub fn remove_container_link(args: &CmdArgs) -> Result<(), CniError> {
     .map_err(CniError::from)
 }
 
+/// DEL's kernel work for a container link that has nftables elements (`owner`'s record):
+/// deleting the link (the kernel waits for RCU grace periods, ~20 ms) and releasing the
+/// elements (another grace period) are independent, so they run at once on two threads
+/// and the waits overlap. Every failure is returned.
+pub fn remove_link_and_elements(args: &CmdArgs, owner: &str) -> Vec<CniError> {
+    std::thread::scope(|s| {
+        let elements = s.spawn(|| crate::nft::release(owner, &args.container_id, &args.ifname));
+        let link = remove_container_link(args);
+        let elements = match elements.join() {
+            Ok(r) => r.map(drop).map_err(CniError::from),
+            Err(_) => Err(CniError::new(
+                ErrorCode::IO_FAILURE,
+                format!("releasing the nftables elements of {owner}: the thread panicked"),
+            )),
+        };
+        link.err().into_iter().chain(elements.err()).collect()
+    })
+}
+
 fn random_bytes() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

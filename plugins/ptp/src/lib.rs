@@ -96,15 +96,7 @@ impl Plugin for Ptp {
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
         let conf = PtpConf::parse(&args.stdin)?;
         let pending = delegate::start(conf.ipam_type(), Command::Del, args);
-        let mut failures: Vec<CniError> = attach::remove_container_link(args)
-            .err()
-            .into_iter()
-            .collect();
-        failures.extend(
-            nft::release("ptp", &args.container_id, &args.ifname)
-                .map_err(CniError::from)
-                .err(),
-        );
+        let mut failures = attach::remove_link_and_elements(args, "ptp");
         failures.extend(pending.and_then(delegate::Pending::done).err());
         failures.into_iter().next().map_or(Ok(()), Err)
     }
