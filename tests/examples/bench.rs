@@ -550,6 +550,10 @@ fn main() {
     // An optional section name runs only that part: `podman`, `bridge` (bridge and ptp).
     let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
+    // Leases of an interrupted run would refuse this run's container ids.
+    for side in 0..2 {
+        let _ = std::fs::remove_dir_all(format!("{BENCH_DATA}{side}"));
+    }
     let conf = json!({"cniVersion": "1.0.0", "name": "bench", "type": "loopback"});
 
     // Warm the page cache for both binaries.
