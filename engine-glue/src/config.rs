@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use cni::skel::split_path;
+
 /// The defaults, as Podman 4's CNI backend has them where the two overlap.
 pub const DEFAULT_ROOT: &str = "/var/lib/podnet";
 pub const DEFAULT_RUNROOT: &str = "/run/podnet/engine";
@@ -140,14 +142,6 @@ impl Default for Config {
     fn default() -> Self {
         Config::new()
     }
-}
-
-/// A colon-separated list of directories (CNI_PATH style), empty entries dropped.
-pub fn split_path(s: &str) -> Vec<PathBuf> {
-    s.split(':')
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect()
 }
 
 /// runc, else crun, on PATH.

@@ -30,13 +30,7 @@ pub struct Invocation {
 
 impl Invocation {
     fn runtime(&self) -> CniRuntime {
-        let paths = self
-            .cni_path
-            .split(':')
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .collect();
-        CniRuntime::new(paths, CACHE_DIR)
+        CniRuntime::new(cni::skel::split_path(&self.cni_path), CACHE_DIR)
     }
 
     fn conf(&self, target: &Target) -> Result<RuntimeConf, String> {
