@@ -631,22 +631,6 @@ impl Engine {
             .map_err(Error::io(&self.config.runtime))?;
         Ok(status.code().unwrap_or(125))
     }
-
-    /// The container's CNI attachments checked by every plugin (CNI CHECK).
-    pub fn check(&self, key: &str) -> Result<()> {
-        let c = find::<Container>(&self.config, key)?;
-        match &c.net {
-            NetMode::Own(n) => sandbox::check(
-                &self.config,
-                Owner {
-                    id: &c.id,
-                    name: &c.name,
-                },
-                n,
-            ),
-            _ => Ok(()),
-        }
-    }
 }
 
 fn check_rootfs(rootfs: &Path) -> Result<PathBuf> {

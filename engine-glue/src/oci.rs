@@ -161,13 +161,6 @@ impl<'a> Runtime<'a> {
             r => r.map(drop),
         }
     }
-
-    /// The runtime's `status` word (`created`, `running`, `stopped`), if it knows the id.
-    pub fn status(&self, id: &str) -> Option<String> {
-        let out = self.call("state", &[id]).ok()?;
-        let v: Value = serde_json::from_str(&out).ok()?;
-        v["status"].as_str().map(str::to_owned)
-    }
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ fn runtime_conf(
     RuntimeConf {
         container_id: owner.id.to_owned(),
         netns: Some(netns_path(owner.id)),
-        ifname: format!("eth{index}"),
+        ifname: ifname(index),
         args: CniArgs::from_pairs(args),
         capability_args: caps,
     }
@@ -122,6 +122,11 @@ fn attach_all(config: &Config, owner: Owner<'_>, net: &mut NetSandbox) -> Result
     Ok(())
 }
 
+/// The container interface of the `index`-th network.
+fn ifname(index: usize) -> String {
+    format!("eth{index}")
+}
+
 /// Whether a plugin of the list takes static addresses as `runtimeConfig.ips`.
 fn declares_ips(list: &NetConfList) -> bool {
     list.plugins
@@ -162,8 +167,7 @@ pub fn teardown(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Result<(
     let rt = runtime(config);
     let mut errors = Vec::new();
     for (i, name) in net.networks.iter().enumerate().rev() {
-        let conf = runtime_conf(owner, net, i, name, false);
-        let list = match conflist_for_del(config, &rt, name, &conf) {
+        let list = match conflist_for_del(config, &rt, owner.id, name, &ifname(i)) {
             Ok(Some(l)) => l,
             Ok(None) => continue,
             Err(e) => {
@@ -171,6 +175,7 @@ pub fn teardown(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Result<(
                 continue;
             }
         };
+        let conf = runtime_conf(owner, net, i, name, declares_ips(&list));
         if let Err(source) = rt.del(&list, &conf) {
             errors.push(Error::Cni {
                 network: name.clone(),
@@ -190,12 +195,13 @@ pub fn teardown(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Result<(
 fn conflist_for_del(
     config: &Config,
     rt: &CniRuntime,
+    container_id: &str,
     name: &str,
-    conf: &RuntimeConf,
+    ifname: &str,
 ) -> Result<Option<NetConfList>> {
     let cached = rt
         .cache
-        .read(name, &conf.container_id, &conf.ifname)
+        .read(name, container_id, ifname)
         .ok()
         .flatten()
         .and_then(|c| NetConfList::from_bytes(&c.config).ok());
@@ -209,29 +215,14 @@ fn conflist_for_del(
     }
 }
 
-/// CHECKs every attachment against its cached result.
-pub fn check(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Result<()> {
-    let rt = runtime(config);
-    for (i, name) in net.networks.iter().enumerate() {
-        let (list, _) = network::find(config, name)?;
-        let conf = runtime_conf(owner, net, i, name, declares_ips(&list));
-        rt.check(&list, &conf).map_err(|source| Error::Cni {
-            network: name.clone(),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
 /// The result JSON of each attachment, from the cache (for `inspect`).
 pub fn results(config: &Config, owner: Owner<'_>, net: &NetSandbox) -> Value {
     let rt = runtime(config);
     let mut out = Map::new();
     for (i, name) in net.networks.iter().enumerate() {
-        let conf = runtime_conf(owner, net, i, name, false);
         let v = rt
             .cache
-            .read(name, owner.id, &conf.ifname)
+            .read(name, owner.id, &ifname(i))
             .ok()
             .flatten()
             .and_then(|c| c.result)
