@@ -181,27 +181,18 @@ pub fn parse_add_host(s: &str) -> Result<HostEntry> {
 mod tests {
     use super::*;
 
+    /// A mapping as (hostPort, containerPort, protocol, hostIP).
+    fn fields(s: &str) -> (u16, u16, String, String) {
+        let p = parse_publish(s).unwrap();
+        (p.host_port, p.container_port, p.protocol, p.host_ip)
+    }
+
     #[test]
     fn publish_forms() {
-        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(fields("8080:80"), (8080, 80, "tcp".into(), String::new()));
         assert_eq!(
-            (
-                p.host_port,
-                p.container_port,
-                p.protocol.as_str(),
-                p.host_ip.as_str()
-            ),
-            (8080, 80, "tcp", "")
-        );
-        let p = parse_publish("127.0.0.1:53:5353/UDP").unwrap();
-        assert_eq!(
-            (
-                p.host_port,
-                p.container_port,
-                p.protocol.as_str(),
-                p.host_ip.as_str()
-            ),
-            (53, 5353, "udp", "127.0.0.1")
+            fields("127.0.0.1:53:5353/UDP"),
+            (53, 5353, "udp".into(), "127.0.0.1".into())
         );
         let p = parse_publish("[::1]:8443:443/tcp").unwrap();
         assert_eq!(p.host_ip, "::1");
