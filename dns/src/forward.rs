@@ -139,16 +139,9 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// A query id no off-path sender can guess: SipHash under the process's random keys of
-/// a counter.
+/// A query id no off-path sender can guess.
 fn random_id() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let mut h = KEYS.get_or_init(Default::default).build_hasher();
-    h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish() as u16
+    netkit::random_u64() as u16
 }
 
 /// The nameservers of a resolv.conf (pure).

@@ -70,25 +70,14 @@ pub fn remove_link_and_elements(args: &CmdArgs, owner: &str) -> Vec<CniError> {
     })
 }
 
-fn random_bytes() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.write_u128(now.as_nanos());
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// `veth` and 8 hex digits, as the reference plugins name host ends.
 pub fn veth_name() -> String {
-    format!("veth{:08x}", random_bytes() as u32)
+    format!("veth{:08x}", crate::random_u64() as u32)
 }
 
 /// A random locally administered unicast MAC.
 pub fn random_mac() -> [u8; 6] {
-    let b = random_bytes().to_be_bytes();
+    let b = crate::random_u64().to_be_bytes();
     [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
 }
 

@@ -43,3 +43,17 @@ pub fn process_running(pid: i32) -> bool {
         .and_then(|(_, rest)| rest.chars().next());
     state.is_some_and(|s| s != 'Z')
 }
+
+/// 64 bits no other process predicts: SipHash of the time and the pid, under keys the
+/// standard library seeds from the kernel once per thread and changes on every call.
+/// For names, MACs and DNS query ids; not key material.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
+}
