@@ -96,6 +96,7 @@ for i in $(seq 1 "$ROUNDS"); do
         @@ pm pm-netavark rm -f -t 0 b$i
 done
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {m=a[int((NR+1)/2)]; printf "%.1f", m/1000}'; }
 printf '\n%d rounds, median ms (ratio to podnet)\n\n' "$ROUNDS"
 printf '| engine and network stack | run -d | rm -f |\n|---|---|---|\n'
@@ -110,7 +111,7 @@ for k in podnet pm-podnet pm-ref pm-netavark; do
         pm-ref) label="Podman 4.3 CNI + reference plugins" ;;
         pm-netavark) label="Podman 4.3 + netavark/aardvark-dns" ;;
     esac
-    printf '| %s | %s (%.2fx) | %s (%.2fx) |\n' "$label" "$r" "$(echo "$r / $base_run" | bc -l)" "$d" "$(echo "$d / $base_rm" | bc -l)"
+    printf '| %s | %s (%.2fx) | %s (%.2fx) |\n' "$label" "$r" "$(ratio "$r" "$base_run")" "$d" "$(ratio "$d" "$base_rm")"
 done
 pm pm-podnet network rm -f web >/dev/null
 pm pm-ref network rm -f web >/dev/null
