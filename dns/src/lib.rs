@@ -3,7 +3,8 @@
 //!
 //! - [`zone`]: the names in memory and every answer decision (pure);
 //! - [`store`]: the records on disk, the only I/O of names;
-//! - [`server`]: the hickory request handler; [`forward`]: upstream resolvers;
+//! - [`server`]: the answer decisions and hickory's TCP handler; [`udp`]: the UDP
+//!   path; [`forward`]: upstream resolvers;
 //! - [`control`]: the plugin ↔ responder protocol; [`responder`]: the process;
 //! - [`plugin`]: the `dnsname` plugin.
 
@@ -15,6 +16,7 @@ pub mod plugin;
 pub mod responder;
 pub mod server;
 pub mod store;
+pub mod udp;
 pub mod zone;
 
 pub use plugin::Dnsname;

@@ -485,8 +485,7 @@ impl Plugin for Dnsname {
     fn status(&self, args: &StatusArgs) -> Result<(), CniError> {
         let conf = DnsnameConf::parse(&args.stdin)?;
         let store = conf.store();
-        let has_records = !store.attachments(&conf.name)?.is_empty();
-        if !has_records {
+        if !store.has_attachments(&conf.name)? {
             return Ok(()); // started on demand by the first ADD
         }
         match control::call(&store.socket_path(), &Request::Status, CALL_TIMEOUT) {

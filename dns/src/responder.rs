@@ -116,9 +116,30 @@ fn bound(addr: SocketAddr, ty: SockType) -> nix::Result<std::os::fd::OwnedFd> {
     Ok(fd)
 }
 
-/// A hickory server listening on every gateway of one network.
-fn listen_on(handler: &Handler, conf: &NetworkConf) -> Result<Server<Handler>, String> {
+/// One network's listeners: hickory-server for TCP, a [`crate::udp`] task per UDP socket.
+struct Listeners {
+    addrs: Vec<SocketAddr>,
+    tcp: Server<Handler>,
+    udp: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// Closes every socket before returning, so that the addresses can be bound again.
+    async fn close(mut self) {
+        for task in &self.udp {
+            task.abort();
+        }
+        for task in self.udp {
+            let _ = task.await;
+        }
+        let _ = self.tcp.shutdown_gracefully().await;
+    }
+}
+
+/// Listeners on every gateway of one network.
+fn listen_on(handler: &Handler, conf: &NetworkConf) -> Result<Listeners, String> {
     let mut server = Server::new(handler.clone());
+    let mut udp_tasks = Vec::new();
     for gw in &conf.gateways {
         let addr = SocketAddr::new(*gw, conf.port);
         let udp = bound(addr, SockType::Datagram)
@@ -130,17 +151,25 @@ fn listen_on(handler: &Handler, conf: &NetworkConf) -> Result<Server<Handler>, S
             .map_err(|e| format!("binding TCP {addr} for network {}: {e}", conf.name))?;
         let tcp = tokio::net::TcpListener::from_std(std::net::TcpListener::from(tcp))
             .map_err(|e| format!("registering TCP {addr}: {e}"))?;
-        server.register_socket(udp);
+        udp_tasks.push(tokio::spawn(crate::udp::serve(udp, handler.clone())));
         server.register_listener(tcp, TCP_IDLE, 64);
     }
-    Ok(server)
+    Ok(Listeners {
+        addrs: conf
+            .gateways
+            .iter()
+            .map(|g| SocketAddr::new(*g, conf.port))
+            .collect(),
+        tcp: server,
+        udp: udp_tasks,
+    })
 }
 
 struct Responder {
     store: Store,
     handler: Handler,
-    /// network → (listening addresses, server).
-    servers: HashMap<String, (Vec<SocketAddr>, Server<Handler>)>,
+    /// network → its listeners.
+    servers: HashMap<String, Listeners>,
 }
 
 impl Responder {
@@ -151,13 +180,13 @@ impl Responder {
     fn own_addresses(&self) -> Vec<IpAddr> {
         self.servers
             .values()
-            .flat_map(|(a, _)| a.iter().map(|s| s.ip()))
+            .flat_map(|l| l.addrs.iter().map(|s| s.ip()))
             .collect()
     }
 
     async fn stop_listening(&mut self, network: &str) {
-        if let Some((_, mut server)) = self.servers.remove(network) {
-            let _ = server.shutdown_gracefully().await;
+        if let Some(listeners) = self.servers.remove(network) {
+            listeners.close().await;
         }
         self.handler.forwarder.set_own(self.own_addresses());
     }
@@ -172,14 +201,14 @@ impl Responder {
         if self
             .servers
             .get(&conf.name)
-            .is_some_and(|(a, _)| *a == want)
+            .is_some_and(|l| l.addrs == want)
         {
             return Ok(());
         }
         self.stop_listening(&conf.name).await;
-        let server = listen_on(&self.handler, conf)?;
+        let listeners = listen_on(&self.handler, conf)?;
         log!("network {}: listening on {want:?}", conf.name);
-        self.servers.insert(conf.name.clone(), (want, server));
+        self.servers.insert(conf.name.clone(), listeners);
         self.handler.forwarder.set_own(self.own_addresses());
         Ok(())
     }
@@ -242,7 +271,7 @@ impl Responder {
                     z.remove(&network, &key);
                     z.is_empty(&network)
                 };
-                if empty && self.store.attachments(&network).is_ok_and(|a| a.is_empty()) {
+                if empty && self.store.has_attachments(&network).is_ok_and(|has| !has) {
                     self.zone().remove_network(&network);
                     self.stop_listening(&network).await;
                     log!("network {network}: no container left, not listening");
@@ -258,8 +287,7 @@ impl Responder {
                     .zone
                     .read()
                     .expect("zone lock")
-                    .attachment(&network, &key)
-                    .cloned(),
+                    .attachment(&network, &key),
                 ..Reply::default()
             },
             Request::Sync { network } => match self.sync(&network).await {
@@ -278,7 +306,7 @@ impl Responder {
                 let addrs = self
                     .servers
                     .get(&c.name)
-                    .map(|(a, _)| a.iter().map(|s| s.ip()).collect())
+                    .map(|l| l.addrs.iter().map(|s| s.ip()).collect())
                     .unwrap_or_default();
                 (c.name.clone(), addrs, z.len(&c.name))
             })
@@ -313,17 +341,21 @@ async fn run(opts: Options) -> Result<(), String> {
         handler,
         servers: HashMap::new(),
     };
-    let loaded = r.store.load().map_err(|e| e.to_string())?;
     let mut names = 0;
-    for (conf, atts) in loaded {
-        names += atts.len();
-        {
-            let mut z = r.zone();
-            z.set_network(conf.clone());
-            for a in atts {
+    let loaded = {
+        let mut z = r.zone();
+        r.store
+            .load(|conf, a| {
+                if z.network(&conf.name).is_none() {
+                    z.set_network(conf.clone());
+                }
                 z.insert(&conf.name, a);
-            }
-        }
+                names += 1;
+            })
+            .map_err(|e| e.to_string())?
+    };
+    for conf in loaded {
+        r.zone().set_network(conf.clone());
         if let Err(e) = r.ensure_listening(&conf).await {
             // The next ADD on this network retries and reports it.
             log!("{e}");

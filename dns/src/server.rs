@@ -23,7 +23,7 @@ use crate::zone::{Answer, QType, Zone};
 pub const TTL: u32 = 10;
 
 /// The UDP payload size podnet advertises with EDNS.
-const EDNS_PAYLOAD: u16 = 1232;
+pub const EDNS_PAYLOAD: u16 = 1232;
 
 #[derive(Debug, Clone)]
 pub struct Handler {
@@ -59,17 +59,17 @@ fn soa(domain: &str) -> Option<Record> {
     Some(Record::from_rdata(zone, TTL, RData::SOA(rdata)))
 }
 
-/// The query name as the zone keys it: its (already lowercase) labels joined by dots,
+/// The query name as the zone keys it: its labels, lowercased, joined by dots,
 /// without the root's. A plain byte copy: `Display` escapes character by character and
 /// was a visible share of a local answer's cost. Bytes outside ASCII map to distinct
 /// characters, so they never match a (validated, ASCII) container name.
-fn zone_key(name: &hickory_proto::rr::Name) -> String {
+fn zone_key(name: &Name) -> String {
     let mut key = String::with_capacity(64);
     for (i, label) in name.iter().enumerate() {
         if i > 0 {
             key.push('.');
         }
-        key.extend(label.iter().map(|&b| char::from(b)));
+        key.extend(label.iter().map(|&b| char::from(b.to_ascii_lowercase())));
     }
     key
 }
@@ -82,17 +82,70 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The zone's decision for one question, whatever the transport.
+#[derive(Debug)]
+pub enum Decision {
+    /// The asked name's addresses of the asked type (authoritative, NOERROR, never empty).
+    Addrs(Vec<IpAddr>),
+    /// Any other authoritative answer: the response code and its records.
+    Local {
+        code: ResponseCode,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+    },
+    /// The client is on none of our networks.
+    Refused,
+    /// Not ours: ask these upstreams (empty: the host's resolvers).
+    Forward(Vec<IpAddr>),
+}
+
 impl Handler {
+    /// Answers the question `asked`/`qtype` of a client at `src` from the zone, under a
+    /// read lock held for the lookup alone.
+    pub fn decide(&self, src: IpAddr, asked: &Name, qtype_: RecordType) -> Decision {
+        let key = zone_key(asked);
+        let answer =
+            self.zone
+                .read()
+                .expect("zone lock")
+                .lookup(canonical(src), &key, qtype(qtype_));
+        let local = |code, answers, authorities| Decision::Local {
+            code,
+            answers,
+            authorities,
+        };
+        match answer {
+            Answer::Addrs(ips) => Decision::Addrs(ips),
+            Answer::Ptr(names) => {
+                let records = names
+                    .iter()
+                    .filter_map(|n| fqdn(n))
+                    .map(|n| Record::from_rdata(asked.clone(), TTL, RData::PTR(PTR(n))))
+                    .collect();
+                local(ResponseCode::NoError, records, Vec::new())
+            }
+            Answer::NoData { domain } => local(
+                ResponseCode::NoError,
+                Vec::new(),
+                soa(&domain).into_iter().collect(),
+            ),
+            Answer::NxDomain { domain } => local(
+                ResponseCode::NXDomain,
+                Vec::new(),
+                soa(&domain).into_iter().collect(),
+            ),
+            Answer::Refused => Decision::Refused,
+            Answer::Forward { upstreams } => Decision::Forward(upstreams),
+        }
+    }
+
+    /// The TCP path (hickory-server's): the same decisions as [`crate::udp`]'s.
     async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
         mut rh: R,
     ) -> Result<ResponseInfo, hickory_server::net::NetError> {
-        let edns = request.edns.as_ref().map(|_| {
-            let mut e = Edns::new();
-            e.set_max_payload(EDNS_PAYLOAD);
-            e
-        });
+        let edns = request.edns.as_ref().map(|_| edns());
         let mut builder = MessageResponseBuilder::new(&request.queries, None);
         if let Some(e) = &edns {
             builder.edns(e);
@@ -109,62 +162,29 @@ impl Handler {
             meta.response_code = ResponseCode::FormErr;
             return rh.send_response(builder.build_no_records(meta)).await;
         };
-        let asked = info.query.original().name().clone();
-        let lower = zone_key(info.query.name());
-        let qname = lower.as_str();
-        let src = canonical(request.src().ip());
-        let answer =
-            self.zone
-                .read()
-                .expect("zone lock")
-                .lookup(src, qname, qtype(info.query.query_type()));
-        let local = |meta: &mut Metadata, code| {
-            meta.authoritative = true;
-            meta.response_code = code;
-        };
-        match answer {
-            Answer::Addrs(ips) => {
-                local(&mut meta, ResponseCode::NoError);
-                let records: Vec<Record> = ips
-                    .into_iter()
-                    .map(|ip| {
-                        let rdata = match ip {
-                            IpAddr::V4(v4) => RData::A(A(v4)),
-                            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-                        };
-                        Record::from_rdata(asked.clone(), TTL, rdata)
-                    })
-                    .collect();
-                rh.send_response(builder.build(meta, &records, &[], &[], &[]))
+        let asked = info.query.original();
+        match self.decide(request.src().ip(), asked.name(), asked.query_type()) {
+            Decision::Addrs(ips) => {
+                meta.authoritative = true;
+                let answers = addr_records(asked.name(), &ips);
+                rh.send_response(builder.build(meta, &answers, &[], &[], &[]))
                     .await
             }
-            Answer::Ptr(names) => {
-                local(&mut meta, ResponseCode::NoError);
-                let records: Vec<Record> = names
-                    .iter()
-                    .filter_map(|n| fqdn(n))
-                    .map(|n| Record::from_rdata(asked.clone(), TTL, RData::PTR(PTR(n))))
-                    .collect();
-                rh.send_response(builder.build(meta, &records, &[], &[], &[]))
+            Decision::Local {
+                code,
+                answers,
+                authorities,
+            } => {
+                meta.authoritative = true;
+                meta.response_code = code;
+                rh.send_response(builder.build(meta, &answers, &[], &authorities, &[]))
                     .await
             }
-            Answer::NoData { domain } => {
-                local(&mut meta, ResponseCode::NoError);
-                let soa: Vec<Record> = soa(&domain).into_iter().collect();
-                rh.send_response(builder.build(meta, &[], &[], &soa, &[]))
-                    .await
-            }
-            Answer::NxDomain { domain } => {
-                local(&mut meta, ResponseCode::NXDomain);
-                let soa: Vec<Record> = soa(&domain).into_iter().collect();
-                rh.send_response(builder.build(meta, &[], &[], &soa, &[]))
-                    .await
-            }
-            Answer::Refused => {
+            Decision::Refused => {
                 meta.response_code = ResponseCode::Refused;
                 rh.send_response(builder.build_no_records(meta)).await
             }
-            Answer::Forward { upstreams } => {
+            Decision::Forward(upstreams) => {
                 let tcp = request.protocol() == Protocol::Tcp;
                 let max = usize::from(request.max_payload().max(512));
                 let reply = self
@@ -193,6 +213,26 @@ impl Handler {
             }
         }
     }
+}
+
+/// Address records of `asked`.
+pub fn addr_records(asked: &Name, ips: &[IpAddr]) -> Vec<Record> {
+    ips.iter()
+        .map(|ip| {
+            let rdata = match *ip {
+                IpAddr::V4(v4) => RData::A(A(v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+            };
+            Record::from_rdata(asked.clone(), TTL, rdata)
+        })
+        .collect()
+}
+
+/// The EDNS record of podnet's responses.
+pub fn edns() -> Edns {
+    let mut e = Edns::new();
+    e.set_max_payload(EDNS_PAYLOAD);
+    e
 }
 
 #[async_trait::async_trait]

@@ -150,24 +150,22 @@ impl Store {
         })
     }
 
-    /// Every network with its attachments (what a starting responder loads).
-    pub fn load(&self) -> Result<Vec<(NetworkConf, Vec<Attachment>)>, StoreError> {
-        let nets = self.nets();
+    /// Every network with its attachments, handed to `f` one at a time as they are read
+    /// (a starting responder loads 50,000 without holding them twice).
+    pub fn load(
+        &self,
+        mut f: impl FnMut(&NetworkConf, Attachment),
+    ) -> Result<Vec<NetworkConf>, StoreError> {
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&nets) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(err("listing", &nets)(e)),
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+        let mut names = self.network_names()?;
+        names.sort();
+        for name in names {
             let Some(conf) = self.network(&name)? else {
                 continue;
             };
-            let atts = self.attachments(&name)?;
-            out.push((conf, atts));
+            self.each_attachment(&name, |a| f(&conf, a))?;
+            out.push(conf);
         }
-        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(out)
     }
 
@@ -175,27 +173,49 @@ impl Store {
         read_json(&self.net_dir(network).join("network.json"))
     }
 
-    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
+    /// The attachment files of `network` (not their contents).
+    fn attachment_files(&self, network: &str) -> Result<Vec<fs::DirEntry>, StoreError> {
         let dir = self.net_dir(network);
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(err("listing", &dir)(e)),
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name == "network.json" || name.starts_with('.') {
-                continue;
-            }
+        match fs::read_dir(&dir) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.as_encoded_bytes();
+                    name != b"network.json" && !name.starts_with(b".")
+                })
+                .collect()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(err("listing", &dir)(e)),
+        }
+    }
+
+    /// Whether `network` has an attachment, without reading any.
+    pub fn has_attachments(&self, network: &str) -> Result<bool, StoreError> {
+        Ok(!self.attachment_files(network)?.is_empty())
+    }
+
+    /// Calls `f` with every attachment of `network`, one at a time.
+    pub fn each_attachment(
+        &self,
+        network: &str,
+        mut f: impl FnMut(Attachment),
+    ) -> Result<(), StoreError> {
+        for e in self.attachment_files(network)? {
             // A file that does not decode (not ours: ours are renamed into place whole)
             // must not hide every other name: it is reported and skipped.
             match read_json::<Attachment>(&e.path()) {
-                Ok(Some(a)) => out.push(a),
+                Ok(Some(a)) => f(a),
                 Ok(None) => {}
                 Err(e) => eprintln!("podnet-dns: skipping {e}"),
             }
         }
+        Ok(())
+    }
+
+    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
+        let mut out = Vec::new();
+        self.each_attachment(network, |a| out.push(a))?;
         Ok(out)
     }
 
@@ -227,7 +247,7 @@ impl Store {
 
     /// Removes a network that has no attachment left; `true` when it went.
     pub fn remove_network_if_empty(&self, network: &str) -> Result<bool, StoreError> {
-        if !self.attachments(network)?.is_empty() {
+        if self.has_attachments(network)? {
             return Ok(false);
         }
         let dir = self.net_dir(network);
@@ -311,15 +331,20 @@ mod tests {
             .unwrap();
         s.put_attachment("podman", &att("def", "proxy", "10.88.0.11"))
             .unwrap();
-        let all = s.load().unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].0, conf);
-        assert_eq!(all[0].1.len(), 2);
+        let mut loaded = Vec::new();
+        let all = s.load(|c, a| loaded.push((c.name.clone(), a))).unwrap();
+        assert_eq!(all, [conf]);
+        assert_eq!(loaded.len(), 2);
+        assert!(s.has_attachments("podman").unwrap());
         assert!(!s.remove_network_if_empty("podman").unwrap());
         assert!(s.remove_attachment("podman", "abc.eth0").unwrap());
         assert!(!s.remove_attachment("podman", "abc.eth0").unwrap());
         assert!(s.remove_attachment("podman", "def.eth0").unwrap());
         assert!(s.remove_network_if_empty("podman").unwrap());
-        assert!(s.load().unwrap().is_empty());
+        assert!(!s.has_attachments("podman").unwrap());
+        assert!(s
+            .load(|_, _| panic!("no attachment left"))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -12,8 +12,13 @@
 //! replaced): the newer one answers. Unknown names in the domain and unknown
 //! single-label names are NXDOMAIN (never sent upstream); everything else is forwarded.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use crate::store::{Attachment, NetworkConf};
 
@@ -49,17 +54,53 @@ pub enum Answer {
     Refused,
 }
 
+/// One attachment as the zone holds it: compact, as a responder may hold 50,000.
+#[derive(Debug)]
+struct Entry {
+    /// `<containerID>.<ifname>`, shared with [`Net::slots`].
+    key: Arc<str>,
+    /// The container id's length in `key` (ids and interface names may hold dots).
+    cid_len: usize,
+    names: Box<[Box<str>]>,
+    ips: Box<[IpAddr]>,
+    seq: u128,
+}
+
+impl Entry {
+    fn container_id(&self) -> &str {
+        &self.key[..self.cid_len]
+    }
+
+    fn attachment(&self) -> Attachment {
+        Attachment {
+            container_id: self.container_id().to_owned(),
+            ifname: self.key[self.cid_len + 1..].to_owned(),
+            names: self.names.iter().map(|n| n.to_string()).collect(),
+            ips: self.ips.to_vec(),
+            seq: self.seq,
+        }
+    }
+}
+
+/// The slots of the attachments holding one name or address: nearly always one.
+type Holders = SmallVec<[u32; 2]>;
+
+/// One network's names. Attachments live in a slab; the name and address indexes hold
+/// their 4-byte slots, not copies of their keys (~0.5 KiB a name instead of ~1 KiB).
 #[derive(Debug, Default)]
 struct Net {
     conf: Option<NetworkConf>,
-    atts: HashMap<String, Attachment>,
-    /// name → attachment keys holding it.
-    names: HashMap<String, Vec<String>>,
-    /// address → attachment keys holding it.
-    ips: HashMap<IpAddr, Vec<String>>,
-    /// container id → attachments.
-    cids: HashMap<String, usize>,
+    /// key → slot, ordered so that a container id's attachments are one range.
+    slots: BTreeMap<Arc<str>, u32>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    names: FastMap<Box<str>, Holders>,
+    ips: FastMap<IpAddr, Holders>,
 }
+
+/// The per-query indexes hash with foldhash: their keys are set by the runtime, not by
+/// clients, and SipHash was a visible share of a local answer.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 impl Net {
     fn domain(&self) -> &str {
@@ -72,50 +113,86 @@ impl Net {
             .is_some_and(|c| c.subnets.iter().any(|s| s.contains(ip)))
     }
 
-    /// The newest attachment among `keys`.
-    fn newest<'a>(&'a self, keys: &[String]) -> Option<&'a Attachment> {
-        keys.iter()
-            .filter_map(|k| self.atts.get(k))
-            .max_by_key(|a| a.seq)
+    fn entry(&self, slot: u32) -> Option<&Entry> {
+        self.entries.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn get(&self, key: &str) -> Option<&Entry> {
+        self.slots.get(key).and_then(|s| self.entry(*s))
+    }
+
+    /// The newest attachment among `slots`.
+    fn newest(&self, slots: &[u32]) -> Option<&Entry> {
+        slots
+            .iter()
+            .filter_map(|s| self.entry(*s))
+            .max_by_key(|e| e.seq)
+    }
+
+    /// Whether container `cid` has an attachment here: keys starting `<cid>.`.
+    fn has_container(&self, cid: &str) -> bool {
+        self.slots
+            .range::<str, _>((Bound::Included(cid), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(cid))
+            .any(|(_, s)| self.entry(*s).is_some_and(|e| e.cid_len == cid.len()))
     }
 
     fn insert(&mut self, a: Attachment) {
-        let key = a.key();
+        let key: Arc<str> = Arc::from(a.key());
         self.remove(&key);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.entries.push(None);
+                u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 attachments")
+            }
+        };
         for n in &a.names {
-            self.names.entry(n.clone()).or_default().push(key.clone());
+            let holders = match self.names.get_mut(n.as_str()) {
+                Some(h) => h,
+                None => self.names.entry(n.as_str().into()).or_default(),
+            };
+            holders.push(slot);
         }
         for ip in &a.ips {
-            self.ips.entry(*ip).or_default().push(key.clone());
+            self.ips.entry(*ip).or_default().push(slot);
         }
-        *self.cids.entry(a.container_id.clone()).or_default() += 1;
-        self.atts.insert(key, a);
+        self.slots.insert(key.clone(), slot);
+        self.entries[slot as usize] = Some(Entry {
+            key,
+            cid_len: a.container_id.len(),
+            names: a.names.into_iter().map(String::into_boxed_str).collect(),
+            ips: a.ips.into_boxed_slice(),
+            seq: a.seq,
+        });
     }
 
     fn remove(&mut self, key: &str) -> bool {
-        let Some(a) = self.atts.remove(key) else {
+        let Some(slot) = self.slots.remove(key) else {
             return false;
         };
-        fn drop_key<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Vec<String>>, k: &K, key: &str) {
+        let Some(e) = self.entries.get_mut(slot as usize).and_then(Option::take) else {
+            return false;
+        };
+        fn drop_slot<K: Borrow<Q> + std::hash::Hash + Eq, Q: std::hash::Hash + Eq + ?Sized>(
+            m: &mut FastMap<K, Holders>,
+            k: &Q,
+            slot: u32,
+        ) {
             if let Some(v) = m.get_mut(k) {
-                v.retain(|x| x != key);
+                v.retain(|x| *x != slot);
                 if v.is_empty() {
                     m.remove(k);
                 }
             }
         }
-        for n in &a.names {
-            drop_key(&mut self.names, n, key);
+        for n in e.names.iter() {
+            drop_slot(&mut self.names, &**n, slot);
         }
-        for ip in &a.ips {
-            drop_key(&mut self.ips, ip, key);
+        for ip in e.ips.iter() {
+            drop_slot(&mut self.ips, ip, slot);
         }
-        if let Some(c) = self.cids.get_mut(&a.container_id) {
-            *c -= 1;
-            if *c == 0 {
-                self.cids.remove(&a.container_id);
-            }
-        }
+        self.free.push(slot);
         true
     }
 }
@@ -153,12 +230,15 @@ impl Zone {
         self.nets.get_mut(network).is_some_and(|n| n.remove(key))
     }
 
-    pub fn attachment(&self, network: &str, key: &str) -> Option<&Attachment> {
-        self.nets.get(network).and_then(|n| n.atts.get(key))
+    pub fn attachment(&self, network: &str, key: &str) -> Option<Attachment> {
+        self.nets
+            .get(network)
+            .and_then(|n| n.get(key))
+            .map(Entry::attachment)
     }
 
     pub fn len(&self, network: &str) -> usize {
-        self.nets.get(network).map_or(0, |n| n.atts.len())
+        self.nets.get(network).map_or(0, |n| n.slots.len())
     }
 
     pub fn is_empty(&self, network: &str) -> bool {
@@ -166,23 +246,30 @@ impl Zone {
     }
 
     /// The networks `src` sees (see the module docs).
-    fn view(&self, src: IpAddr) -> Vec<&Net> {
-        let cids: Vec<&str> = self
+    /// Networks covering the address come first. Computed for every query: no heap
+    /// allocation, and the container lookup only when some network does not cover `src`.
+    fn view(&self, src: IpAddr) -> SmallVec<[&Net; 4]> {
+        let mut view: SmallVec<[&Net; 4]> = self.nets.values().filter(|n| n.covers(src)).collect();
+        if view.len() == self.nets.len() {
+            return view;
+        }
+        let cids: SmallVec<[&str; 2]> = self
             .nets
             .values()
-            .filter_map(|n| n.ips.get(&src).map(|keys| (n, keys)))
-            .flat_map(|(n, keys)| {
-                keys.iter()
-                    .filter_map(|k| n.atts.get(k).map(|a| a.container_id.as_str()))
+            .filter_map(|n| n.ips.get(&src).map(|slots| (n, slots)))
+            .flat_map(|(n, slots)| {
+                slots
+                    .iter()
+                    .filter_map(|s| n.entry(*s).map(Entry::container_id))
             })
             .collect();
-        let mut view: Vec<&Net> = self
-            .nets
-            .values()
-            .filter(|n| n.covers(src) || cids.iter().any(|c| n.cids.contains_key(*c)))
-            .collect();
-        // Networks covering the address answer first.
-        view.sort_by_key(|n| !n.covers(src));
+        if !cids.is_empty() {
+            view.extend(
+                self.nets
+                    .values()
+                    .filter(|n| !n.covers(src) && cids.iter().any(|c| n.has_container(c))),
+            );
+        }
         view
     }
 
@@ -202,7 +289,7 @@ impl Zone {
         if let Some(ip) = arpa_to_ip(qname) {
             let mut names = Vec::new();
             for n in &view {
-                if let Some(a) = n.ips.get(&ip).and_then(|keys| n.newest(keys)) {
+                if let Some(a) = n.ips.get(&ip).and_then(|slots| n.newest(slots)) {
                     let fqdn = format!("{}.{}", a.names[0], n.domain());
                     if !names.contains(&fqdn) {
                         names.push(fqdn);
@@ -249,7 +336,7 @@ impl Zone {
             if in_domain.is_some_and(|d| d != n.domain()) {
                 continue;
             }
-            if let Some(a) = n.names.get(label).and_then(|keys| n.newest(keys)) {
+            if let Some(a) = n.names.get(label).and_then(|slots| n.newest(slots)) {
                 found = true;
                 for ip in &a.ips {
                     if !ips.contains(ip) {
@@ -352,6 +439,37 @@ mod tests {
         // c2 is on both networks.
         z.insert("b", att("c2", &["proxy"], &["10.2.0.11"], 4));
         z
+    }
+
+    #[test]
+    fn container_ids_with_dots_do_not_join_views_by_prefix() {
+        let mut z = zone();
+        z.insert("a", att("abc.def", &["web"], &["10.1.0.20"], 4));
+        z.insert("b", att("abc", &["cache"], &["10.2.0.20"], 5));
+        // `abc.def` is on a only; `abc` (whose key `abc.eth0` shares the prefix) on b only.
+        assert!(matches!(
+            z.lookup(ip("10.1.0.20"), "db", QType::A),
+            Answer::NxDomain { .. }
+        ));
+        assert!(matches!(
+            z.lookup(ip("10.2.0.20"), "hugo", QType::A),
+            Answer::NxDomain { .. }
+        ));
+        // Joined on both, a container sees both.
+        z.insert("b", att("abc.def", &["web"], &["10.2.0.21"], 6));
+        assert_eq!(
+            z.lookup(ip("10.1.0.20"), "db", QType::A),
+            Answer::Addrs(vec![ip("10.2.0.5")])
+        );
+        assert_eq!(
+            z.attachment("a", "abc.def.eth0").unwrap().container_id,
+            "abc.def"
+        );
+        assert!(z.remove("b", "abc.def.eth0"));
+        assert!(matches!(
+            z.lookup(ip("10.1.0.20"), "db", QType::A),
+            Answer::NxDomain { .. }
+        ));
     }
 
     #[test]
