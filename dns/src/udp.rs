@@ -28,8 +28,9 @@ const PLAIN_MAX: usize = 512;
 enum Outcome {
     /// Send these bytes back.
     Reply(Vec<u8>),
-    /// Ask these upstreams (empty: the host's) and pass their answer back.
-    Forward(Vec<IpAddr>),
+    /// Ask these upstreams (empty: the host's) and pass their answer back, up to the
+    /// client's UDP size.
+    Forward(Vec<IpAddr>, usize),
     /// Not a query (a response, or not even a header): no answer, so no reflection.
     Ignore,
 }
@@ -66,7 +67,7 @@ fn answer(handler: &Handler, query: &[u8], src: IpAddr) -> Outcome {
         .map_or(PLAIN_MAX, |e| usize::from(e.max_payload()).max(PLAIN_MAX));
     let q = &request.queries[0];
     let (code, answers, authorities) = match handler.decide(src, q.name(), q.query_type()) {
-        Decision::Forward(upstreams) => return Outcome::Forward(upstreams),
+        Decision::Forward(upstreams) => return Outcome::Forward(upstreams, max),
         Decision::Addrs(ips) => {
             if let Some(bytes) = addrs_reply(query, &ips, request.edns.is_some(), max) {
                 return Outcome::Reply(bytes);
@@ -205,15 +206,10 @@ pub async fn serve(socket: UdpSocket, handler: Handler) {
             let query = &buf[..n];
             match answer(&handler, query, peer.ip()) {
                 Outcome::Reply(bytes) => send(&socket, &bytes, peer).await,
-                Outcome::Forward(upstreams) => {
+                Outcome::Forward(upstreams, max) => {
                     let (socket, handler, query) =
                         (socket.clone(), handler.clone(), query.to_vec());
                     tokio::spawn(async move {
-                        let max = Message::from_vec(&query)
-                            .ok()
-                            .and_then(|m| m.edns.map(|e| usize::from(e.max_payload())))
-                            .unwrap_or(PLAIN_MAX)
-                            .max(PLAIN_MAX);
                         let reply = match handler
                             .forwarder
                             .forward(&query, &upstreams, false, max)
@@ -339,7 +335,7 @@ mod tests {
                     assert_eq!(m.metadata.id, u16::from_be_bytes([p[0], p[1]]));
                 }
                 Outcome::Ignore => assert!(!question, "{p:?} got no answer"),
-                Outcome::Forward(_) => {}
+                Outcome::Forward(..) => {}
             }
         }
     }
@@ -419,7 +415,7 @@ mod tests {
         assert_eq!(m.authorities.len(), 1);
         assert_eq!(
             answer(&h, &query("example.org.", RecordType::A), src),
-            Outcome::Forward(Vec::new())
+            Outcome::Forward(Vec::new(), PLAIN_MAX)
         );
     }
 }
