@@ -112,8 +112,8 @@ impl Engine {
                 opts.hostname.unwrap_or_else(|| p.hostname.clone())
             }),
             net,
-            add_hosts: opts.add_hosts,
-            dns: opts.dns,
+            add_hosts: opts.net.add_hosts,
+            dns: opts.net.dns,
             phase: Phase::Configuring,
         };
         save(&self.config, &lock, &c)?;
@@ -129,9 +129,9 @@ impl Engine {
     fn net_mode(&self, opts: &CreateOptions) -> Result<(NetMode, Option<Pod>)> {
         let own_only = |mode: &str| -> Result<()> {
             let flag = [
-                (!opts.ips.is_empty(), "--ip"),
-                (!opts.ports.is_empty(), "-p"),
-                (!opts.aliases.is_empty(), "--network-alias"),
+                (!opts.net.ips.is_empty(), "--ip"),
+                (!opts.net.ports.is_empty(), "-p"),
+                (!opts.net.aliases.is_empty(), "--network-alias"),
             ]
             .into_iter()
             .find_map(|(set, f)| set.then_some(f));
@@ -141,14 +141,14 @@ impl Engine {
             }
         };
         if let Some(p) = &opts.pod {
-            if opts.network != NetworkChoice::Default {
+            if opts.net.network != NetworkChoice::Default {
                 return Err(Error::invalid(
                     "--network",
                     "a pod member uses its pod's network",
                 ));
             }
             own_only("--pod (set it on the pod)")?;
-            if !opts.add_hosts.is_empty() {
+            if !opts.net.add_hosts.is_empty() {
                 return Err(Error::invalid(
                     "--add-host",
                     "pod members share the pod's /etc/hosts (set it on the pod)",
@@ -157,7 +157,7 @@ impl Engine {
             let pod = find::<Pod>(&self.config, p)?;
             return Ok((NetMode::Pod { id: pod.id.clone() }, Some(pod)));
         }
-        match &opts.network {
+        match &opts.net.network {
             NetworkChoice::Host => own_only("--network host").map(|()| (NetMode::Host, None)),
             NetworkChoice::None => {
                 own_only("--network none").map(|()| (NetMode::Own(NetSandbox::default()), None))
@@ -172,24 +172,15 @@ impl Engine {
                 })
             }
             NetworkChoice::Default | NetworkChoice::Networks(_) => {
-                let networks = match &opts.network {
+                let networks = match &opts.net.network {
                     NetworkChoice::Networks(n) => n.clone(),
                     _ => vec![crate::config::DEFAULT_NETWORK.to_owned()],
                 };
-                self.check_static_ips(&networks[0], &opts.ips)?;
+                self.check_static_ips(&networks[0], &opts.net.ips)?;
                 for n in &networks {
                     network::find(&self.config, n)?;
                 }
-                Ok((
-                    NetMode::Own(NetSandbox {
-                        networks,
-                        ports: opts.ports.clone(),
-                        static_ips: opts.ips.clone(),
-                        aliases: opts.aliases.clone(),
-                        ..NetSandbox::default()
-                    }),
-                    None,
-                ))
+                Ok((NetMode::Own(opts.net.sandbox(networks)), None))
             }
         }
     }

@@ -23,7 +23,7 @@ pub use config::Config;
 pub use container::{ContainerView, Status};
 pub use error::{Error, Result};
 pub use network::{NetworkInfo, NetworkSpec};
-pub use options::{CreateOptions, NetworkChoice, PodOptions};
+pub use options::{CreateOptions, NetOptions, NetworkChoice, PodOptions};
 pub use state::{Container, NetMode, Pod};
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::state::{HostEntry, PortMapping};
+use crate::state::{HostEntry, NetSandbox, PortMapping};
 
 /// `--network`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +50,31 @@ impl NetworkChoice {
     }
 }
 
+/// The network flags `create` and `pod create` share.
+#[derive(Debug, Clone, Default)]
+pub struct NetOptions {
+    pub network: NetworkChoice,
+    /// `--ip`, `--ip6`.
+    pub ips: Vec<IpAddr>,
+    pub ports: Vec<PortMapping>,
+    pub aliases: Vec<String>,
+    pub add_hosts: Vec<HostEntry>,
+    pub dns: Vec<IpAddr>,
+}
+
+impl NetOptions {
+    /// The namespace asked for on `networks`, before any CNI call.
+    pub fn sandbox(&self, networks: Vec<String>) -> NetSandbox {
+        NetSandbox {
+            networks,
+            ports: self.ports.clone(),
+            static_ips: self.ips.clone(),
+            aliases: self.aliases.clone(),
+            ..NetSandbox::default()
+        }
+    }
+}
+
 /// Everything `create` takes.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -58,14 +83,8 @@ pub struct CreateOptions {
     pub rootfs: PathBuf,
     pub command: Vec<String>,
     pub env: Vec<String>,
-    pub network: NetworkChoice,
+    pub net: NetOptions,
     pub pod: Option<String>,
-    /// `--ip`, `--ip6`.
-    pub ips: Vec<IpAddr>,
-    pub ports: Vec<PortMapping>,
-    pub aliases: Vec<String>,
-    pub add_hosts: Vec<HostEntry>,
-    pub dns: Vec<IpAddr>,
     pub hostname: Option<String>,
 }
 
@@ -73,12 +92,7 @@ pub struct CreateOptions {
 #[derive(Debug, Clone, Default)]
 pub struct PodOptions {
     pub name: String,
-    pub network: NetworkChoice,
-    pub ips: Vec<IpAddr>,
-    pub ports: Vec<PortMapping>,
-    pub aliases: Vec<String>,
-    pub add_hosts: Vec<HostEntry>,
-    pub dns: Vec<IpAddr>,
+    pub net: NetOptions,
     pub hostname: Option<String>,
 }
 

@@ -11,7 +11,7 @@ use crate::options::{NetworkChoice, PodOptions};
 use crate::sandbox::{self, Owner};
 use crate::state::{
     self, find, list, new_id, now, record_dir, save, validate_name, write_atomic, Container, Lock,
-    NetMode, NetSandbox, Phase, Pod,
+    NetMode, Phase, Pod,
 };
 use crate::Engine;
 
@@ -20,7 +20,7 @@ impl Engine {
         let lock = Lock::take(&self.config)?;
         validate_name("pod name", &opts.name)?;
         state::ensure_name_free::<Pod>(&self.config, &opts.name)?;
-        let networks = match &opts.network {
+        let networks = match &opts.net.network {
             NetworkChoice::Default => vec![crate::config::DEFAULT_NETWORK.to_owned()],
             NetworkChoice::Networks(n) => n.clone(),
             NetworkChoice::None => vec![],
@@ -31,29 +31,23 @@ impl Engine {
                 ))
             }
         };
-        if networks.is_empty() && (!opts.ports.is_empty() || !opts.ips.is_empty()) {
+        if networks.is_empty() && (!opts.net.ports.is_empty() || !opts.net.ips.is_empty()) {
             return Err(Error::invalid(
                 "--network none",
                 "cannot publish ports or take --ip",
             ));
         }
         if let Some(first) = networks.first() {
-            self.check_static_ips(first, &opts.ips)?;
+            self.check_static_ips(first, &opts.net.ips)?;
         }
         let mut pod = Pod {
             id: new_id()?,
             hostname: opts.hostname.unwrap_or_else(|| opts.name.clone()),
             name: opts.name,
             created: now(),
-            net: NetSandbox {
-                networks,
-                ports: opts.ports,
-                static_ips: opts.ips,
-                aliases: opts.aliases,
-                ..NetSandbox::default()
-            },
-            add_hosts: opts.add_hosts,
-            dns: opts.dns,
+            net: opts.net.sandbox(networks),
+            add_hosts: opts.net.add_hosts,
+            dns: opts.net.dns,
             phase: Phase::Configuring,
         };
         save(&self.config, &lock, &pod)?;

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use engine_glue::config::{self, Config};
 use engine_glue::options::{parse_add_host, parse_publish};
 use engine_glue::state::{short_id, HostEntry, PortMapping};
-use engine_glue::{CreateOptions, Engine, Error, NetworkChoice, NetworkSpec, PodOptions};
+use engine_glue::{
+    CreateOptions, Engine, Error, NetOptions, NetworkChoice, NetworkSpec, PodOptions,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -234,12 +236,20 @@ impl NetArgs {
             .map_or(Ok(NetworkChoice::Default), NetworkChoice::parse)
     }
 
-    fn ips(&self) -> Vec<IpAddr> {
-        self.ip
-            .map(IpAddr::V4)
-            .into_iter()
-            .chain(self.ip6.map(IpAddr::V6))
-            .collect()
+    fn options(self) -> Result<NetOptions, Error> {
+        Ok(NetOptions {
+            network: self.choice()?,
+            ips: self
+                .ip
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(self.ip6.map(IpAddr::V6))
+                .collect(),
+            ports: self.publish,
+            aliases: self.network_alias,
+            add_hosts: self.add_host,
+            dns: self.dns,
+        })
     }
 }
 
@@ -268,17 +278,12 @@ struct ContainerArgs {
 impl ContainerArgs {
     fn options(self) -> Result<CreateOptions, Error> {
         Ok(CreateOptions {
-            network: self.net.choice()?,
-            ips: self.net.ips(),
+            net: self.net.options()?,
             name: self.name,
             rootfs: self.rootfs,
             command: self.command,
             env: self.env,
             pod: self.pod,
-            ports: self.net.publish,
-            aliases: self.net.network_alias,
-            add_hosts: self.net.add_host,
-            dns: self.net.dns,
             hostname: self.hostname,
         })
     }
@@ -492,12 +497,7 @@ fn pod(engine: &Engine, cmd: PodCmd) -> Result<u8, Error> {
         } => {
             let p = engine.pod_create(PodOptions {
                 name,
-                network: net.choice()?,
-                ips: net.ips(),
-                ports: net.publish,
-                aliases: net.network_alias,
-                add_hosts: net.add_host,
-                dns: net.dns,
+                net: net.options()?,
                 hostname,
             })?;
             println!("{}", p.id);
