@@ -346,9 +346,6 @@ async fn run(opts: Options) -> Result<(), String> {
         let mut z = r.zone();
         r.store
             .load(|conf, a| {
-                if z.network(&conf.name).is_none() {
-                    z.set_network(conf.clone());
-                }
                 z.insert(&conf.name, a);
                 names += 1;
             })

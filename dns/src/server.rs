@@ -99,6 +99,26 @@ pub enum Decision {
     Forward(Vec<IpAddr>),
 }
 
+impl Decision {
+    /// A local decision as its response code, answers and authorities (addresses as
+    /// records of `asked`); a forwarded one as `Err(upstreams)`.
+    pub fn into_local(
+        self,
+        asked: &Name,
+    ) -> Result<(ResponseCode, Vec<Record>, Vec<Record>), Vec<IpAddr>> {
+        match self {
+            Decision::Addrs(ips) => Ok((ResponseCode::NoError, addr_records(asked, &ips), vec![])),
+            Decision::Local {
+                code,
+                answers,
+                authorities,
+            } => Ok((code, answers, authorities)),
+            Decision::Refused => Ok((ResponseCode::Refused, vec![], vec![])),
+            Decision::Forward(upstreams) => Err(upstreams),
+        }
+    }
+}
+
 impl Handler {
     /// Answers the question `asked`/`qtype` of a client at `src` from the zone, under a
     /// read lock held for the lookup alone.
@@ -163,28 +183,17 @@ impl Handler {
             return rh.send_response(builder.build_no_records(meta)).await;
         };
         let asked = info.query.original();
-        match self.decide(request.src().ip(), asked.name(), asked.query_type()) {
-            Decision::Addrs(ips) => {
-                meta.authoritative = true;
-                let answers = addr_records(asked.name(), &ips);
-                rh.send_response(builder.build(meta, &answers, &[], &[], &[]))
-                    .await
-            }
-            Decision::Local {
-                code,
-                answers,
-                authorities,
-            } => {
-                meta.authoritative = true;
+        match self
+            .decide(request.src().ip(), asked.name(), asked.query_type())
+            .into_local(asked.name())
+        {
+            Ok((code, answers, authorities)) => {
+                meta.authoritative = code != ResponseCode::Refused;
                 meta.response_code = code;
                 rh.send_response(builder.build(meta, &answers, &[], &authorities, &[]))
                     .await
             }
-            Decision::Refused => {
-                meta.response_code = ResponseCode::Refused;
-                rh.send_response(builder.build_no_records(meta)).await
-            }
-            Decision::Forward(upstreams) => {
+            Err(upstreams) => {
                 let tcp = request.protocol() == Protocol::Tcp;
                 let max = usize::from(request.max_payload().max(512));
                 let reply = self

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, MessageType, Metadata, OpCode, ResponseCode};
 use tokio::net::UdpSocket;
 
-use crate::server::{addr_records, edns, Decision, Handler, EDNS_PAYLOAD, TTL};
+use crate::server::{edns, Decision, Handler, EDNS_PAYLOAD, TTL};
 
 /// Datagrams answered in one go before the task yields to the others (control socket,
 /// TCP connections, forwarded answers).
@@ -66,24 +66,15 @@ fn answer(handler: &Handler, query: &[u8], src: IpAddr) -> Outcome {
         .as_ref()
         .map_or(PLAIN_MAX, |e| usize::from(e.max_payload()).max(PLAIN_MAX));
     let q = &request.queries[0];
-    let (code, answers, authorities) = match handler.decide(src, q.name(), q.query_type()) {
-        Decision::Forward(upstreams) => return Outcome::Forward(upstreams, max),
-        Decision::Addrs(ips) => {
-            if let Some(bytes) = addrs_reply(query, &ips, request.edns.is_some(), max) {
-                return Outcome::Reply(bytes);
-            }
-            (
-                ResponseCode::NoError,
-                addr_records(q.name(), &ips),
-                Vec::new(),
-            )
+    let decision = handler.decide(src, q.name(), q.query_type());
+    if let Decision::Addrs(ips) = &decision {
+        if let Some(bytes) = addrs_reply(query, ips, request.edns.is_some(), max) {
+            return Outcome::Reply(bytes);
         }
-        Decision::Refused => (ResponseCode::Refused, Vec::new(), Vec::new()),
-        Decision::Local {
-            code,
-            answers,
-            authorities,
-        } => (code, answers, authorities),
+    }
+    let (code, answers, authorities) = match decision.into_local(q.name()) {
+        Ok(parts) => parts,
+        Err(upstreams) => return Outcome::Forward(upstreams, max),
     };
     let mut meta = Metadata::response_from_request(&request.metadata);
     meta.recursion_available = true;
@@ -240,6 +231,7 @@ mod tests {
     use hickory_proto::rr::{Name, RData, RecordType};
 
     use crate::forward::Forwarder;
+    use crate::server::addr_records;
     use crate::zone::Zone;
 
     fn handler() -> Handler {
