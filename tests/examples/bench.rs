@@ -53,6 +53,10 @@ fn timed(call: &Call) -> Duration {
 
 /// One benchmark row: `make` builds the calls for a plugin dir and iteration; `timed`
 /// says which of them is measured (the others set up or tear down).
+/// The pause between two timed calls: longer than the kernel's clean-up after a link or
+/// an nftables element deletion here (10–30 ms).
+const SETTLE: Duration = Duration::from_millis(40);
+
 fn row(
     name: &str,
     dirs: [&Path; 2],
@@ -63,6 +67,10 @@ fn row(
     for i in 0..iterations {
         for (side, dir) in dirs.iter().enumerate() {
             samples[side].push(run(dir, i));
+            // Every timed call starts from the same state: the kernel's clean-up of the
+            // previous DEL finished (podnet's DEL returns before it, the reference's
+            // after it), the CPUs idle for the same time whichever side ran last.
+            std::thread::sleep(SETTLE);
         }
     }
     let [ours, theirs] = samples.map(stats);

@@ -35,19 +35,36 @@ pub fn open_netns_if_present(args: &CmdArgs) -> Result<Option<NetNs>, CniError> 
     }
 }
 
-/// Deletes `CNI_IFNAME` in the container (a veth takes its host end with it). No netns
-/// given, a namespace that is gone, or an interface that is gone: nothing to do.
+/// Deletes `CNI_IFNAME` in the container (a veth takes its host end with it) and
+/// returns once the kernel has unregistered both ends, without waiting in its memory
+/// clean-up ([`crate::unlink`]). No netns given, a namespace that is gone, or an
+/// interface that is gone: nothing to do.
 pub fn remove_container_link(args: &CmdArgs) -> Result<(), CniError> {
     let Some(ns) = open_netns_if_present(args)? else {
         return Ok(());
     };
-    crate::block_on(async {
+    let found = crate::block_on(async {
         let ctr = Netlink::open_in(&ns)?;
-        match ctr.link_get(&args.ifname).await? {
-            Some(c) => ctr.link_del(c.index).await,
-            None => Ok(()),
-        }
-    })
+        type Found = crate::Result<Option<(u32, Option<u32>)>>;
+        let Some(c) = ctr.link_get(&args.ifname).await? else {
+            return Found::Ok(None);
+        };
+        // The veth's host end, when it lives in this (the plugin's) namespace: its index
+        // there points back at the container end.
+        let peer = match (c.kind.as_deref(), c.peer) {
+            (Some("veth"), Some(p)) => Netlink::open_current()?
+                .link_by_index(p)
+                .await?
+                .filter(|h| h.kind.as_deref() == Some("veth") && h.peer == Some(c.index))
+                .map(|h| h.index),
+            _ => None,
+        };
+        Found::Ok(Some((c.index, peer)))
+    })?;
+    match found {
+        Some((index, peer)) => crate::unlink::link_del_unwaited(&ns, index, peer),
+        None => Ok(()),
+    }
     .map_err(CniError::from)
 }
 

@@ -123,5 +123,8 @@ pub fn flush_udp(ports: &[u16]) -> Result<usize> {
         // A flow that ended meanwhile is an error reply nobody needs to read.
         sock.send(&del, 0).map_err(io("ctnetlink delete"))?;
     }
+    // After portmap's DEL deleted its elements, this release would wait for their
+    // clean-up (crate::release).
+    crate::release::close_netfilter(sock);
     Ok(doomed.len())
 }

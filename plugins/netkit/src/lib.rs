@@ -3,7 +3,7 @@
 //! addresses, routes and per-namespace sysctls, with typed errors that keep the errno.
 //!
 //! This is the one crate of the workspace allowed `unsafe` (each block documented with
-//! `// SAFETY:`); today it needs none, as nix wraps every syscall it makes.
+//! `// SAFETY:`); it needs it only in [`release`], to fork.
 
 pub mod attach;
 pub mod conntrack;
@@ -11,7 +11,9 @@ pub mod error;
 pub mod netlink;
 pub mod nft;
 pub mod ns;
+pub mod release;
 pub mod sysctl;
+pub mod unlink;
 
 pub use error::{Error, Result};
 pub use netlink::{

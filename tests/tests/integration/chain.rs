@@ -255,6 +255,32 @@ privileged_test! {
 }
 
 privileged_test! {
+    fn the_last_del_keeps_a_table_holding_a_users_admin_rule() {
+        let mut sb = Sandbox::new();
+        let rt = runtime();
+        let br = podnet_tests::random_name("adm");
+        let n = fw_list("adm", &br, "10.95.0.0/24", "same-bridge");
+        let a = sb.container("a");
+        let r = rt.add(&n, &rc(&a, "a", Value::Null)).unwrap();
+        let ip = ip4(&r);
+        assert!(sh(None, "nft add rule inet podnet CNI-ADMIN ip daddr 192.0.2.1 drop").0);
+        rt.del(&n, &rc(&a, "a", Value::Null)).unwrap();
+        let rs = ruleset();
+        assert!(rs.contains("ip daddr 192.0.2.1 drop"), "the user's rule outlives the last DEL: {rs}");
+        assert!(!rs.contains(&ip), "no element of the container is left: {rs}");
+        assert!(!rs.contains("table bridge podnet"), "the bridge table goes: {rs}");
+        // The next container finds the kept table; with the admin chain emptied, its DEL
+        // (the last again) removes everything.
+        rt.add(&n, &rc(&a, "a", Value::Null)).unwrap();
+        assert!(ruleset().contains("ip daddr 192.0.2.1 drop"), "ADD leaves the admin chain alone");
+        assert!(sh(None, "nft flush chain inet podnet CNI-ADMIN").0);
+        rt.del(&n, &rc(&a, "a", Value::Null)).unwrap();
+        let rs = ruleset();
+        assert!(!rs.contains("podnet"), "nothing of podnet is left: {rs}");
+    }
+}
+
+privileged_test! {
     fn a_host_firewall_with_a_drop_policy() {
         let mut sb = Sandbox::new();
         let _outside = outside(&mut sb);

@@ -115,6 +115,49 @@ privileged_test! {
 }
 
 privileged_test! {
+    fn a_link_deleted_unwaited_is_gone_with_its_peer_when_the_call_returns() {
+        let mut sb = Sandbox::new();
+        let host = sb.host();
+        let ctr = sb.container("c");
+        let hname = random_name("vu");
+        let make = || netkit::block_on(async {
+            let hnl = Netlink::open_in(&host).unwrap();
+            let cnl = Netlink::open_in(&ctr).unwrap();
+            hnl.link_add_veth(&hname, "eth0", &ctr, &VethOptions::default()).await.unwrap();
+            let h = hnl.link_require(&hname).await.unwrap();
+            let c = cnl.link_require("eth0").await.unwrap();
+            hnl.link_set_up(h.index).await.unwrap();
+            cnl.link_set_up(c.index).await.unwrap();
+            cnl.addr_add(c.index, "10.78.0.2/24".parse().unwrap()).await.unwrap();
+            hnl.addr_add(h.index, "10.78.0.1/32".parse().unwrap()).await.unwrap();
+            let route = RouteSpec { dst: "10.78.0.2/32".parse().unwrap(), gateway: None, oif: Some(h.index), scope: 253 };
+            hnl.route_add(&route).await.unwrap();
+            (h.index, c.index)
+        });
+        let (h, c) = make();
+        assert!(ip(&host, "route show").contains("10.78.0.2 dev"));
+        {
+            let _in_host = host.enter().unwrap();
+            netkit::unlink::link_del_unwaited(&ctr, c, Some(h)).unwrap();
+            // Read back at once, no polling: both ends are unregistered, with their
+            // addresses and routes.
+            assert!(!ip(&ctr, "-br link show").contains("eth0"), "container end gone");
+            assert!(!ip(&host, "-br link show").contains(&hname), "host end gone");
+            assert!(!ip(&host, "route show").contains("10.78.0.2"), "host route gone");
+            assert!(!ip(&host, "-br addr show").contains("10.78.0.1"), "host address gone");
+            // Already gone: fine (the kernel's ENODEV, through the orphan).
+            netkit::unlink::link_del_unwaited(&ctr, c, Some(h)).unwrap();
+        }
+        // Both names are free again at once.
+        let (_, c2) = make();
+        assert!(ip(&ctr, "-br addr show dev eth0").contains("10.78.0.2/24"));
+        let _in_host = host.enter().unwrap();
+        netkit::unlink::link_del_unwaited(&ctr, c2, None).unwrap();
+        assert!(!ip(&ctr, "-br link show").contains("eth0"));
+    }
+}
+
+privileged_test! {
     fn bridge_master_rename_mac_mtu_and_move() {
         let mut sb = Sandbox::new();
         let host = sb.host();

@@ -20,7 +20,7 @@
 //! container with `dnsname`, every other table's drop-policy input chain accepts UDP
 //! and TCP port 53 from that bridge (comment `podnet dns:<bridge>`).
 
-use super::{apply, lock, query_objects, Batch, NftError, TABLE};
+use super::{apply, lock, query_objects, wire, Batch, NftError, TABLE};
 
 fn comment(bridge: &str) -> String {
     format!("podnet bridge:{bridge}")
@@ -31,8 +31,25 @@ fn dns_comment(bridge: &str) -> String {
 }
 
 /// (family, table, chain) of every `hook` base chain outside podnet (with a drop
-/// policy only, when `only_drop`).
+/// policy only, when `only_drop`): one netlink dump, or `nft` when that fails.
 fn base_chains(hook: &str, only_drop: bool) -> Result<Vec<(String, String, String)>, NftError> {
+    let number = match hook {
+        "input" => 1,
+        "forward" => 2,
+        _ => u32::MAX,
+    };
+    if let Ok(chains) = wire::base_chains() {
+        return Ok(chains
+            .into_iter()
+            .filter(|c| {
+                c.hook == number
+                    && (!only_drop || c.policy == 0)
+                    && c.table != TABLE
+                    && matches!(c.family, "ip" | "ip6" | "inet")
+            })
+            .map(|c| (c.family.to_owned(), c.table, c.name))
+            .collect());
+    }
     Ok(query_objects(&["list", "chains"], "chain")?
         .into_iter()
         .filter(|c| {

@@ -276,7 +276,15 @@ impl Record {
 /// Adds a record's elements: over netlink ([`wire`]) when podnet can encode them, else
 /// (or when a table or set is missing, or the kernel refuses) through `nft`, which creates
 /// what is missing and words the kernel's refusal.
-fn add_elements(rec: &Record, exclusive: bool) -> Result<(), NftError> {
+///
+/// `tables_expected` is false when no other record exists: the last DEL removed the
+/// tables (or none were ever made), so the elements go with the tables' creation at
+/// once. A transaction bound to fail is not tried first: an aborted nf_tables
+/// transaction waits for an RCU grace period (10–25 ms here).
+fn add_elements(rec: &Record, exclusive: bool, tables_expected: bool) -> Result<(), NftError> {
+    if !tables_expected {
+        return apply(&rec.add_batch(exclusive, true));
+    }
     let (comment, gc) = (rec.comment(), rec.group_comment());
     let ops: Vec<(Op, &Entry, Option<&str>)> = rec
         .entries
@@ -301,6 +309,12 @@ fn add_elements(rec: &Record, exclusive: bool) -> Result<(), NftError> {
             stderr: "File exists".into(),
             batch: String::new(),
         }),
+        // A table or set is missing, and the record brings no chain or set of its own
+        // (`setup`) that could be the missing one: `nft` without the tables would fail
+        // the same way.
+        Err(e) if e.errno() == Some(nix::libc::ENOENT) && rec.setup.is_empty() => {
+            apply(&rec.add_batch(exclusive, true))
+        }
         Err(_) => apply_or_create(|sk| rec.add_batch(exclusive, sk)),
     }
 }
@@ -308,6 +322,37 @@ fn add_elements(rec: &Record, exclusive: bool) -> Result<(), NftError> {
 /// Deletes a record's elements (re-added first in the same transaction, so that the
 /// delete is valid whatever is left), the group's only with `with_group`.
 fn del_elements(rec: &Record, with_group: bool) -> Result<(), NftError> {
+    match delete_over_wire(rec, with_group, &[]) {
+        Ok(()) => Ok(()),
+        Err(_) => apply_or_create(|sk| rec.del_batch(with_group, sk)),
+    }
+}
+
+/// [`del_elements`] for the last record of the host, which also removes both tables
+/// (keeping `inet podnet` when a user put rules into an admin chain of it), in the same
+/// transaction.
+fn del_elements_and_tables(rec: &Record, with_group: bool) -> Result<(), NftError> {
+    let own = |c: &str| OWN_CHAINS.contains(&c) || c.starts_with(COND_CHAIN_PREFIX);
+    let wired = wire::inet_has_rules_outside(own).and_then(|user_rules| {
+        let drop: &[&str] = if user_rules {
+            &["bridge"]
+        } else {
+            &["bridge", "inet"]
+        };
+        delete_over_wire(rec, with_group, drop)
+    });
+    if wired.is_ok() {
+        return Ok(());
+    }
+    let tail = drop_tables()?;
+    apply_or_create(|sk| {
+        let mut b = rec.del_batch(with_group, sk);
+        b.0.extend(tail.0.iter().cloned());
+        b
+    })
+}
+
+fn delete_over_wire(rec: &Record, with_group: bool, drop: &[&str]) -> Result<(), wire::WireError> {
     let (comment, gc) = (rec.comment(), rec.group_comment());
     let group: &[Entry] = if with_group { &rec.group_entries } else { &[] };
     let mut ops: Vec<(Op, &Entry, Option<&str>)> = rec
@@ -322,10 +367,7 @@ fn del_elements(rec: &Record, with_group: bool) -> Result<(), NftError> {
             .chain(group)
             .map(|e| (Op::Delete, e, None)),
     );
-    match wire::apply(&ops) {
-        Ok(()) => Ok(()),
-        Err(_) => apply_or_create(|sk| rec.del_batch(with_group, sk)),
-    }
+    wire::apply_and_drop(&ops, drop)
 }
 
 /// Applies `make(false)` (elements only); when nft answers that a table, set or map is
@@ -378,13 +420,14 @@ pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
         Some(old) => write_record(old),
         None => fs::remove_file(&path).map_err(|e| journal_err(&path)(e)),
     };
-    let Err(first) = add_elements(rec, true) else {
+    let tables_expected = any_record_but(&path);
+    let Err(first) = add_elements(rec, true, tables_expected) else {
         return Ok(Commit { first_in_group });
     };
     let retried = if rec.entries.iter().any(|e| e.exclusive) {
         match holder_conflict(rec) {
             Ok(Some(conflict)) => Err(CommitError::Conflict(conflict)),
-            Ok(None) => add_elements(rec, false).map_err(CommitError::from),
+            Ok(None) => add_elements(rec, false, true).map_err(CommitError::from),
             Err(e) => Err(e.into()),
         }
     } else {
@@ -483,12 +526,7 @@ pub fn release(
     let with_group = last_in_group || record.group.is_none();
     let last = !any_record_but(&path);
     if last {
-        let tail = drop_tables()?;
-        apply_or_create(|sk| {
-            let mut b = record.del_batch(with_group, sk);
-            b.0.extend(tail.0.iter().cloned());
-            b
-        })?;
+        del_elements_and_tables(&record, with_group)?;
     } else {
         del_elements(&record, with_group)?;
     }

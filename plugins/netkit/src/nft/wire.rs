@@ -12,18 +12,22 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{
-    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-    SetElementMessage, Verdict, VerdictAttribute,
+    ChainAttribute, ChainMessage, DataAttribute, Hook, ListAttribute, NfTablesMessage,
+    RuleAttribute, RuleMessage, SetElementAttribute, SetElementList, SetElementMessage,
+    TableAttribute, TableMessage, Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::{Entry, TABLE};
+use crate::release;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -240,6 +244,13 @@ fn message(
 
 /// Applies `ops` in one nf_tables transaction: all or nothing.
 pub fn apply(ops: &[(Op, &Entry, Option<&str>)]) -> Result<(), WireError> {
+    apply_and_drop(ops, &[])
+}
+
+/// Applies `ops` and then removes podnet's table of each family in `drop` (`inet`,
+/// `bridge`; created first if missing, as `nft`'s `add table` + `delete table` does), in
+/// one transaction.
+pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Result<(), WireError> {
     let mut body = Vec::new();
     let mut seq = 1u32;
     body.extend(message(
@@ -253,11 +264,7 @@ pub fn apply(ops: &[(Op, &Entry, Option<&str>)]) -> Result<(), WireError> {
     for (op, e, comment) in ops {
         let attrs = element(e, if *op == Op::Delete { None } else { *comment })
             .ok_or(WireError::Unsupported)?;
-        let family = match e.family.as_str() {
-            "inet" => NetfilterProtoFamily::Inet,
-            "bridge" => NetfilterProtoFamily::Bridge,
-            _ => return Err(WireError::Unsupported),
-        };
+        let family = proto_family(&e.family)?;
         let msg = SetElementMessage {
             attributes: vec![
                 SetElementList::Table(TABLE.to_owned()),
@@ -282,6 +289,25 @@ pub fn apply(ops: &[(Op, &Entry, Option<&str>)]) -> Result<(), WireError> {
             inner,
         ));
     }
+    for family in drop {
+        let family = proto_family(family)?;
+        let table = || TableMessage {
+            attributes: vec![TableAttribute::Name(TABLE.to_owned())],
+        };
+        for (inner, flags) in [
+            (NfTablesMessage::NewTable(table()), NLM_F_CREATE),
+            (NfTablesMessage::DeleteTable(table()), 0),
+        ] {
+            seq += 1;
+            body.extend(message(
+                family,
+                0,
+                NLM_F_REQUEST | NLM_F_ACK | flags,
+                seq,
+                inner,
+            ));
+        }
+    }
     seq += 1;
     body.extend(message(
         NetfilterProtoFamily::Unspec,
@@ -290,38 +316,200 @@ pub fn apply(ops: &[(Op, &Entry, Option<&str>)]) -> Result<(), WireError> {
         seq,
         ControlMessage::BatchEnd,
     ));
-    let want = seq - first; // acks expected: one per element message
+    let want = seq - first; // acks expected: one per message between begin and end
 
-    let mut sock = Socket::new(NETLINK_NETFILTER)?;
-    sock.bind_auto()?;
-    sock.connect(&SocketAddr::new(0, 0))?;
-    sock.set_rx_buf_sz(1 << 20)?;
+    let sock = socket()?;
     sock.send(&body, 0)?;
-    // A reply always comes (an ack per message, or the error); the timeout only guards
-    // against a kernel that would stay silent.
-    set_timeout(&sock, Duration::from_secs(5))?;
     let mut acked = 0;
     let mut buf = vec![0u8; 1 << 16];
     while acked < want {
         let n = sock.recv(&mut &mut buf[..], 0)?;
-        let mut off = 0;
-        while off < n {
-            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[off..n])
-                .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))?;
-            let len = msg.header.length as usize;
+        for msg in messages(&buf[..n])? {
             if let NetlinkPayload::Error(e) = msg.payload {
                 match e.code {
                     None => acked += 1,
                     Some(_) => return Err(WireError::Kernel(e.to_io())),
                 }
             }
-            if len == 0 {
-                break;
-            }
-            off += len;
         }
     }
+    if !drop.is_empty() || ops.iter().any(|(op, ..)| *op == Op::Delete) {
+        // What was deleted is gone; closing would wait for the kernel to free it.
+        release::note_deletion();
+    }
+    release::close_netfilter(sock);
     Ok(())
+}
+
+fn proto_family(family: &str) -> Result<NetfilterProtoFamily, WireError> {
+    match family {
+        "inet" => Ok(NetfilterProtoFamily::Inet),
+        "bridge" => Ok(NetfilterProtoFamily::Bridge),
+        _ => Err(WireError::Unsupported),
+    }
+}
+
+/// Whether table `inet podnet` holds a rule in a chain for which `own` is false (a
+/// user's rule in an admin chain); false when the table does not exist.
+pub fn inet_has_rules_outside(own: impl Fn(&str) -> bool) -> Result<bool, WireError> {
+    let sock = socket()?;
+    let get = RuleMessage {
+        attributes: vec![RuleAttribute::Table(TABLE.to_owned())],
+    };
+    sock.send(
+        &message(
+            NetfilterProtoFamily::Inet,
+            0,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+            NfTablesMessage::GetRule(get),
+        ),
+        0,
+    )?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut outside = false;
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        for msg in messages(&buf[..n])? {
+            match msg.payload {
+                NetlinkPayload::Done(_) => {
+                    release::close_netfilter(sock);
+                    return Ok(outside);
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    let e = e.to_io();
+                    return match e.raw_os_error() {
+                        Some(nix::libc::ENOENT) => Ok(false),
+                        _ => Err(WireError::Kernel(e)),
+                    };
+                }
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)),
+                    ..
+                }) => {
+                    outside |= rule
+                        .attributes
+                        .iter()
+                        .any(|a| matches!(a, RuleAttribute::Chain(c) if !own(c)));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A base chain, as [`base_chains`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    /// `ip`, `ip6`, `inet`, … as nft names them.
+    pub family: &'static str,
+    pub table: String,
+    pub name: String,
+    /// `NF_INET_*` hook number.
+    pub hook: u32,
+    /// The policy's verdict (`NF_DROP` 0, `NF_ACCEPT` 1).
+    pub policy: u32,
+}
+
+/// Every base chain of every table, of every family (one dump; regular chains left out).
+pub fn base_chains() -> Result<Vec<BaseChain>, WireError> {
+    let sock = socket()?;
+    sock.send(
+        &message(
+            NetfilterProtoFamily::Unspec,
+            0,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+            NfTablesMessage::GetChain(ChainMessage { attributes: vec![] }),
+        ),
+        0,
+    )?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::new();
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        for msg in messages(&buf[..n])? {
+            match msg.payload {
+                NetlinkPayload::Done(_) => {
+                    release::close_netfilter(sock);
+                    return Ok(out);
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(WireError::Kernel(e.to_io()))
+                }
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    header,
+                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewChain(chain)),
+                    ..
+                }) => {
+                    let (mut table, mut name, mut hook, mut policy) = (None, None, None, None);
+                    for a in chain.attributes {
+                        match a {
+                            ChainAttribute::Table(t) => table = Some(t),
+                            ChainAttribute::Name(c) => name = Some(c),
+                            ChainAttribute::Policy(p) => policy = Some(p),
+                            ChainAttribute::Hook(h) => {
+                                hook = h.into_iter().find_map(|h| match h {
+                                    Hook::Number(n) => Some(u32::from(n)),
+                                    _ => None,
+                                })
+                            }
+                            _ => {}
+                        }
+                    }
+                    let family = match header.family {
+                        NetfilterProtoFamily::IPv4 => "ip",
+                        NetfilterProtoFamily::IPv6 => "ip6",
+                        NetfilterProtoFamily::Inet => "inet",
+                        NetfilterProtoFamily::Bridge => "bridge",
+                        NetfilterProtoFamily::ARP => "arp",
+                        NetfilterProtoFamily::NetDev => "netdev",
+                        _ => "",
+                    };
+                    if let (Some(table), Some(name), Some(hook), Some(policy)) =
+                        (table, name, hook, policy)
+                    {
+                        out.push(BaseChain {
+                            family,
+                            table,
+                            name,
+                            hook,
+                            policy,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A netfilter netlink socket, bound, talking to the kernel, with a receive timeout: a
+/// reply always comes (an ack per message, a dump's end, or the error); the timeout only
+/// guards against a kernel that would stay silent.
+fn socket() -> Result<Socket, WireError> {
+    let mut sock = Socket::new(NETLINK_NETFILTER)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    sock.set_rx_buf_sz(1 << 20)?;
+    set_timeout(&sock, Duration::from_secs(5))?;
+    Ok(sock)
+}
+
+/// The netlink messages of one datagram.
+fn messages(mut buf: &[u8]) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, WireError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let msg = NetlinkMessage::<NetfilterMessage>::deserialize(buf)
+            .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))?;
+        let len = (msg.header.length as usize).min(buf.len());
+        out.push(msg);
+        if len == 0 {
+            break;
+        }
+        buf = &buf[len..];
+    }
+    Ok(out)
 }
 
 fn set_timeout(sock: &Socket, d: Duration) -> std::io::Result<()> {
