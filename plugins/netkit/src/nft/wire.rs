@@ -352,49 +352,26 @@ fn proto_family(family: &str) -> Result<NetfilterProtoFamily, WireError> {
 /// Whether table `inet podnet` holds a rule in a chain for which `own` is false (a
 /// user's rule in an admin chain); false when the table does not exist.
 pub fn inet_has_rules_outside(own: impl Fn(&str) -> bool) -> Result<bool, WireError> {
-    let sock = socket()?;
     let get = RuleMessage {
         attributes: vec![RuleAttribute::Table(TABLE.to_owned())],
     };
-    sock.send(
-        &message(
-            NetfilterProtoFamily::Inet,
-            0,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            1,
-            NfTablesMessage::GetRule(get),
-        ),
-        0,
-    )?;
-    let mut buf = vec![0u8; 1 << 16];
     let mut outside = false;
-    loop {
-        let n = sock.recv(&mut &mut buf[..], 0)?;
-        for msg in messages(&buf[..n])? {
-            match msg.payload {
-                NetlinkPayload::Done(_) => {
-                    release::close_netfilter(sock);
-                    return Ok(outside);
-                }
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    let e = e.to_io();
-                    return match e.raw_os_error() {
-                        Some(nix::libc::ENOENT) => Ok(false),
-                        _ => Err(WireError::Kernel(e)),
-                    };
-                }
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)),
-                    ..
-                }) => {
-                    outside |= rule
-                        .attributes
-                        .iter()
-                        .any(|a| matches!(a, RuleAttribute::Chain(c) if !own(c)));
-                }
-                _ => {}
+    let done = dump(
+        NetfilterProtoFamily::Inet,
+        NfTablesMessage::GetRule(get),
+        |_, m| {
+            if let NfTablesMessage::NewRule(rule) = m {
+                outside |= rule
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::Chain(c) if !own(c)));
             }
-        }
+        },
+    );
+    match done {
+        Ok(()) => Ok(outside),
+        Err(e) if e.errno() == Some(nix::libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -413,71 +390,77 @@ pub struct BaseChain {
 
 /// Every base chain of every table, of every family (one dump; regular chains left out).
 pub fn base_chains() -> Result<Vec<BaseChain>, WireError> {
+    let mut out = Vec::new();
+    let get = NfTablesMessage::GetChain(ChainMessage { attributes: vec![] });
+    dump(NetfilterProtoFamily::Unspec, get, |family, m| {
+        let NfTablesMessage::NewChain(chain) = m else {
+            return;
+        };
+        let (mut table, mut name, mut hook, mut policy) = (None, None, None, None);
+        for a in chain.attributes {
+            match a {
+                ChainAttribute::Table(t) => table = Some(t),
+                ChainAttribute::Name(c) => name = Some(c),
+                ChainAttribute::Policy(p) => policy = Some(p),
+                ChainAttribute::Hook(h) => {
+                    hook = h.into_iter().find_map(|h| match h {
+                        Hook::Number(n) => Some(u32::from(n)),
+                        _ => None,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let family = match family {
+            NetfilterProtoFamily::IPv4 => "ip",
+            NetfilterProtoFamily::IPv6 => "ip6",
+            NetfilterProtoFamily::Inet => "inet",
+            NetfilterProtoFamily::Bridge => "bridge",
+            NetfilterProtoFamily::ARP => "arp",
+            NetfilterProtoFamily::NetDev => "netdev",
+            _ => "",
+        };
+        if let (Some(table), Some(name), Some(hook), Some(policy)) = (table, name, hook, policy) {
+            out.push(BaseChain {
+                family,
+                table,
+                name,
+                hook,
+                policy,
+            });
+        }
+    })?;
+    Ok(out)
+}
+
+/// Runs one nf_tables dump request, handing each object and its family to `each`.
+fn dump(
+    family: NetfilterProtoFamily,
+    request: NfTablesMessage,
+    mut each: impl FnMut(NetfilterProtoFamily, NfTablesMessage),
+) -> Result<(), WireError> {
     let sock = socket()?;
     sock.send(
-        &message(
-            NetfilterProtoFamily::Unspec,
-            0,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            1,
-            NfTablesMessage::GetChain(ChainMessage { attributes: vec![] }),
-        ),
+        &message(family, 0, NLM_F_REQUEST | NLM_F_DUMP, 1, request),
         0,
     )?;
     let mut buf = vec![0u8; 1 << 16];
-    let mut out = Vec::new();
     loop {
         let n = sock.recv(&mut &mut buf[..], 0)?;
         for msg in messages(&buf[..n])? {
             match msg.payload {
                 NetlinkPayload::Done(_) => {
                     release::close_netfilter(sock);
-                    return Ok(out);
+                    return Ok(());
                 }
                 NetlinkPayload::Error(e) if e.code.is_some() => {
                     return Err(WireError::Kernel(e.to_io()))
                 }
                 NetlinkPayload::InnerMessage(NetfilterMessage {
                     header,
-                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewChain(chain)),
+                    inner: NetfilterMessageInner::NfTables(m),
                     ..
-                }) => {
-                    let (mut table, mut name, mut hook, mut policy) = (None, None, None, None);
-                    for a in chain.attributes {
-                        match a {
-                            ChainAttribute::Table(t) => table = Some(t),
-                            ChainAttribute::Name(c) => name = Some(c),
-                            ChainAttribute::Policy(p) => policy = Some(p),
-                            ChainAttribute::Hook(h) => {
-                                hook = h.into_iter().find_map(|h| match h {
-                                    Hook::Number(n) => Some(u32::from(n)),
-                                    _ => None,
-                                })
-                            }
-                            _ => {}
-                        }
-                    }
-                    let family = match header.family {
-                        NetfilterProtoFamily::IPv4 => "ip",
-                        NetfilterProtoFamily::IPv6 => "ip6",
-                        NetfilterProtoFamily::Inet => "inet",
-                        NetfilterProtoFamily::Bridge => "bridge",
-                        NetfilterProtoFamily::ARP => "arp",
-                        NetfilterProtoFamily::NetDev => "netdev",
-                        _ => "",
-                    };
-                    if let (Some(table), Some(name), Some(hook), Some(policy)) =
-                        (table, name, hook, policy)
-                    {
-                        out.push(BaseChain {
-                            family,
-                            table,
-                            name,
-                            hook,
-                            policy,
-                        });
-                    }
-                }
+                }) => each(header.family, m),
                 _ => {}
             }
         }
