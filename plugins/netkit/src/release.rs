@@ -30,32 +30,44 @@ const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
 
 /// Closes `fd`, a netfilter netlink socket, in an orphan process that first waits for an
 /// RCU grace period; returns once no process of the caller's holds anything else of the
-/// caller's (the intermediate child closed every other descriptor before forking the
-/// orphan, and has been reaped). Falls back to a plain close when `fork` fails.
+/// caller's ([`in_orphan`]). Falls back to a plain close when `fork` fails.
 #[allow(unsafe_code)]
 pub fn close_unwaited(fd: OwnedFd) {
-    let keep = fd.as_raw_fd();
+    let _ = in_orphan(&[fd.as_raw_fd()], || {
+        // SAFETY: membarrier takes no pointer; a kernel without the command answers
+        // EINVAL and the orphan simply exits.
+        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    });
+}
+
+/// Runs `work` in an orphan process holding only the descriptors `keep`: a child closes
+/// every other descriptor, forks the orphan and exits; the caller reaps the child, so
+/// when this returns no process of the caller's holds anything else of the caller's
+/// (stdout above all: a runtime reads a plugin's stdout until every holder closed it).
+/// `work` must make only raw system calls on memory allocated before the call.
+#[allow(unsafe_code)]
+fn in_orphan(keep: &[i32], work: impl FnOnce()) -> nix::Result<()> {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
     // SAFETY: between `fork` and `_exit` the children make only raw system calls
-    // (close_range, fork, membarrier, _exit): nothing allocates or takes a lock, so
-    // whatever the caller's other threads held at the fork does not matter.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            close_all_but(&[keep]);
-            // SAFETY: as above; the orphan only waits and exits.
+    // (close_range, fork, and `work`'s, which the caller vouches for): nothing allocates
+    // or takes a lock, so whatever the caller's other threads held at the fork does not
+    // matter.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            close_all_but(&keep);
+            // SAFETY: as above.
             if let Ok(ForkResult::Child) = unsafe { fork() } {
-                // SAFETY: membarrier takes no pointer; a kernel without the command
-                // answers EINVAL and the orphan simply exits.
-                unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+                work();
             }
             // SAFETY: _exit ends the child without running the parent's atexit
             // handlers or destructors, which must not run twice.
             unsafe { libc::_exit(0) }
         }
-        Ok(ForkResult::Parent { child }) => {
-            drop(fd);
+        ForkResult::Parent { child } => {
             let _ = waitpid(child, None);
+            Ok(())
         }
-        Err(_) => drop(fd),
     }
 }
 
@@ -102,35 +114,16 @@ pub fn drop_unwaited<S: AsFd>(sock: S) {
 #[allow(unsafe_code)]
 pub fn request_from_orphan(sock: OwnedFd, request: &[u8]) -> std::io::Result<OwnedFd> {
     let (answer_r, answer_w) = nix::unistd::pipe()?;
-    let mut keep = [sock.as_raw_fd(), answer_w.as_raw_fd()];
-    keep.sort_unstable();
     let (sock_fd, pipe_fd) = (sock.as_raw_fd(), answer_w.as_raw_fd());
-    // SAFETY: between `fork` and `_exit` the children make only raw system calls (close,
-    // fork, signal, send, recv, write, _exit) on memory allocated before the fork, so
-    // whatever the caller's other threads held at the fork does not matter.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            close_all_but(&keep);
-            // SAFETY: as above.
-            if let Ok(ForkResult::Child) = unsafe { fork() } {
-                // SAFETY: as above; a caller that stopped reading must not kill the
-                // orphan before the kernel answered (the write then fails harmlessly).
-                unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-                let code = ask(sock_fd, request).to_ne_bytes();
-                // SAFETY: `code` is 4 valid bytes.
-                unsafe { libc::write(pipe_fd, code.as_ptr().cast(), code.len()) };
-            }
-            // SAFETY: _exit ends the child without running the parent's atexit
-            // handlers or destructors, which must not run twice.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop((sock, answer_w));
-            let _ = waitpid(child, None);
-            Ok(answer_r)
-        }
-        Err(e) => Err(e.into()),
-    }
+    in_orphan(&[sock_fd, pipe_fd], || {
+        // SAFETY: a caller that stopped reading must not kill the orphan before the
+        // kernel answered (the write then fails harmlessly).
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        let code = ask(sock_fd, request).to_ne_bytes();
+        // SAFETY: `code` is 4 valid bytes.
+        unsafe { libc::write(pipe_fd, code.as_ptr().cast(), code.len()) };
+    })?;
+    Ok(answer_r)
 }
 
 /// Sends `request` on netlink socket `fd` and reads until the kernel's ack: 0 or the

@@ -261,6 +261,7 @@ pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Resu
         ControlMessage::BatchBegin,
     ));
     let first = seq + 1;
+    let mut msgs = Vec::with_capacity(ops.len() + 2 * drop.len());
     for (op, e, comment) in ops {
         let attrs = element(e, if *op == Op::Delete { None } else { *comment })
             .ok_or(WireError::Unsupported)?;
@@ -272,14 +273,25 @@ pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Resu
                 SetElementList::Elements(vec![ListAttribute::Element(attrs)]),
             ],
         };
-        let (inner, flags) = match op {
-            Op::Add => (NfTablesMessage::NewSetElement(msg), NLM_F_CREATE),
+        msgs.push(match op {
+            Op::Add => (family, NfTablesMessage::NewSetElement(msg), NLM_F_CREATE),
             Op::Create => (
+                family,
                 NfTablesMessage::NewSetElement(msg),
                 NLM_F_CREATE | NLM_F_EXCL,
             ),
-            Op::Delete => (NfTablesMessage::DeleteSetElement(msg), 0),
+            Op::Delete => (family, NfTablesMessage::DeleteSetElement(msg), 0),
+        });
+    }
+    for family in drop {
+        let family = proto_family(family)?;
+        let table = || TableMessage {
+            attributes: vec![TableAttribute::Name(TABLE.to_owned())],
         };
+        msgs.push((family, NfTablesMessage::NewTable(table()), NLM_F_CREATE));
+        msgs.push((family, NfTablesMessage::DeleteTable(table()), 0));
+    }
+    for (family, inner, flags) in msgs {
         seq += 1;
         body.extend(message(
             family,
@@ -288,25 +300,6 @@ pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Resu
             seq,
             inner,
         ));
-    }
-    for family in drop {
-        let family = proto_family(family)?;
-        let table = || TableMessage {
-            attributes: vec![TableAttribute::Name(TABLE.to_owned())],
-        };
-        for (inner, flags) in [
-            (NfTablesMessage::NewTable(table()), NLM_F_CREATE),
-            (NfTablesMessage::DeleteTable(table()), 0),
-        ] {
-            seq += 1;
-            body.extend(message(
-                family,
-                0,
-                NLM_F_REQUEST | NLM_F_ACK | flags,
-                seq,
-                inner,
-            ));
-        }
     }
     seq += 1;
     body.extend(message(
