@@ -1,39 +1,46 @@
 #!/bin/bash
 # DNS benchmark: podnet's responder (dnsname) against dnsmasq (the reference dnsname
-# plugin) and aardvark-dns, side by side, each in its own throwaway network + mount
-# namespace. Usage: scripts/bench-dns.sh RELEASE_DIR [SECONDS] [SIZES...]
+# plugin) and aardvark-dns, side by side. Usage:
+#   scripts/bench-dns.sh RELEASE_DIR [SECONDS] [SIZES...]     (DNS_ROUNDS=5 by default)
 # (run by `make bench-dns`; needs root, dnsperf, dnsmasq-base,
 # golang-github-containernetworking-plugin-dnsname and aardvark-dns).
+#
+# For each size, the three systems are set up at once, each in its own throwaway network
+# + mount namespace (a sandbox that stays up while the size is measured). The timed
+# dnsperf runs then take turns: round 1 podnet, dnsmasq, aardvark; round 2 dnsmasq,
+# aardvark, podnet; and so on. Each figure is the median of the rounds, so a slow minute
+# of this VM falls on every system alike instead of on whichever ran then.
 set -euo pipefail
 SELF=$(realpath "$0")
 REF=/usr/lib/cni
 AARDVARK=/usr/lib/podman/aardvark-dns
-WORK=/tmp/podnet-bench-dns
+BASE=/tmp/podnet-bench-dns
+GW=10.89.0.1
 
-# ---- inside a sandbox: one system, one size --------------------------------------
-inside() {
-  local sys=$1 n=$2
+# ---- inside a sandbox: set one system up with n names ---------------------------------
+setup() {
+  local sys=$1 n=$2 work=$BASE/$1
   mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /var/lib; ip link set lo up
-  mkdir -p $WORK/net.d /run/netns
+  mkdir -p "$work/net.d" /run/netns
   # An upstream resolver in its own namespace, as the host's only nameserver.
   ip netns add up; ip link add vup type veth peer name eth0 netns up
   ip addr add 192.0.2.254/24 dev vup; ip link set vup up
   ip -n up addr add 192.0.2.1/24 dev eth0; ip -n up link set eth0 up; ip -n up link set lo up
   ip netns exec up dnsmasq --no-resolv --no-hosts --address=/example.test/192.0.2.77 \
      --listen-address=192.0.2.1 --bind-interfaces --cache-size=0 --pid-file=/run/up.pid
-  echo "nameserver 192.0.2.1" > $WORK/resolv.conf
-  mount --bind $WORK/resolv.conf /etc/resolv.conf
-  local gw=10.89.0.1 dir plugins pid
+  echo "nameserver 192.0.2.1" > "$work/resolv.conf"
+  mount --bind "$work/resolv.conf" /etc/resolv.conf
+  local dir plugins pid
   case $sys in
     podnet) dir=$REL; plugins='{"type":"dnsname","domainName":"dns.podman"}' ;;
     dnsmasq) dir=$REF; plugins='{"type":"dnsname","domainName":"dns.podman"}' ;;
     aardvark) dir=$REF; plugins='' ;;
   esac
-  cat > $WORK/net.d/web.conflist <<J
+  cat > "$work/net.d/web.conflist" <<J
 {"cniVersion":"0.4.0","name":"web","plugins":[{"type":"bridge","bridge":"pnb0","isGateway":true,"ipMasq":true,
- "ipam":{"type":"host-local","ranges":[[{"subnet":"10.89.0.0/16","gateway":"10.89.0.1"}]],"routes":[{"dst":"0.0.0.0/0"}]}}${plugins:+,$plugins}]}
+ "ipam":{"type":"host-local","ranges":[[{"subnet":"10.89.0.0/16","gateway":"$GW"}]],"routes":[{"dst":"0.0.0.0/0"}]}}${plugins:+,$plugins}]}
 J
-  add() { ip netns add "$1"; NETCONFPATH=$WORK/net.d CNI_PATH=$dir CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$1" "$REL/netctl" add web "$1" >/dev/null; }
+  add() { ip netns add "$1"; NETCONFPATH=$work/net.d CNI_PATH=$dir CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$1" "$REL/netctl" add web "$1" >/dev/null; }
   add client
   # n names besides the client (written as each system stores them, then loaded).
   case $sys in
@@ -51,49 +58,108 @@ P
     dnsmasq)
       local h=/run/containers/cni/dnsname/web/addnhosts
       python3 -c "
-import sys
 for i in range($n): print('10.89.%d.%d svc%d svc%d.dns.podman' % (1 + i // 250, 1 + i % 250, i, i))" >> $h
       pid=$(cat /run/containers/cni/dnsname/web/pidfile); kill -HUP "$pid"; sleep 0.5 ;;
     aardvark)
       mkdir -p /run/aardvark
-      { echo "$gw"; python3 -c "
+      { echo "$GW"; python3 -c "
 for i in range($n): print('bench%08d 10.89.%d.%d  svc%d' % (i, 1 + i // 250, 1 + i % 250, i))"; } > /run/aardvark/web
       $AARDVARK --config /run/aardvark -p 53 run >/dev/null 2>&1 &
       sleep 1; pid=$(pgrep -f "aardvark-dns --config /run/aardvark" | head -1) ;;
   esac
-  local rss; rss=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
+  local rss first=0
+  rss=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
   python3 -c "
 import random
-for i in range(50000): print('svc%d.dns.podman A' % random.randrange($n))" > $WORK/local.txt
+for i in range(50000): print('svc%d.dns.podman A' % random.randrange($n))" > "$work/local.txt"
   python3 -c "
-for i in range(50000): print('q%d.example.test A' % i)" > $WORK/fwd.txt
-  once() { ip netns exec client dnsperf -s $gw -d "$1" -l "$SECS" -c 4 -Q 500000 2>&1 |
-           awk '/Queries per second/{printf "%d", $4} /Queries lost/{lost=$3} END{printf " lost=%s", lost}'; }
-  # The median of three runs: on a 2-vCPU VM one run varies by ±15 %.
-  perf() { { once "$1"; echo; once "$1"; echo; once "$1"; echo; } | sort -n | sed -n 2p; }
-  local lq fq first=0
-  lq=$(perf $WORK/local.txt); fq=$(perf $WORK/fwd.txt)
+for i in range(50000): print('q%d.example.test A' % i)" > "$work/fwd.txt"
   # The first query right after ADD (30 containers), where the system has an ADD.
   if [ "$sys" != aardvark ]; then
     for i in $(seq 1 30); do
       add "f$i"
-      echo "f$i.dns.podman A" > $WORK/one.txt
-      ip netns exec client dnsperf -s $gw -d $WORK/one.txt -n 1 -t 2 2>&1 | grep -q "NOERROR 1 " && first=$((first+1))
+      echo "f$i.dns.podman A" > "$work/one.txt"
+      ip netns exec client dnsperf -s $GW -d "$work/one.txt" -n 1 -t 2 2>&1 | grep -q "NOERROR 1 " && first=$((first+1))
     done
+    first=$first/30
   else first=-; fi
-  echo "$sys $n local=$lq forwarded=$fq rss_kib=$rss first_after_add=$first/30"
-  pkill -f "aardvark-dns --config /run/aardvark" || true
-  [ -f /run/podnet/dns/responder.pid ] && kill "$(cat /run/podnet/dns/responder.pid)" || true
-  [ -f /run/containers/cni/dnsname/web/pidfile ] && kill "$(cat /run/containers/cni/dnsname/web/pidfile)" || true
-  kill "$(cat /run/up.pid)" || true
+  echo "pid=$pid rss_kib=$rss first_after_add=$first" > "$work/info"
 }
 
-if [ "${1:-}" = --inside ]; then shift; REL=$1; SECS=$2; inside "$3" "$4"; exit; fi
+# ---- inside a sandbox: stop what setup started ------------------------------------------
+teardown() {
+  pkill -f "aardvark-dns --config /run/aardvark" || true
+  local f
+  for f in /run/podnet/dns/responder.pid /run/containers/cni/dnsname/web/pidfile /run/up.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+}
+
+case "${1:-}" in
+  --inside) REL=$2; setup "$3" "$4"; touch "$BASE/$3/ready"; exec sleep infinity ;;
+  --teardown) teardown; exit ;;
+esac
+
 REL=$(realpath "$1"); SECS=${2:-5}; shift 2 || true
 SIZES=${*:-100 1000 50000}
+ROUNDS=${DNS_ROUNDS:-5}
+SYSTEMS=(podnet dnsmasq aardvark)
+declare -A SANDBOX
+
+stop_all() {
+  local s
+  for s in "${!SANDBOX[@]}"; do
+    nsenter -t "${SANDBOX[$s]}" -n -m -- "$SELF" --teardown || true
+    kill "${SANDBOX[$s]}" 2>/dev/null || true
+  done
+  SANDBOX=()
+}
+trap stop_all EXIT
+
+# One timed dnsperf run against system $1 with query file $2: "qps cpu_us_per_query",
+# the CPU being the server's own (user + system, from /proc) over the run.
+run() {
+  local sys=$1 file=$2 pid t0 t1 out
+  pid=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' "$BASE/$sys/info")
+  t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  out=$(nsenter -t "${SANDBOX[$sys]}" -n -m -- ip netns exec client \
+        dnsperf -s $GW -d "$BASE/$sys/$file" -l "$SECS" -c 4 -Q 500000 2>&1)
+  t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  awk -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
+    /Queries completed/ {done=$3} /Queries lost/ {lost=$3} /Queries per second/ {qps=$4}
+    END {printf "%d %.2f %d\n", qps, done ? ticks / hz * 1e6 / done : 0, lost}' <<<"$out"
+}
+
+median() { sort -n | awk '{v[NR]=$0} END{print v[int((NR+1)/2)]}'; }
 
 for n in $SIZES; do
-  for sys in podnet dnsmasq aardvark; do
-    unshare --net --mount --propagation private -- "$SELF" --inside "$REL" "$SECS" "$sys" "$n"
+  rm -rf "$BASE"; mkdir -p "$BASE"
+  for sys in "${SYSTEMS[@]}"; do
+    mkdir -p "$BASE/$sys"
+    unshare --net --mount --propagation private -- "$SELF" --inside "$REL" "$sys" "$n" \
+      >"$BASE/$sys/log" 2>&1 &
+    SANDBOX[$sys]=$!
+    until [ -f "$BASE/$sys/ready" ]; do
+      kill -0 "${SANDBOX[$sys]}" 2>/dev/null || { cat "$BASE/$sys/log"; exit 1; }
+      sleep 0.2
+    done
   done
+  for kind in local fwd; do
+    for r in $(seq 0 $((ROUNDS - 1))); do
+      for i in 0 1 2; do
+        sys=${SYSTEMS[$(((i + r) % 3))]}
+        run "$sys" "$kind.txt" >> "$BASE/$sys/$kind.runs"
+      done
+    done
+  done
+  for sys in "${SYSTEMS[@]}"; do
+    l=$(awk '{print $1}' "$BASE/$sys/local.runs" | median)
+    lc=$(awk '{print $2}' "$BASE/$sys/local.runs" | median)
+    f=$(awk '{print $1}' "$BASE/$sys/fwd.runs" | median)
+    fc=$(awk '{print $2}' "$BASE/$sys/fwd.runs" | median)
+    lost=$(awk '{s+=$3} END{print s}' "$BASE/$sys/local.runs" "$BASE/$sys/fwd.runs")
+    echo "$sys $n local=$l cpu_us=$lc forwarded=$f cpu_us=$fc lost=$lost $(cut -d' ' -f2- "$BASE/$sys/info")" \
+         "local_runs=$(awk '{printf "%s%d", (NR > 1 ? "," : ""), $1}' "$BASE/$sys/local.runs")"
+  done
+  stop_all
 done

@@ -95,6 +95,15 @@ fn host_local_conf(side: usize) -> serde_json::Value {
                     "ranges": [[{"subnet": "10.80.0.0/16"}]]}})
 }
 
+/// The host-local rows at 1, 100, 1,000 and 10,000 leases (fewer iterations when the
+/// reference's call grows long).
+fn host_local_scale_rows(dirs: [&Path; 2], n: usize) -> Vec<String> {
+    [1usize, 100, 1_000, 10_000]
+        .into_iter()
+        .flat_map(|leases| host_local_rows(dirs, leases, n.min(40_000 / leases).max(20)))
+        .collect()
+}
+
 /// ADD and DEL of one more container on a network that already has `leases` leases,
 /// written in the reference layout.
 fn host_local_rows(dirs: [&Path; 2], leases: usize, iterations: usize) -> [String; 2] {
@@ -107,6 +116,8 @@ fn host_local_rows(dirs: [&Path; 2], leases: usize, iterations: usize) -> [Strin
             std::fs::write(dir.join(ip), format!("fill{i}\r\neth0")).unwrap();
         }
     }
+    // The fill's writeback belongs to no timed call.
+    nix::unistd::sync();
     let call = |d: &Path, cmd: &str| {
         let side = usize::from(d != dirs[0]);
         Call::new(
@@ -260,6 +271,9 @@ fn parallel_row(dirs: [&Path; 2], n: usize, rounds: usize) -> String {
             for i in 0..n {
                 let _ = NetNs::delete_named(&format!("par{side}-{round}-{i}"));
             }
+            // The kernel destroys 50 namespaces and veths in the background: let that
+            // finish before the other side's timed round, whichever side caused it.
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     let [ours, theirs] = walls.map(stats);
@@ -555,7 +569,8 @@ fn main() {
         .get(3)
         .map(|s| s.parse().expect("ITERATIONS is a number"))
         .unwrap_or(300);
-    // An optional section name runs only that part: `podman`, `bridge` (bridge and ptp).
+    // An optional section name runs only that part: `podman`, `bridge` (bridge and ptp),
+    // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once).
     let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
     // Leases of an interrupted run would refuse this run's container ids.
@@ -590,6 +605,18 @@ fn main() {
         }
         return;
     }
+    if only == Some("host-local") {
+        println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
+        println!("|---|---|---|---|---|---|");
+        for r in host_local_scale_rows(dirs, n) {
+            println!("{r}");
+        }
+        return;
+    }
+    if only == Some("parallel") {
+        println!("{}", parallel_row(dirs, 50, 5));
+        return;
+    }
     if only == Some("bridge") {
         println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
         println!("|---|---|---|---|---|---|");
@@ -617,12 +644,7 @@ fn main() {
     drop(ns);
     NetNs::delete_named("bench-lo").expect("removing the bench namespace");
 
-    for leases in [1usize, 100, 1_000, 10_000] {
-        let iterations = n.min(40_000 / leases).max(20);
-        let [add, del] = host_local_rows(dirs, leases, iterations);
-        rows.push(add);
-        rows.push(del);
-    }
+    rows.extend(host_local_scale_rows(dirs, n));
     for side in 0..2 {
         let _ = std::fs::remove_dir_all(format!("{BENCH_DATA}{side}"));
     }
