@@ -22,7 +22,9 @@
 //! exactly one new inode, the lease's, as the reference does (on this machine's ext4 each
 //! new inode costs about 0.6 ms). In-place writes are safe because every index write
 //! follows a change to the lease directory: a crash in the middle leaves the stamp stale,
-//! and the next operation rebuilds the index. It stays correct with other
+//! and the next operation rebuilds the index. `last_reserved_ip.N` is only where the next
+//! search starts: a torn one starts it elsewhere or at the range's start, as the
+//! reference does with a missing one. It stays correct with other
 //! writers: after each change podnet sets the network directory's mtime to a synthetic
 //! stamp (random nanoseconds) and records it; any create or remove by another writer (the
 //! reference plugin, a person) resets the mtime to the real time, the stamps differ, and
