@@ -206,15 +206,17 @@ impl Store {
         }
         self.prepared = None;
         let _ = fs::remove_file(&source);
-        let mut entries = self.index_entries(id)?;
-        entries.push((
+        // The bucket is read once and written once.
+        let bucket = self.bucket(id);
+        let mut all = Store::read_bucket(&bucket)?;
+        all.push((
             ip,
             Holder {
                 id: id.into(),
                 ifname: Some(ifname.into()),
             },
         ));
-        self.write_index(id, &entries)?;
+        write_in_place(&bucket, index_body(&all).as_bytes())?;
         let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
         write_in_place(&last, ip.to_string().as_bytes())?;
         Ok(true)
@@ -240,13 +242,15 @@ impl Store {
         id: &str,
         pick: impl Fn(IpAddr, &Holder) -> bool,
     ) -> Result<Vec<IpAddr>, StoreError> {
-        let entries = self.index_entries(id)?;
-        let (gone, kept): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(ip, h)| pick(*ip, h));
+        let bucket = self.bucket(id);
+        let (gone, kept): (Vec<_>, Vec<_>) = Store::read_bucket(&bucket)?
+            .into_iter()
+            .partition(|(ip, h)| h.id == id && pick(*ip, h));
         for (ip, _) in &gone {
             self.remove_lease(*ip)?;
         }
         if !gone.is_empty() {
-            self.write_index(id, &kept)?;
+            write_in_place(&bucket, index_body(&kept).as_bytes())?;
         }
         Ok(gone.into_iter().map(|(ip, _)| ip).collect())
     }
@@ -416,15 +420,6 @@ impl Store {
         let mut entries = Store::read_bucket(&self.bucket(id))?;
         entries.retain(|(_, h)| h.id == id);
         Ok(entries)
-    }
-
-    /// Replaces the entries of `id` in its bucket.
-    fn write_index(&self, id: &str, entries: &[(IpAddr, Holder)]) -> Result<(), StoreError> {
-        let path = self.bucket(id);
-        let mut all = Store::read_bucket(&path)?;
-        all.retain(|(_, h)| h.id != id);
-        all.extend(entries.iter().cloned());
-        write_in_place(&path, index_body(&all).as_bytes())
     }
 
     fn rebuild_index(&mut self) -> Result<(), StoreError> {

@@ -51,6 +51,23 @@ fn timed(call: &Call) -> Duration {
     took
 }
 
+/// The CPU time (user + system) that `f`'s children used, the plugin and the processes
+/// it ran (IPAM), once reaped: a measure this machine's steal time and scheduling
+/// delays do not move, beside the wall time.
+fn cpu_of(f: impl FnOnce() -> Duration) -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let used = || {
+        let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+        let t = |tv: nix::sys::time::TimeVal| {
+            Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000)
+        };
+        t(u.user_time()) + t(u.system_time())
+    };
+    let before = used();
+    f();
+    used() - before
+}
+
 /// One benchmark row: `make` builds the calls for a plugin dir and iteration; `timed`
 /// says which of them is measured (the others set up or tear down).
 /// The pause between two timed calls: longer than the kernel's clean-up after a link or
@@ -195,10 +212,20 @@ fn bridge_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
         timed(&call(d, "ADD"));
         timed(&call(d, "DEL"))
     });
+    let cpu = row(
+        "bridge+host-local ADD, CPU time",
+        dirs,
+        iterations,
+        |d, _| {
+            let used = cpu_of(|| timed(&call(d, "ADD")));
+            timed(&call(d, "DEL"));
+            used
+        },
+    );
     for i in 0..2 {
         let _ = NetNs::delete_named(&format!("bench-br{i}"));
     }
-    vec![add, del]
+    vec![add, del, cpu]
 }
 
 /// ptp + host-local ADD and DEL of one container.
@@ -228,10 +255,15 @@ fn ptp_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
         timed(&call(d, "ADD"));
         timed(&call(d, "DEL"))
     });
+    let cpu = row("ptp+host-local ADD, CPU time", dirs, iterations, |d, _| {
+        let used = cpu_of(|| timed(&call(d, "ADD")));
+        timed(&call(d, "DEL"));
+        used
+    });
     for i in 0..2 {
         let _ = NetNs::delete_named(&format!("bench-ptp{i}"));
     }
-    vec![add, del]
+    vec![add, del, cpu]
 }
 
 /// Wall time of `n` bridge+host-local ADDs started at once, median of `rounds`.

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
 use cni::{delegate, CniError, CniResult, ErrorCode, Interface, Route};
 use ipnetwork::IpNetwork;
+use netkit::attach::HostEnd;
 use netkit::{
     attach, nft, sysctl, BridgeOptions, BridgePortOptions, BridgeVlan, Link, NetNs, Netlink,
     VethOptions,
@@ -200,21 +201,17 @@ async fn build(
     finish(cx, &bridge, &hv, &c, ipam?).await
 }
 
-/// The bridge and the veth pair, the host end wired to the bridge.
-async fn make_links(cx: &Ctx<'_>, mac: Option<[u8; 6]>) -> Result<(Link, Link, Link), CniError> {
+/// The bridge and the veth pair, the host end a port of the bridge.
+async fn make_links(cx: &Ctx<'_>, mac: Option<[u8; 6]>) -> Result<(Link, HostEnd, Link), CniError> {
     let bridge = ensure_bridge(cx).await?;
-    let host_name = attach::veth_name();
     let opts = VethOptions {
         mtu: cx.conf.mtu(),
-        mac: None,
         peer_mac: mac,
+        master: Some(bridge.index),
+        ..Default::default()
     };
-    cx.host
-        .link_add_veth(&host_name, &cx.args.ifname, cx.ns, &opts)
-        .await?;
-    let hv = cx.host.link_require(&host_name).await?;
-    attach_port(cx, &bridge, &hv).await?;
-    let c = cx.ctr.link_require(&cx.args.ifname).await?;
+    let (hv, c) = attach::add_veth(&cx.host, &cx.ctr, cx.args, cx.ns, opts).await?;
+    configure_port(cx, &hv).await?;
     Ok((bridge, hv, c))
 }
 
@@ -222,7 +219,7 @@ async fn make_links(cx: &Ctx<'_>, mac: Option<[u8; 6]>) -> Result<(Link, Link, L
 async fn finish(
     cx: &Ctx<'_>,
     bridge: &Link,
-    hv: &Link,
+    hv: &HostEnd,
     c: &Link,
     ipam: CniResult,
 ) -> Result<CniResult, CniError> {
@@ -287,12 +284,10 @@ fn apply_rules(cx: &Ctx<'_>, port: &str, mac: &str, result: &CniResult) -> Resul
     Ok(())
 }
 
-/// The host end: enslaved, port flags, VLANs, up.
-async fn attach_port(cx: &Ctx<'_>, bridge: &Link, hv: &Link) -> Result<(), CniError> {
+/// The port's flags and VLANs. The host end is up and enslaved already; no traffic
+/// passes before the container end comes up, after this.
+async fn configure_port(cx: &Ctx<'_>, hv: &HostEnd) -> Result<(), CniError> {
     let conf = cx.conf;
-    cx.host
-        .link_set_master(hv.index, Some(bridge.index))
-        .await?;
     if conf.hairpin_mode || conf.port_isolation {
         let port = BridgePortOptions {
             hairpin: conf.hairpin_mode,
@@ -322,7 +317,6 @@ async fn attach_port(cx: &Ctx<'_>, bridge: &Link, hv: &Link) -> Result<(), CniEr
             cx.host.bridge_vlan_del(hv.index, 1).await?;
         }
     }
-    cx.host.link_set_up(hv.index).await?;
     Ok(())
 }
 
@@ -373,7 +367,12 @@ fn nth(base: IpAddr, n: u128) -> Option<IpAddr> {
 /// carrier, a moment later; so wait for that, then set the MAC to itself, which makes
 /// the kernel announce it again. Without this, such a peer stalls until its neighbour
 /// entry times out (~60 s here).
-async fn announce(cx: &Ctx<'_>, hv: &Link, c: &Link, result: &CniResult) -> Result<(), CniError> {
+async fn announce(
+    cx: &Ctx<'_>,
+    hv: &HostEnd,
+    c: &Link,
+    result: &CniResult,
+) -> Result<(), CniError> {
     let v4 = result.ips.iter().any(|i| i.address.is_ipv4());
     if !v4 || cx.conf.disable_container_interface || c.mac.is_empty() {
         return Ok(());
@@ -401,8 +400,7 @@ async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Resu
         // A gratuitous ARP when the link comes up: a container restarted with the same
         // address (and a new MAC) is reachable at once, not after the host's neighbour
         // entry for the old MAC times out (as the reference does).
-        let key = format!("net/ipv4/conf/{}/arp_notify", args.ifname);
-        sysctl::set(cx.ns, &key, "1")?;
+        cx.ctr.link_set_arp_notify(c.index).await?;
     }
     attach::add_addresses(&cx.ctr, c.index, result).await?;
     if conf.disable_container_interface {
@@ -414,38 +412,58 @@ async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Resu
 }
 
 /// Gateway addresses on the bridge (one per subnet), and forwarding on.
+///
+/// Every ADD after a network's first finds the gateway there: the exclusive add answers
+/// `EEXIST` and nothing is read. Only an ADD that did add it reads the bridge's
+/// addresses, for another one in the same subnet, which it replaces (`forceAddress`) or
+/// refuses, leaving the bridge as it was, as the reference does.
 async fn set_gateway_addresses(
     cx: &Ctx<'_>,
     bridge: &Link,
     result: &CniResult,
 ) -> Result<(), CniError> {
-    let existing = cx.host.addr_list(Some(bridge.index)).await?;
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let want =
             IpNetwork::new(gw, ip.address.prefix()).expect("the address's prefix fits its gateway");
-        let same_subnet: Vec<IpNetwork> = existing
-            .iter()
-            .map(|(_, a)| *a)
-            .filter(|a| a.is_ipv4() == want.is_ipv4() && a.contains(gw) && !a.ip().is_loopback())
-            .filter(|a| !is_link_local(a.ip()))
-            .collect();
-        if same_subnet.contains(&want) {
-            continue;
+        match cx.host.addr_add_exclusive(bridge.index, want).await {
+            Err(e) if e.is_exists() => continue,
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
         }
-        if let Some(old) = same_subnet.first() {
+        if let Some(old) = other_address_in_subnet(cx, bridge, want).await? {
+            // Taken off again before the old one goes: deleting a primary IPv4 address
+            // also deletes the secondaries of its subnet, ours among them.
+            cx.host.addr_del(bridge.index, want).await?;
             if !cx.conf.force_address {
                 return Err(CniError::invalid_config(format!(
                     "bridge {:?} already has address {old}, different from {want} (set forceAddress to replace it)",
                     cx.conf.bridge
                 )));
             }
-            cx.host.addr_del(bridge.index, *old).await?;
+            cx.host.addr_del(bridge.index, old).await?;
+            cx.host.addr_add(bridge.index, want).await?;
         }
-        cx.host.addr_add(bridge.index, want).await?;
         attach::enable_forwarding(want.is_ipv4())?;
     }
     Ok(())
+}
+
+/// An address of the bridge other than `want` in `want`'s subnet (not loopback or
+/// link-local).
+async fn other_address_in_subnet(
+    cx: &Ctx<'_>,
+    bridge: &Link,
+    want: IpNetwork,
+) -> Result<Option<IpNetwork>, CniError> {
+    let existing = cx.host.addr_list(Some(bridge.index)).await?;
+    Ok(existing.into_iter().map(|(_, a)| a).find(|a| {
+        *a != want
+            && a.is_ipv4() == want.is_ipv4()
+            && a.contains(want.ip())
+            && !a.ip().is_loopback()
+            && !is_link_local(a.ip())
+    }))
 }
 
 fn is_link_local(ip: IpAddr) -> bool {

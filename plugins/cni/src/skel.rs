@@ -175,8 +175,9 @@ pub struct Outcome {
 
 /// Runs `plugin` as a CNI plugin process and exits.
 pub fn run<P: Plugin>(plugin: P) -> ! {
-    let mut stdin = Vec::new();
-    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
+    // Room for a whole ordinary config: one read, not a read per doubling from 32 bytes.
+    let mut stdin = Vec::with_capacity(16 * 1024);
+    let outcome = match std::io::stdin().lock().read_to_end(&mut stdin) {
         Ok(_) => dispatch(&plugin, |k| std::env::var(k).ok(), &stdin),
         Err(e) => error_outcome(
             CniError::from_source(crate::ErrorCode::IO_FAILURE, "reading stdin", &e),

@@ -261,6 +261,24 @@ fn plugin_errors_missing_plugins_and_timeouts() {
     assert!(!w.dir.path().join("cache/results/n-../x-eth0").exists());
 }
 
+/// A config, an answer and a stderr each larger than a pipe holds (64 KiB): the config
+/// arrives whole, and neither output stream blocks the plugin while the other is read.
+#[test]
+fn configs_and_answers_larger_than_a_pipe_pass_whole() {
+    let w = World::new();
+    w.plugin(
+        "big",
+        r#"head -c 300000 /dev/zero | tr '\0' e >&2
+head -c 300000 /dev/zero | tr '\0' ' '
+printf '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'"#,
+    );
+    let pad = "p".repeat(200_000);
+    let l = list(json!({"cniVersion":"1.0.0","name":"n","plugins":[{"type":"big","pad": pad}]}));
+    let result = w.rt.add(&l, &rt("c1")).unwrap();
+    assert_eq!(result.ips[0].address.to_string(), "10.0.0.2/24");
+    assert_eq!(w.stdin_of(0)["pad"].as_str().map(str::len), Some(200_000));
+}
+
 #[test]
 fn gc_deletes_stale_attachments_then_sends_valid_list() {
     let w = World::new();

@@ -87,6 +87,53 @@ pub fn remove_link_and_elements(args: &CmdArgs, owner: &str) -> Vec<CniError> {
     })
 }
 
+/// The host end of a container's veth, as ADD reports it.
+#[derive(Debug, Clone)]
+pub struct HostEnd {
+    pub index: u32,
+    pub name: String,
+    pub mac: String,
+}
+
+/// Creates the container's veth: the host end, with a fresh `vethXXXXXXXX` name and MAC,
+/// in the plugin's namespace and up (and enslaved when `opts.master` says so) by the
+/// creating request itself; the container end `CNI_IFNAME` born down in the container's
+/// namespace. One request and one read-back of the container end, whose `IFLA_LINK` is
+/// the host end's index. Choosing the host end's MAC also keeps it fixed: udev's
+/// `MACAddressPolicy` rewrites only kernel-chosen (random) addresses.
+pub async fn add_veth(
+    host: &Netlink,
+    ctr: &Netlink,
+    args: &CmdArgs,
+    ns: &NetNs,
+    opts: crate::VethOptions,
+) -> Result<(HostEnd, crate::Link), CniError> {
+    let mac = random_mac();
+    let name = veth_name();
+    let opts = crate::VethOptions {
+        mac: Some(mac),
+        up: true,
+        ..opts
+    };
+    host.link_add_veth(&name, &args.ifname, ns, &opts).await?;
+    let c = ctr.link_require(&args.ifname).await?;
+    let index = c.peer.ok_or_else(|| {
+        CniError::new(
+            ErrorCode::NETLINK_FAILURE,
+            format!(
+                "the new veth {:?} does not name its peer {name:?}",
+                args.ifname
+            ),
+        )
+    })?;
+    let end = HostEnd {
+        index,
+        name,
+        mac: crate::format_mac(&mac),
+    };
+    Ok((end, c))
+}
+
 /// `veth` and 8 hex digits, as the reference plugins name host ends.
 pub fn veth_name() -> String {
     format!("veth{:08x}", crate::random_u64() as u32)

@@ -12,7 +12,8 @@ use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
@@ -101,12 +102,16 @@ pub struct BridgeVlan {
     pub pvid_untagged: bool,
 }
 
-/// Options for a veth pair.
+/// Options for a veth pair. `master` and `up` apply to the end in the caller's
+/// namespace and go with the creation request itself (`ip link add … master BR up`), so
+/// the end needs no further request.
 #[derive(Debug, Clone, Default)]
 pub struct VethOptions {
     pub mtu: Option<u32>,
     pub mac: Option<[u8; 6]>,
     pub peer_mac: Option<[u8; 6]>,
+    pub master: Option<u32>,
+    pub up: bool,
 }
 
 /// A netlink socket bound to one namespace.
@@ -192,8 +197,16 @@ impl Netlink {
         Ok(msgs.iter().map(link_from).collect())
     }
 
-    /// `ip link add NAME type veth peer name PEER netns PEER_NS`: the peer is born in
-    /// `peer_ns`, never moved there.
+    /// `ip link add NAME numtxqueues 1 numrxqueues 1 [master M] [up] type veth peer name
+    /// PEER netns PEER_NS numtxqueues 1 numrxqueues 1`: the peer is born in `peer_ns`,
+    /// never moved there.
+    ///
+    /// Both ends are created with one queue each way, the number of queues the kernel
+    /// leaves a veth using anyway. Without the attributes it allocates one per possible
+    /// CPU and then cuts the real count down to one on each end, and each cut waits for
+    /// an expedited RCU grace period under the RTNL lock (`veth_init_queues` →
+    /// `netif_set_real_num_tx_queues` → `synchronize_net`): two grace periods per veth,
+    /// serialising every parallel ADD of the host (docs/benchmarks.md).
     pub async fn link_add_veth(
         &self,
         name: &str,
@@ -203,7 +216,9 @@ impl Netlink {
     ) -> Result<()> {
         let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_owned())
-            .setns_by_fd(peer_ns.as_fd().as_raw_fd());
+            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1));
         if let Some(mtu) = opts.mtu {
             peer_msg = peer_msg.mtu(mtu);
         }
@@ -211,12 +226,20 @@ impl Netlink {
             peer_msg = peer_msg.address(mac.to_vec());
         }
         let mut msg = LinkVeth::new(name, peer)
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1))
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
         if let Some(mtu) = opts.mtu {
             msg = msg.mtu(mtu);
         }
         if let Some(mac) = opts.mac {
             msg = msg.address(mac.to_vec());
+        }
+        if let Some(master) = opts.master {
+            msg = msg.controller(master);
+        }
+        if opts.up {
+            msg = msg.up();
         }
         // `peer_ns` is borrowed for the whole request, so the fd in the message stays valid.
         self.link_add(
@@ -264,6 +287,19 @@ impl Netlink {
     /// `ip link set dev up`.
     pub async fn link_set_up(&self, index: u32) -> Result<()> {
         self.link_set(index, "up", |m| m.up()).await
+    }
+
+    /// `sysctl net.ipv4.conf.DEV.arp_notify=1`, as a netlink request on the socket's
+    /// namespace (`IFLA_AF_SPEC` → `AF_INET` → `IFLA_INET_CONF`, carrying that one
+    /// value): no switch into the namespace and no /proc/sys lookup.
+    pub async fn link_set_arp_notify(&self, index: u32) -> Result<()> {
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        let spec = AfSpecUnspec::Inet(vec![AfSpecInet::DevConfRequest(conf)]);
+        self.link_set(index, "inet arp_notify 1", |m| {
+            m.append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![spec]))
+        })
+        .await
     }
 
     /// `ip link set dev down`.
@@ -420,6 +456,17 @@ impl Netlink {
             .address()
             .add(index, addr.ip(), addr.prefix())
             .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("addr add {addr} dev index {index}")))
+    }
+
+    /// `ip addr add` proper: `EEXIST` when the link has the address already (unlike
+    /// [`Netlink::addr_add`], which replaces).
+    pub async fn addr_add_exclusive(&self, index: u32, addr: IpNetwork) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, addr.ip(), addr.prefix())
             .execute()
             .await
             .map_err(nl(format!("addr add {addr} dev index {index}")))

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
 use cni::{delegate, CniError, CniResult, Dns, ErrorCode, Interface};
 use ipnetwork::IpNetwork;
+use netkit::attach::HostEnd;
 use netkit::{attach, nft, sysctl, Link, NetNs, Netlink, RouteSpec, VethOptions};
 use serde::Deserialize;
 
@@ -131,27 +132,24 @@ impl Plugin for Ptp {
     }
 }
 
-async fn make_veth(cx: &Ctx<'_>) -> Result<(Link, Link), CniError> {
-    let host_name = attach::veth_name();
+async fn make_veth(cx: &Ctx<'_>) -> Result<(HostEnd, Link), CniError> {
     let opts = VethOptions {
         mtu: (cx.conf.mtu != 0).then_some(cx.conf.mtu),
-        mac: None,
-        peer_mac: None,
+        ..Default::default()
     };
-    cx.host
-        .link_add_veth(&host_name, &cx.args.ifname, cx.ns, &opts)
-        .await?;
-    let hv = cx.host.link_require(&host_name).await?;
-    cx.host.link_set_up(hv.index).await?;
-    let c = cx.ctr.link_require(&cx.args.ifname).await?;
-    Ok((hv, c))
+    attach::add_veth(&cx.host, &cx.ctr, cx.args, cx.ns, opts).await
 }
 
 fn host_prefix(ip: IpAddr) -> IpNetwork {
     IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a full-length prefix is valid")
 }
 
-async fn finish(cx: &Ctx<'_>, hv: &Link, c: &Link, ipam: CniResult) -> Result<CniResult, CniError> {
+async fn finish(
+    cx: &Ctx<'_>,
+    hv: &HostEnd,
+    c: &Link,
+    ipam: CniResult,
+) -> Result<CniResult, CniError> {
     let mut result = ipam;
     for ip in &mut result.ips {
         if ip.gateway.is_none() {

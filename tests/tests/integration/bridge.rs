@@ -59,6 +59,12 @@ privileged_test! {
         let (cl, caddrs) = link_state(&a, "eth0");
         assert!(cl.up && caddrs.contains(&format!("{ipa}/24")));
         assert!(sh(Some(&a), "ip route").1.contains("default via 10.70.0.1 dev eth0"));
+        assert_eq!(netkit::sysctl::get(&a, "net.ipv4.conf.eth0.arp_notify").unwrap(), "1");
+        // The host end: up, a port of the bridge, with the MAC the result reports.
+        let host_end = ra["interfaces"][1]["name"].as_str().unwrap();
+        let (hl, _) = link_state(&sb.host(), host_end);
+        assert_eq!((hl.up, hl.master), (true, Some(bl.index)));
+        assert_eq!(ra["interfaces"][1]["mac"], hl.mac.as_str());
         // Traffic.
         assert!(ping(&a, &ipb), "a reaches b");
         assert!(ping(&b, &ipa), "b reaches a");
@@ -182,6 +188,8 @@ privileged_test! {
         let (_, msg, _) = bridge_call("ADD", &b, "x", &c2).run().err();
         assert!(msg.contains("forceAddress"), "{msg}");
         assert!(!sh(Some(&b), "ip link show eth0").0, "undone");
+        let kept: Vec<String> = link_state(&sb.host(), &br2).1.into_iter().filter(|a| !a.starts_with("fe80:")).collect();
+        assert_eq!(kept, ["10.72.0.99/24"], "the bridge keeps its address and gains none");
         let mut forced = c2.clone();
         forced["forceAddress"] = json!(true);
         bridge_call("ADD", &b, "x", &forced).run().ok();

@@ -70,12 +70,25 @@ privileged_test! {
         netkit::block_on(async {
             let hnl = Netlink::open_in(&host).unwrap();
             let cnl = Netlink::open_in(&ctr).unwrap();
-            let opts = VethOptions { mtu: Some(1400), mac: None, peer_mac: Some(netkit::parse_mac("02:00:00:aa:bb:cc").unwrap()) };
+            let br = random_name("br");
+            hnl.link_add_bridge(&br, &Default::default()).await.unwrap();
+            let b = hnl.link_require(&br).await.unwrap();
+            let opts = VethOptions {
+                mtu: Some(1400),
+                peer_mac: Some(netkit::parse_mac("02:00:00:aa:bb:cc").unwrap()),
+                master: Some(b.index),
+                up: true,
+                ..Default::default()
+            };
             hnl.link_add_veth(&hname, cname, &ctr, &opts).await.unwrap();
             let h = hnl.link_require(&hname).await.unwrap();
             let c = cnl.link_require(cname).await.unwrap();
             assert_eq!((h.kind.as_deref(), h.mtu), (Some("veth"), 1400));
             assert_eq!((c.mac.as_str(), c.mtu), ("02:00:00:aa:bb:cc", 1400));
+            // Enslaved and up by the creating request; the container end stays down.
+            assert_eq!((h.master, h.up, c.up), (Some(b.index), true, false));
+            assert_eq!(c.peer, Some(h.index), "the container end names its host end");
+            hnl.link_set_master(h.index, None).await.unwrap();
             assert!(hnl.link_get(cname).await.unwrap().is_none(), "the peer never appears in the host");
             // Configure the container side from outside, through its own socket.
             cnl.link_set_up(c.index).await.unwrap();
@@ -93,6 +106,10 @@ privileged_test! {
         });
         // Read back with iproute2 too, and send real packets over the pair.
         assert!(ip(&ctr, "-br addr show dev eth0").contains("10.77.0.2/24"));
+        // One queue each way on both ends, set at creation (no cut-down, no RCU wait).
+        for (ns, dev) in [(&ctr, "eth0"), (&host, hname.as_str())] {
+            assert!(ip(ns, &format!("-d link show dev {dev}")).contains("numtxqueues 1 numrxqueues 1"));
+        }
         assert!(ip(&ctr, "route show").contains("10.99.0.0/16 via 10.77.0.1 dev eth0"));
         let ping = Command::new("nsenter").arg(format!("--net={}", ctr.path().display()))
             .args(["ping", "-c", "1", "-W", "2", "10.77.0.1"]).output().unwrap();
