@@ -147,16 +147,12 @@ pub fn random_mac() -> [u8; 6] {
 
 /// Turns forwarding on in the calling thread's (the host's) namespace for a family.
 pub fn enable_forwarding(ipv4: bool) -> Result<(), CniError> {
-    let host = NetNs::current()?;
     let key = if ipv4 {
         "net.ipv4.ip_forward"
     } else {
         "net.ipv6.conf.all.forwarding"
     };
-    if crate::sysctl::get(&host, key)? != "1" {
-        crate::sysctl::set(&host, key, "1")?;
-    }
-    Ok(())
+    Ok(crate::sysctl::ensure_on_here(key)?)
 }
 
 /// The result's addresses on interface `index` (through `nl`, the container's socket).

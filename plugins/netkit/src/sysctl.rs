@@ -51,6 +51,21 @@ pub fn set(ns: &NetNs, key: &str, value: &str) -> Result<String> {
     })
 }
 
+/// Turns a sysctl of the calling thread's namespace on (`1`) unless it is on already.
+/// /proc/sys/net resolves to the opener's namespace, so no namespace is entered: what a
+/// plugin does on the host side on every ADD (forwarding).
+pub fn ensure_on_here(key: &str) -> Result<()> {
+    let path = sysctl_path(key)?;
+    let failed = |source| Error::Sysctl {
+        key: key.into(),
+        source,
+    };
+    if std::fs::read_to_string(&path).map_err(failed)?.trim() != "1" {
+        std::fs::write(&path, "1").map_err(failed)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,5 +230,13 @@ privileged_test! {
         assert!(matches!(sysctl::set(&ctr, "kernel.hostname", "x"), Err(netkit::Error::SysctlKey(_))));
         let e = sysctl::get(&ctr, "net.ipv4.no_such_knob").unwrap_err();
         assert_eq!(e.errno(), Some(nix::errno::Errno::ENOENT));
+        // `ensure_on_here` acts on the calling thread's namespace, whichever it is.
+        let v6 = "net.ipv6.conf.all.forwarding";
+        let host_v6 = sysctl::get(&host, v6).unwrap();
+        ctr.run(|| sysctl::ensure_on_here(v6)).unwrap().unwrap();
+        ctr.run(|| sysctl::ensure_on_here(v6)).unwrap().unwrap(); // already on: fine
+        assert_eq!(sysctl::get(&ctr, v6).unwrap(), "1");
+        assert_eq!(sysctl::get(&host, v6).unwrap(), host_v6, "the host stays untouched");
+        assert!(matches!(sysctl::ensure_on_here("vm.swappiness"), Err(netkit::Error::SysctlKey(_))));
     }
 }

@@ -53,6 +53,10 @@ privileged_test! {
         assert!(host.contains("inet 10.95.0.1/32"), "{host}");
         assert!(host.contains("10.95.0.10 scope host"), "{host}");
         assert!(host.contains("fd95::1/128"), "{host}");
+        // Forwarding on in the host's namespace, for both families.
+        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+            assert_eq!(netkit::sysctl::get(&sb.host(), key).unwrap(), "1", "{key}");
+        }
         // Traffic: container to container (routed through the host), and to the host side.
         let ipb = rb["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned();
         assert!(ns_sh(&a, &format!("ping -c 1 -W 2 {ipb}")).0, "a reaches b");
