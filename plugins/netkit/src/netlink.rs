@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage,
@@ -459,6 +459,23 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl(format!("addr add {addr} dev index {index}")))
+    }
+
+    /// `ip addr replace ADDR dev X noprefixroute`: the address without the connected
+    /// route the kernel would add for its subnet (for a layout that routes the subnet
+    /// otherwise: no route made only to be deleted).
+    pub async fn addr_add_no_prefix_route(&self, index: u32, addr: IpNetwork) -> Result<()> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, addr.ip(), addr.prefix())
+            .replace();
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+        req.execute().await.map_err(nl(format!(
+            "addr add {addr} dev index {index} noprefixroute"
+        )))
     }
 
     /// `ip addr add` proper: `EEXIST` when the link has the address already (unlike

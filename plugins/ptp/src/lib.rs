@@ -201,8 +201,8 @@ async fn finish(
     Ok(result)
 }
 
-/// Address, up, then `GW/32 scope link` and everything else via GW (the kernel's
-/// connected route for the subnet is replaced by one via the gateway).
+/// Up, the address (without the kernel's connected route for its subnet), then `GW/32
+/// scope link` and the subnet and everything else via GW.
 async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Result<(), CniError> {
     if result.ips.iter().any(|i| i.address.is_ipv6()) {
         sysctl::set(
@@ -214,18 +214,10 @@ async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Resu
     cx.ctr.link_set_up(c.index).await?;
     for ip in &result.ips {
         let gw = ip.gateway.expect("checked by the caller");
-        cx.ctr.addr_add(c.index, ip.address).await?;
+        // Without the kernel's connected route: the subnet goes via the gateway.
+        cx.ctr.addr_add_no_prefix_route(c.index, ip.address).await?;
         let subnet =
             IpNetwork::new(ip.address.network(), ip.address.prefix()).expect("same prefix");
-        // Scope 255 (RT_SCOPE_NOWHERE) matches the kernel-made route whatever its scope.
-        cx.ctr
-            .route_del(&RouteSpec {
-                dst: subnet,
-                gateway: None,
-                oif: Some(c.index),
-                scope: 255,
-            })
-            .await?;
         cx.ctr
             .route_add(&RouteSpec {
                 dst: host_prefix(gw),

@@ -47,6 +47,10 @@ privileged_test! {
         assert!(routes.contains("10.95.0.1 dev eth0 scope link"), "{routes}");
         assert!(routes.contains("10.95.0.0/24 via 10.95.0.1 dev eth0"), "{routes}");
         assert!(routes.contains("10.96.0.0/16 via 10.95.0.1 dev eth0"), "{routes}");
+        // No connected route for the subnet: it goes via the gateway, in both families.
+        assert!(!routes.contains("10.95.0.0/24 dev eth0"), "{routes}");
+        let routes6 = ns_sh(&a, "ip -6 route").1;
+        assert!(!routes6.lines().any(|l| l.starts_with("fd95::/") && !l.contains(" via ")), "{routes6}");
         let hv = ra["interfaces"][0]["name"].as_str().unwrap();
         let host = Command::new("sh").arg("-c").arg(format!("ip addr show dev {hv}; ip route show dev {hv}")).output().unwrap();
         let host = String::from_utf8_lossy(&host.stdout);
