@@ -114,6 +114,14 @@ pub struct VethOptions {
     pub up: bool,
 }
 
+/// How [`Netlink::addr_request`] adds an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddrAdd {
+    Replace,
+    ReplaceNoPrefixRoute,
+    Exclusive,
+}
+
 /// A netlink socket bound to one namespace.
 #[derive(Debug, Clone)]
 pub struct Netlink {
@@ -452,41 +460,36 @@ impl Netlink {
 
     /// `ip addr add ADDR/PREFIX dev`; `replace` makes it idempotent.
     pub async fn addr_add(&self, index: u32, addr: IpNetwork) -> Result<()> {
-        self.handle
-            .address()
-            .add(index, addr.ip(), addr.prefix())
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!("addr add {addr} dev index {index}")))
+        self.addr_request(index, addr, AddrAdd::Replace).await
     }
 
     /// `ip addr replace ADDR dev X noprefixroute`: the address without the connected
     /// route the kernel would add for its subnet (for a layout that routes the subnet
     /// otherwise: no route made only to be deleted).
     pub async fn addr_add_no_prefix_route(&self, index: u32, addr: IpNetwork) -> Result<()> {
-        let mut req = self
-            .handle
-            .address()
-            .add(index, addr.ip(), addr.prefix())
-            .replace();
-        req.message_mut()
-            .attributes
-            .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
-        req.execute().await.map_err(nl(format!(
-            "addr add {addr} dev index {index} noprefixroute"
-        )))
+        self.addr_request(index, addr, AddrAdd::ReplaceNoPrefixRoute)
+            .await
     }
 
     /// `ip addr add` proper: `EEXIST` when the link has the address already (unlike
     /// [`Netlink::addr_add`], which replaces).
     pub async fn addr_add_exclusive(&self, index: u32, addr: IpNetwork) -> Result<()> {
-        self.handle
-            .address()
-            .add(index, addr.ip(), addr.prefix())
-            .execute()
-            .await
-            .map_err(nl(format!("addr add {addr} dev index {index}")))
+        self.addr_request(index, addr, AddrAdd::Exclusive).await
+    }
+
+    async fn addr_request(&self, index: u32, addr: IpNetwork, how: AddrAdd) -> Result<()> {
+        let mut req = self.handle.address().add(index, addr.ip(), addr.prefix());
+        let mut op = format!("addr add {addr} dev index {index}");
+        if how != AddrAdd::Exclusive {
+            req = req.replace();
+        }
+        if how == AddrAdd::ReplaceNoPrefixRoute {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+            op.push_str(" noprefixroute");
+        }
+        req.execute().await.map_err(nl(op))
     }
 
     /// `ip addr del`; an address that is not there is fine.
