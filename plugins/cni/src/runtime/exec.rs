@@ -199,9 +199,10 @@ impl Running {
 /// Reads the child's stdout and stderr to their ends in the calling thread, both at once
 /// (neither can fill up while the other is read); `None` when `deadline` passed first.
 fn collect(child: &mut Child, deadline: Instant) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let file = |fd: OwnedFd| std::fs::File::from(fd);
     let mut streams = [
-        Stream::new(child.stdout.take().map(|s| Box::new(s) as Box<dyn ReadFd>)),
-        Stream::new(child.stderr.take().map(|s| Box::new(s) as Box<dyn ReadFd>)),
+        Stream::new(child.stdout.take().map(|s| file(s.into()))),
+        Stream::new(child.stderr.take().map(|s| file(s.into()))),
     ];
     let mut chunk = [0u8; 4096];
     while streams.iter().any(|s| s.src.is_some()) {
@@ -236,12 +237,12 @@ fn collect(child: &mut Child, deadline: Instant) -> std::io::Result<Option<(Vec<
 
 /// One of the child's output pipes and what was read from it; `src` is `None` at its end.
 struct Stream {
-    src: Option<Box<dyn ReadFd>>,
+    src: Option<std::fs::File>,
     buf: Vec<u8>,
 }
 
 impl Stream {
-    fn new(src: Option<Box<dyn ReadFd>>) -> Self {
+    fn new(src: Option<std::fs::File>) -> Self {
         Stream {
             src,
             buf: Vec::new(),
@@ -262,7 +263,3 @@ impl Stream {
         Ok(())
     }
 }
-
-/// The child's stdout and stderr alike: readable, and pollable by their descriptor.
-trait ReadFd: Read + AsFd {}
-impl<T: Read + AsFd> ReadFd for T {}
