@@ -16,7 +16,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
-PLUGINS := loopback bridge ptp host-device tuning portmap firewall dnsname host-local static
+PLUGINS := loopback bridge ptp host-device tuning portmap firewall bandwidth dnsname host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
 	runc busybox-static curl procps podman
 

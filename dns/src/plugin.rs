@@ -99,7 +99,10 @@ impl DnsnameConf {
     }
 
     pub fn store(&self) -> Store {
-        self.state_dir.as_ref().map(Store::new).unwrap_or_default()
+        Store::new(cni::config::dir_or(
+            self.state_dir.as_deref(),
+            crate::store::STATE_DIR,
+        ))
     }
 }
 

@@ -144,9 +144,7 @@ impl HostLocalConf {
                 .into_iter()
                 .map(|r| Route::new(r.dst, r.gw))
                 .collect(),
-            data_dir: ipam
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: cni::config::dir_or(ipam.data_dir.as_deref(), DEFAULT_DATA_DIR),
             resolv_conf: ipam.resolv_conf,
             requested: requested_ips(args, net.args, net.runtime_config.ips)?,
         })

@@ -142,3 +142,37 @@ pub fn attachment(ns: &NetNs, id: &str, ports: serde_json::Value) -> cni::runtim
         capability_args: caps,
     }
 }
+
+/// Sends `bytes` over one TCP connection from `from` to a receiver at `to` inside
+/// `to_ns`; the receiver's rate in bits per second, from its first byte to the last
+/// (a bounded transfer: it ends when the bytes are through, or fails after 30 s).
+pub fn tcp_rate(from: &NetNs, to_ns: &NetNs, to: &str, bytes: usize) -> f64 {
+    let listener = {
+        let _in = to_ns.enter().expect("enter");
+        TcpListener::bind(to).unwrap_or_else(|e| panic!("bind {to}: {e}"))
+    };
+    let receiver = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut got, mut first) = (0usize, None);
+        while got < bytes {
+            let n = c.read(&mut buf).expect("receiving within 30 s");
+            assert!(n > 0, "sender closed after {got} of {bytes} bytes");
+            first.get_or_insert_with(std::time::Instant::now);
+            got += n;
+        }
+        let secs = first.expect("bytes arrived").elapsed().as_secs_f64();
+        (bytes as f64 * 8.0) / secs
+    });
+    let to: SocketAddr = to.parse().expect("socket address");
+    let mut c = {
+        let _in = from.enter().expect("enter");
+        TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect")
+    };
+    c.write_all(&vec![0x5a; bytes]).expect("sending");
+    let rate = receiver.join().expect("receiver");
+    drop(c);
+    rate
+}

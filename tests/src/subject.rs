@@ -69,6 +69,7 @@ pub const KNOWN_PLUGINS: &[&str] = &[
     "portmap",
     "firewall",
     "tuning",
+    "bandwidth",
 ];
 
 impl Subject {

@@ -1,8 +1,9 @@
 //! Network configuration: a plugin's config as it arrives on stdin, and the conflist
-//! a runtime reads from disk. Unknown keys are kept (`extra`) so that a runtime can
-//! pass plugin-specific keys through untouched, as the spec requires.
+//! a runtime reads from disk. A plugin's config decodes as Go plugins decode it
+//! ([`crate::gojson`]); a conflist's own keys are read exactly, as libcni reads them, and
+//! its unknown keys are kept (`extra`) so that a runtime passes them through untouched.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,17 +36,28 @@ pub struct NetConf {
     pub args: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_result: Option<Value>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// GC's `cni.dev/valid-attachments` (spec 1.1).
+    #[serde(
+        default,
+        rename = "cni.dev/valid-attachments",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub valid_attachments: Option<Value>,
+    /// The same list under its name of the spec's drafts (`cni.dev/attachments`).
+    #[serde(
+        default,
+        rename = "cni.dev/attachments",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub legacy_attachments: Option<Value>,
 }
 
-/// The `ipam` object: a `type` naming the IPAM plugin, the rest is the plugin's.
+/// The `ipam` object: a `type` naming the IPAM plugin; the rest is the IPAM plugin's,
+/// which reads it from the same bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IpamConf {
     #[serde(rename = "type", default)]
     pub plugin_type: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 impl NetConf {
@@ -60,19 +72,48 @@ impl NetConf {
     }
 }
 
-/// Decodes JSON into `T`, naming the field at fault on failure (code 6).
+/// Decodes JSON into `T` as Go's `encoding/json` would ([`crate::gojson`]: keys
+/// case-insensitive with exact matches first, `null` the default), naming the field at
+/// fault on failure (code 6).
 pub fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, CniError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| CniError::decoding(format!("error decoding {what}: {e}")))?;
+    decode_value(what, value)
+}
+
+/// [`decode`] of an already parsed value.
+pub fn decode_value<T: serde::de::DeserializeOwned>(
+    what: &str,
+    value: Value,
+) -> Result<T, CniError> {
+    serde_path_to_error::deserialize(crate::gojson::GoValue(value))
+        .map_err(|e| decode_error(what, e))
+}
+
+/// Decodes JSON whose keys are matched exactly (a conflist's, as libcni reads them).
+fn decode_exact<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, CniError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." {
-            String::new()
-        } else {
-            format!(" at {path:?}")
-        };
-        CniError::decoding(format!("error decoding {what}{field}: {inner}"))
-    })
+    serde_path_to_error::deserialize(de).map_err(|e| decode_error(what, e))
+}
+
+fn decode_error(what: &str, e: serde_path_to_error::Error<serde_json::Error>) -> CniError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let field = if path == "." {
+        String::new()
+    } else {
+        format!(" at {path:?}")
+    };
+    CniError::decoding(format!("error decoding {what}{field}: {inner}"))
+}
+
+/// A directory key (`dataDir`, `stateDir`): absent, `null` or `""` mean `default`, as
+/// the Go plugins test for the empty string.
+pub fn dir_or(dir: Option<&Path>, default: &str) -> PathBuf {
+    match dir {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from(default),
+    }
 }
 
 /// A network configuration list (`*.conflist`).
@@ -101,9 +142,9 @@ impl NetConfList {
     /// Parses a conflist, or a single plugin `.conf` wrapped as a one-plugin list (as
     /// libcni does), and validates the name and the plugin types.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CniError> {
-        let raw: Value = decode("network configuration", bytes)?;
+        let raw: Value = decode_exact("network configuration", bytes)?;
         let list = if raw.get("plugins").is_some() {
-            decode::<NetConfList>("network configuration list", bytes)?
+            decode_exact::<NetConfList>("network configuration list", bytes)?
         } else {
             let Value::Object(plugin) = raw else {
                 return Err(CniError::decoding(
@@ -201,17 +242,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plugin_config_keeps_unknown_keys() {
+    fn plugin_config_ignores_unknown_keys() {
         let c: NetConf = decode(
             "config",
             br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","bridge":"cni0",
                 "capabilities":{"portMappings":true},"ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}"#,
         )
         .unwrap();
-        assert_eq!(c.extra["bridge"], "cni0");
         assert!(c.has_capability("portMappings"));
         assert_eq!(c.ipam.as_ref().unwrap().plugin_type, "host-local");
-        assert_eq!(c.ipam.unwrap().extra["subnet"], "10.0.0.0/24");
     }
 
     #[test]

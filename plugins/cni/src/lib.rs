@@ -8,6 +8,7 @@ pub mod args;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod gojson;
 pub mod result;
 pub mod runtime;
 pub mod skel;

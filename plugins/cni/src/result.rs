@@ -272,25 +272,25 @@ impl CniResult {
     /// Reads a result of any version. The version comes from its `cniVersion`; without
     /// one, the shape decides (`ip4`/`ip6` means 0.2.0, else 1.1.0).
     pub fn decode(value: &Value) -> Result<(CniResult, CniVersion), CniError> {
-        let version = match value.get("cniVersion").and_then(Value::as_str) {
+        let field = |k| crate::gojson::get(value, k);
+        let version = match field("cniVersion").and_then(Value::as_str) {
             Some(v) => v.parse::<CniVersion>().map_err(|_| {
                 CniError::incompatible_version(format!("result has unsupported cniVersion {v:?}"))
             })?,
-            None if value.get("ip4").is_some() || value.get("ip6").is_some() => CniVersion::V0_2_0,
+            None if field("ip4").is_some() || field("ip6").is_some() => CniVersion::V0_2_0,
             None => CniVersion::LATEST,
         };
         let mut value = value.clone();
         if let Some(o) = value.as_object_mut() {
             o.insert("cniVersion".into(), Value::String(version.to_string()));
         }
-        let bytes = value.to_string();
         let result = match version.result_shape() {
             ResultShape::Legacy => {
-                let w: LegacyWire = crate::config::decode("result", bytes.as_bytes())?;
+                let w: LegacyWire = crate::config::decode_value("result", value)?;
                 CniResult::from_legacy(w)
             }
             _ => {
-                let w: CurrentWire = crate::config::decode("result", bytes.as_bytes())?;
+                let w: CurrentWire = crate::config::decode_value("result", value)?;
                 CniResult {
                     interfaces: w.interfaces,
                     ips: w

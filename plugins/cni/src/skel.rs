@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::args::CniArgs;
 use crate::config::{decode, NetConf};
@@ -343,13 +342,13 @@ fn negotiate<P: Plugin>(plugin: &P, conf: &NetConf, cmd: Command) -> Result<CniV
 }
 
 fn valid_attachments(conf: &NetConf) -> Result<Vec<Attachment>, CniError> {
-    let raw = conf
-        .extra
-        .get(VALID_ATTACHMENTS_KEY)
-        .or_else(|| conf.extra.get(LEGACY_ATTACHMENTS_KEY));
-    match raw {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(v) => decode(VALID_ATTACHMENTS_KEY, v.to_string().as_bytes()),
+    match conf
+        .valid_attachments
+        .as_ref()
+        .or(conf.legacy_attachments.as_ref())
+    {
+        None => Ok(Vec::new()),
+        Some(v) => crate::config::decode_value(VALID_ATTACHMENTS_KEY, v.clone()),
     }
 }
 
@@ -367,7 +366,7 @@ fn sniff_version(stdin: &[u8]) -> Option<CniVersion> {
     struct Sniff {
         cni_version: String,
     }
-    serde_json::from_slice::<Sniff>(stdin)
+    crate::config::decode::<Sniff>("network config", stdin)
         .ok()?
         .cni_version
         .parse()

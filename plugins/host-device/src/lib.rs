@@ -98,10 +98,7 @@ impl Conf {
     }
 
     fn state_path(&self, args: &CmdArgs) -> PathBuf {
-        let dir = self
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let dir = cni::config::dir_or(self.state_dir.as_deref(), DEFAULT_STATE_DIR);
         dir.join(format!(
             "{}-{}-{}.json",
             self.name, args.container_id, args.ifname

@@ -13,6 +13,7 @@ pub mod nft;
 pub mod ns;
 pub mod release;
 pub mod sysctl;
+pub mod tc;
 pub mod unlink;
 
 pub use error::{Error, Result};

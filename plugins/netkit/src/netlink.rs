@@ -141,6 +141,11 @@ impl Netlink {
         Netlink::open_current()
     }
 
+    /// The rtnetlink handle, for the requests of the sibling modules ([`crate::tc`]).
+    pub(crate) fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
     /// Opens a socket in the calling thread's namespace.
     pub fn open_current() -> Result<Netlink> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;

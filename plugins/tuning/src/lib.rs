@@ -122,8 +122,7 @@ pub fn settings(args: &CmdArgs) -> Result<(Settings, PathBuf), CniError> {
         .collect::<Result<_, CniError>>()?;
     Ok((
         s,
-        wire.data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        cni::config::dir_or(wire.data_dir.as_deref(), DEFAULT_DATA_DIR),
     ))
 }
 
@@ -275,9 +274,7 @@ impl Plugin for Tuning {
             data_dir: Option<PathBuf>,
         }
         let d: Dir = cni::config::decode("network config", &args.stdin)?;
-        let dir = d
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let dir = cni::config::dir_or(d.data_dir.as_deref(), DEFAULT_DATA_DIR);
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(());
         };

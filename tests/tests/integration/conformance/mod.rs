@@ -4,6 +4,7 @@
 //! `protocol` checks every known plugin present in the directory on the paths that fail
 //! before any kernel state is touched; `loopback` checks the full lifecycle.
 
+mod bandwidth;
 mod bridge;
 mod host_device;
 mod host_local;

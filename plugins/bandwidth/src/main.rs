@@ -1,0 +1,4 @@
+//! The `bandwidth` CNI plugin.
+fn main() {
+    cni::skel::run(bandwidth::Bandwidth)
+}
