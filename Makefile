@@ -61,9 +61,16 @@ lint: toolchain
 unit: build
 	$(CARGO) test --workspace
 
+# The key-case runs re-encode every plugin config the suites send with its keys upper-,
+# lower- and randomly cased (PODNET_KEY_CASE, tests/src/plugin.rs): Go plugins accept
+# them, so podnet's must give the same results and kernel state.
 conformance: build release
 	PODNET_PLUGIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime::
 	PODNET_PLUGIN_DIR=/usr/lib/cni $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime::
+	for c in upper lower random; do \
+	  PODNET_KEY_CASE=$$c PODNET_PLUGIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime:: chain:: dns:: || exit 1; \
+	done
+	PODNET_KEY_CASE=random PODNET_PLUGIN_DIR=/usr/lib/cni $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime::
 
 test: deps lint unit conformance
 

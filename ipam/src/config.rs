@@ -56,8 +56,11 @@ struct IpamWire {
     // The legacy single range, spelled out (not flattened) so that decode errors keep
     // the field's path.
     subnet: Option<IpNetwork>,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     range_start: Option<IpAddr>,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     range_end: Option<IpAddr>,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     gateway: Option<IpAddr>,
     #[serde(default)]
     routes: Vec<RouteWire>,
@@ -69,14 +72,18 @@ struct IpamWire {
 #[serde(rename_all = "camelCase")]
 struct RangeWire {
     subnet: Option<IpNetwork>,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     range_start: Option<IpAddr>,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     range_end: Option<IpAddr>,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     gateway: Option<IpAddr>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RouteWire {
     dst: IpNetwork,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     gw: Option<IpAddr>,
 }
 
@@ -263,6 +270,27 @@ mod tests {
         assert_eq!(c.routes.len(), 2);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.network, "net");
+    }
+
+    #[test]
+    fn go_cni_ip_ranges_and_empty_strings() {
+        // containerd sends the podCIDR as go-cni's IPRanges, Go field names, "" unset.
+        let c = parse(
+            json!({"name":"k8s","ipam":{"type":"host-local","dataDir":"","ranges":null,
+                "Routes":[{"Dst":"0.0.0.0/0","GW":""}]},
+                "runtimeConfig":{"ipRanges":[[{"Subnet":"10.244.1.0/24","RangeStart":"","RangeEnd":"","Gateway":""}]]}}),
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.range_sets[0].0[0].subnet.to_string(), "10.244.1.0/24");
+        assert_eq!(c.range_sets[0].0[0].gateway.to_string(), "10.244.1.1");
+        assert_eq!(
+            c.data_dir,
+            PathBuf::from(DEFAULT_DATA_DIR),
+            "\"\" is the default"
+        );
+        assert_eq!(c.routes.len(), 1);
+        assert!(c.routes[0].gw.is_none());
     }
 
     #[test]

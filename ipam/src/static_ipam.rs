@@ -38,12 +38,14 @@ struct IpamWire {
 #[derive(Debug, Deserialize)]
 struct AddressWire {
     address: String,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     gateway: Option<IpAddr>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RouteWire {
     dst: IpNetwork,
+    #[serde(default, deserialize_with = "cni::gojson::ip")]
     gw: Option<IpAddr>,
 }
 

@@ -68,7 +68,8 @@ impl NetConf {
 
     /// `args.cni.<key>`, the config-borne counterpart of `CNI_ARGS`.
     pub fn args_cni(&self, key: &str) -> Option<&Value> {
-        self.args.as_ref()?.get("cni")?.get(key)
+        let cni = crate::gojson::get(self.args.as_ref()?, "cni")?;
+        crate::gojson::get(cni, key)
     }
 }
 
@@ -105,6 +106,11 @@ fn decode_error(what: &str, e: serde_path_to_error::Error<serde_json::Error>) ->
         format!(" at {path:?}")
     };
     CniError::decoding(format!("error decoding {what}{field}: {inner}"))
+}
+
+/// A conflist plugin's `type` (libcni decodes each plugin's `NetConf` as Go does).
+pub fn plugin_type(plugin: &Map<String, Value>) -> Option<&str> {
+    crate::gojson::find_key(plugin, "type").and_then(Value::as_str)
 }
 
 /// A directory key (`dataDir`, `stateDir`): absent, `null` or `""` mean `default`, as
@@ -195,7 +201,7 @@ impl NetConfList {
             )));
         }
         for (i, p) in self.plugins.iter().enumerate() {
-            match p.get("type").and_then(Value::as_str) {
+            match plugin_type(p) {
                 Some(t) if !t.is_empty() && !t.contains('/') => {}
                 _ => {
                     return Err(CniError::invalid_config(format!(

@@ -14,7 +14,20 @@
 use serde::de::{
     self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
 };
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// `deserialize_with` for an optional address that Go holds as a `net.IP`: its
+/// `UnmarshalText` takes `""` as no address (go-cni sends `"Gateway": ""`).
+pub fn ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::IpAddr>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("invalid IP address {s:?}"))),
+    }
+}
 
 /// A JSON value seen through Go's decoding rules.
 #[derive(Debug)]

@@ -63,7 +63,11 @@ pub struct IpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<usize>,
     pub address: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::gojson::ip"
+    )]
     pub gateway: Option<IpAddr>,
 }
 
@@ -72,7 +76,11 @@ pub struct IpConfig {
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     pub dst: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::gojson::ip"
+    )]
     pub gw: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -142,7 +150,11 @@ struct IpWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interface: Option<usize>,
     address: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::gojson::ip"
+    )]
     gateway: Option<IpAddr>,
 }
 
@@ -161,7 +173,11 @@ struct LegacyWire {
 #[derive(Serialize, Deserialize)]
 struct LegacyIp {
     ip: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::gojson::ip"
+    )]
     gateway: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     routes: Vec<LegacyRoute>,
@@ -170,7 +186,11 @@ struct LegacyIp {
 #[derive(Serialize, Deserialize)]
 struct LegacyRoute {
     dst: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::gojson::ip"
+    )]
     gw: Option<IpAddr>,
 }
 

@@ -480,6 +480,30 @@ mod tests {
     }
 
     #[test]
+    fn go_cni_spellings_and_nulls() {
+        // containerd's go-cni: capability structs without JSON names, HostIP empty.
+        let a = args(conf(
+            json!({"snat": null, "runtimeConfig": {"portMappings": [
+            {"HostPort": 18080, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": ""},
+            {"HOSTPORT": 18081, "containerport": 81, "Protocol": "UDP", "HostIP": "127.0.0.1"}]}}),
+        ));
+        let c = PortmapConf::parse(&a).unwrap();
+        assert!(c.snat(), "null is the default");
+        let m = c.mappings().unwrap();
+        assert_eq!(
+            (
+                m[0].host_port,
+                m[0].container_port,
+                m[0].protocol,
+                m[0].host_ip
+            ),
+            (18080, 8080, "tcp", None)
+        );
+        assert_eq!((m[1].host_port, m[1].protocol), (18081, "udp"));
+        assert_eq!(m[1].host_ip, Some("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
     fn mappings_become_map_elements() {
         let a = args(conf(json!({"runtimeConfig": {"portMappings": [
             {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},

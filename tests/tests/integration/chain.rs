@@ -28,7 +28,7 @@ fn list(name: &str, br: &str, subnet: &str, after: Value) -> NetConfList {
     ];
     plugins.extend(after["plugins"].as_array().cloned().unwrap_or_default());
     let v = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
-    NetConfList::from_bytes(v.to_string().as_bytes()).unwrap()
+    podnet_tests::plugin::conflist(v.to_string().as_bytes())
 }
 
 fn runtime() -> CniRuntime {
@@ -81,7 +81,7 @@ privileged_test! {
         let mut sb = Sandbox::new();
         let host = sb.host();
         let out = outside(&mut sb);
-        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let l = podnet_tests::plugin::conflist(PODMAN_FIXTURE.as_bytes());
         let rt = runtime();
         let (a, b, c) = (sb.container("a"), sb.container("b"), sb.container("c"));
         serve_tcp(&a, "0.0.0.0:80", "hello from a");
@@ -149,7 +149,7 @@ privileged_test! {
     fn udp_flows_seen_before_the_mapping_are_flushed() {
         let mut sb = Sandbox::new();
         let out = outside(&mut sb);
-        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let l = podnet_tests::plugin::conflist(PODMAN_FIXTURE.as_bytes());
         let rt = runtime();
         let (a, b) = (sb.container("a"), sb.container("b"));
         serve_udp(&a, "0.0.0.0:53", "udp from a");
@@ -311,7 +311,7 @@ privileged_test! {
 privileged_test! {
     fn a_hundred_containers_come_and_go_in_parallel() {
         let mut sb = Sandbox::new();
-        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let l = podnet_tests::plugin::conflist(PODMAN_FIXTURE.as_bytes());
         let nss: Vec<NetNs> = (0..100).map(|_| sb.container("p")).collect();
         let run = |add: bool| {
             std::thread::scope(|s| {
@@ -348,7 +348,7 @@ privileged_test! {
     fn a_container_restarted_with_its_fixed_address_answers_at_once() {
         let mut sb = Sandbox::new();
         let host = sb.host();
-        let l = NetConfList::from_bytes(PODMAN_FIXTURE.as_bytes()).unwrap();
+        let l = podnet_tests::plugin::conflist(PODMAN_FIXTURE.as_bytes());
         let rt = runtime();
         let hugo = sb.container("hugo");
         serve_tcp(&hugo, "0.0.0.0:80", "hugo");

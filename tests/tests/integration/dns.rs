@@ -34,7 +34,7 @@ fn net(name: &str, br: &str, subnet: &str, subnet6: Option<&str>, dns: Value) ->
          "ipam": {"type": "host-local", "ranges": ranges, "routes": [{"dst": "0.0.0.0/0"}]}},
         dnsname
     ]});
-    NetConfList::from_bytes(v.to_string().as_bytes()).unwrap()
+    podnet_tests::plugin::conflist(v.to_string().as_bytes())
 }
 
 /// An attachment named `name` (K8S_POD_NAME, as Podman passes it) with `aliases` on
@@ -222,7 +222,7 @@ privileged_test! {
 privileged_test! {
     fn fifty_parallel_adds_resolve_at_once_and_dels_vanish_at_once() {
         let mut sb = Sandbox::new();
-        let l = NetConfList::from_bytes(DNSNAME_FIXTURE.as_bytes()).unwrap();
+        let l = podnet_tests::plugin::conflist(DNSNAME_FIXTURE.as_bytes());
         let probe = sb.container("probe");
         let rt = runtime();
         rt.add(&l, &ctr(&probe, "probe00000001", "eth0", "probe", "web", &[])).unwrap();
@@ -290,7 +290,7 @@ privileged_test! {
 privileged_test! {
     fn a_taken_port_53_fails_the_add_and_leaves_nothing() {
         let mut sb = Sandbox::new();
-        let l = NetConfList::from_bytes(DNSNAME_FIXTURE.as_bytes()).unwrap();
+        let l = podnet_tests::plugin::conflist(DNSNAME_FIXTURE.as_bytes());
         let rt = runtime();
         // Someone else (a dnsmasq) holds the gateway's port 53: bind it before the
         // first ADD, on an address that exists only once the bridge does.
@@ -315,7 +315,7 @@ privileged_test! {
     fn a_host_input_chain_with_a_drop_policy_lets_dns_through_while_needed() {
         let mut sb = Sandbox::new();
         sh(None, "nft add table inet hostfw && nft 'add chain inet hostfw input { type filter hook input priority 0; policy drop; }'");
-        let l = NetConfList::from_bytes(DNSNAME_FIXTURE.as_bytes()).unwrap();
+        let l = podnet_tests::plugin::conflist(DNSNAME_FIXTURE.as_bytes());
         let rt = runtime();
         let c = sb.container("c");
         let r = rt.add(&l, &ctr(&c, "drop000000001", "eth0", "one", "web", &[])).unwrap();

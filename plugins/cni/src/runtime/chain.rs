@@ -230,7 +230,7 @@ impl CniRuntime {
         rt: &RuntimeConf,
         conf: &Value,
     ) -> Result<Vec<u8>, CniError> {
-        let plugin_type = list.plugins[index]["type"].as_str().unwrap_or_default();
+        let plugin_type = crate::config::plugin_type(&list.plugins[index]).unwrap_or_default();
         let binary = self.exec.find(plugin_type)?;
         let call = Invocation {
             command: cmd,
@@ -249,7 +249,7 @@ impl CniRuntime {
 }
 
 fn describe(list: &NetConfList, index: usize) -> String {
-    let t = list.plugins[index]["type"].as_str().unwrap_or_default();
+    let t = crate::config::plugin_type(&list.plugins[index]).unwrap_or_default();
     format!("network {:?} plugin {t:?}", list.name)
 }
 
@@ -270,8 +270,7 @@ pub fn plugin_config(
     if let Some(prev) = prev_result {
         conf.insert("prevResult".into(), prev);
     }
-    let runtime_config: Map<String, Value> = plugin
-        .get("capabilities")
+    let runtime_config: Map<String, Value> = crate::gojson::find_key(plugin, "capabilities")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()

@@ -62,3 +62,25 @@ privileged_test! {
         assert_eq!(leases, 0, "no lease is left");
     }
 }
+
+privileged_test! {
+    fn null_means_the_default_and_empty_data_dir_is_the_default_dir() {
+        // Go's encoding/json leaves a field at its default for `null`, and host-local
+        // takes `"dataDir": ""` as its default directory.
+        let s = Subject::from_env();
+        let mut sb = Sandbox::new();
+        let ns = sb.container("c");
+        let c = json!({"cniVersion": s.newest("bridge").as_str(), "name": "nullbr", "type": "bridge",
+            "bridge": null, "isGateway": null, "ipMasq": null, "mtu": null, "hairpinMode": null,
+            "ipam": {"type": "host-local", "subnet": "10.91.0.0/24", "dataDir": "", "routes": null}});
+        let call = |cmd: &str| Call::new(&s.plugin("bridge"), cmd, ns.path(), "eth0", &c);
+        let out = call("ADD").run().ok();
+        assert_eq!(out["interfaces"][0]["name"], "cni0", "the default bridge: {out}");
+        let addr = out["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned();
+        let lease = std::path::Path::new("/var/lib/cni/networks/nullbr").join(&addr);
+        assert!(lease.is_file(), "the lease is in the default directory: {}", lease.display());
+        assert!(link_state(&ns, "eth0").0.up);
+        call("DEL").run().ok();
+        assert!(!lease.exists(), "DEL released the lease");
+    }
+}

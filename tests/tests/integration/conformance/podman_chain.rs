@@ -4,7 +4,7 @@
 //! serve from 0.4.0: a published port carries traffic, CHECK passes, DEL closes it.
 
 use cni::runtime::{CniRuntime, RuntimeConf};
-use cni::{CniArgs, CniVersion, NetConfList};
+use cni::{CniArgs, CniVersion};
 use podnet_tests::net::{serve_tcp, sh, tcp_hello};
 use podnet_tests::subject::Family;
 use podnet_tests::{privileged_test, Deviation, Sandbox, Subject};
@@ -30,7 +30,7 @@ privileged_test! {
         for (i, v) in versions.iter().enumerate() {
             let mut fixture: Value = serde_json::from_str(FIXTURE).unwrap();
             fixture["cniVersion"] = json!(v.as_str());
-            let list = NetConfList::from_bytes(fixture.to_string().as_bytes()).unwrap();
+            let list = podnet_tests::plugin::conflist(fixture.to_string().as_bytes());
             let ns = sb.container("pod");
             let port = 8080 + i as u16;
             serve_tcp(&ns, "0.0.0.0:80", "podman chain");
