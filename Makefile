@@ -18,7 +18,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
 PLUGINS := loopback bridge ptp host-device tuning portmap firewall bandwidth dnsname host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
-	runc busybox-static curl procps podman
+	runc busybox-static curl procps podman containerd protobuf-compiler
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the
 # dynamic loader and starts ~0.35 ms sooner (docs/benchmarks.md). The explicit
@@ -65,8 +65,8 @@ unit: build
 # lower- and randomly cased (PODNET_KEY_CASE, tests/src/plugin.rs): Go plugins accept
 # them, so podnet's must give the same results and kernel state.
 conformance: build release
-	PODNET_PLUGIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime::
-	PODNET_PLUGIN_DIR=/usr/lib/cni $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime::
+	PODNET_PLUGIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime:: containerd::
+	PODNET_PLUGIN_DIR=/usr/lib/cni $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime:: containerd::
 	for c in upper lower random; do \
 	  PODNET_KEY_CASE=$$c PODNET_PLUGIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime:: chain:: dns:: || exit 1; \
 	done

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cri;
 pub mod dns;
 pub mod engine;
 pub mod net;

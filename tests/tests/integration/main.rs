@@ -3,6 +3,7 @@
 mod bridge;
 mod chain;
 mod conformance;
+mod containerd;
 mod dns;
 mod engine;
 mod ipam_interop;
