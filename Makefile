@@ -30,7 +30,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 # A private network and mount namespace with its own /run and /var/lib.
 SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec "$$@"' sandbox
 
-.PHONY: all deps toolchain build release test lint unit conformance demo install bench bench-dns bench-engine clean
+.PHONY: all deps toolchain build release test lint unit conformance demo install dist bench bench-dns bench-engine bench-cri clean
 
 all: build
 
@@ -82,6 +82,21 @@ install: release
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(CNI_BIN_DIR)/$$p; done
 	install -D -m 0755 $(RELEASE_DIR)/netctl $(DESTDIR)$(BIN_DIR)/netctl
 	install -D -m 0755 $(RELEASE_DIR)/podnet $(DESTDIR)$(BIN_DIR)/podnet
+
+# The release artifact in the reference's layout: cni-plugins-linux-<arch>-v<version>.tgz,
+# the plugin binaries at the top level (what cluster installers unpack into /opt/cni/bin),
+# with a SHA-256 file beside it.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+ARCH := $(shell uname -m | sed -e 's/x86_64/amd64/' -e 's/aarch64/arm64/')
+DIST := target/dist/cni-plugins-linux-$(ARCH)-v$(VERSION).tgz
+
+dist: release
+	rm -rf target/dist/stage && install -d target/dist/stage
+	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p target/dist/stage/$$p; done
+	install -m 0644 README.md target/dist/stage/README.md
+	tar --owner=0 --group=0 --numeric-owner --sort=name -C target/dist/stage -czf $(DIST) .
+	cd target/dist && sha256sum $(notdir $(DIST)) > $(notdir $(DIST)).sha256
+	@echo $(DIST)
 
 bench: deps release
 	@[ -x /usr/lib/podman/netavark ] || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netavark >/dev/null; }

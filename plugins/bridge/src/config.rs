@@ -37,6 +37,9 @@ pub struct BridgeConf {
     pub force_address: bool,
     #[serde(default)]
     pub ip_masq: bool,
+    /// Newer references' masquerade backend; see [`netkit::nft::check_backend`].
+    #[serde(default)]
+    pub ip_masq_backend: Option<String>,
     #[serde(default)]
     pub mtu: u32,
     #[serde(default)]
@@ -88,6 +91,7 @@ pub type Span = (u16, u16);
 impl BridgeConf {
     pub fn parse(args: &CmdArgs) -> Result<BridgeConf, CniError> {
         let mut c: BridgeConf = args.config()?;
+        netkit::nft::check_backend("ipMasqBackend", c.ip_masq_backend.as_deref())?;
         if c.is_default_gateway {
             c.is_gateway = true; // as in the reference: a default gateway is a gateway
         }

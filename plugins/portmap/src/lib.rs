@@ -36,6 +36,9 @@ pub struct PortmapConf {
     pub snat: Option<bool>,
     #[serde(default)]
     pub masq_all: bool,
+    /// Newer references' rule backend; see [`netkit::nft::check_backend`].
+    #[serde(default)]
+    pub backend: Option<String>,
     /// Accepted and validated (0–31); podnet always marks hairpin flows with bit 13 (the
     /// reference's default), as its rules are shared by every network.
     #[serde(default)]
@@ -94,10 +97,18 @@ impl PortmapConf {
                 )));
             }
         }
+        netkit::nft::check_backend("backend", c.backend.as_deref())?;
         for (key, conds) in [
             ("conditionsV4", &c.conditions_v4),
             ("conditionsV6", &c.conditions_v6),
         ] {
+            // The reference tells iptables conditions by their first character.
+            if conds.first().is_some_and(|f| f.starts_with(['-', '!'])) {
+                return Err(CniError::new(
+                    cni::ErrorCode::UNSUPPORTED_FIELD,
+                    format!("{key}: {:?} is in iptables syntax; podnet takes nftables match expressions (as the reference's nftables backend)", conds.join(" ")),
+                ));
+            }
             if let Some(bad) = conds
                 .iter()
                 .find(|c| c.contains(['"', ';', '\n', '{', '}']))
@@ -614,6 +625,24 @@ mod tests {
             .unwrap_err()
             .msg
             .contains("mapped twice"));
+    }
+
+    #[test]
+    fn newer_reference_keys_honoured_or_refused() {
+        for ok in ["iptables", "nftables"] {
+            assert!(PortmapConf::parse(&args(conf(json!({"backend": ok})))).is_ok());
+        }
+        let e = PortmapConf::parse(&args(conf(json!({"backend": "ebpf"})))).unwrap_err();
+        assert!(e.msg.starts_with("backend:"), "{}", e.msg);
+        for iptables in [json!(["-d", "192.0.2.1"]), json!(["!", "-s", "10.0.0.0/8"])] {
+            let e = PortmapConf::parse(&args(conf(json!({"conditionsV4": iptables})))).unwrap_err();
+            assert_eq!(e.code, ErrorCode::UNSUPPORTED_FIELD);
+            assert!(
+                e.msg.contains("conditionsV4") && e.msg.contains("iptables syntax"),
+                "{}",
+                e.msg
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct PtpConf {
     pub name: String,
     #[serde(default)]
     pub ip_masq: bool,
+    /// Newer references' masquerade backend; see [`netkit::nft::check_backend`].
+    #[serde(default)]
+    pub ip_masq_backend: Option<String>,
     #[serde(default)]
     pub mtu: u32,
     pub ipam: Option<cni::config::IpamConf>,
@@ -39,6 +42,7 @@ pub struct PtpConf {
 impl PtpConf {
     fn parse(stdin: &[u8]) -> Result<PtpConf, CniError> {
         let c: PtpConf = cni::config::decode("network config", stdin)?;
+        netkit::nft::check_backend("ipMasqBackend", c.ip_masq_backend.as_deref())?;
         match &c.ipam {
             Some(i) if !i.plugin_type.is_empty() => Ok(c),
             _ => Err(CniError::invalid_config(

@@ -4,6 +4,7 @@ mod bridge;
 mod chain;
 mod conformance;
 mod containerd;
+mod deploy;
 mod dns;
 mod engine;
 mod ipam_interop;

@@ -243,6 +243,19 @@ pub const OWN_CHAINS: &[&str] = &[
 /// Prefix of the chains holding a network's `conditionsV4`/`conditionsV6` DNAT rules.
 pub const COND_CHAIN_PREFIX: &str = "pmc_";
 
+/// A newer reference release's backend key (`ipMasqBackend` of bridge and ptp, `backend`
+/// of portmap): `iptables` or `nftables` name how the reference writes its rules; podnet
+/// writes every rule with nftables whichever is named, with the same effect. Any other
+/// value is refused, naming the key.
+pub fn check_backend(key: &str, value: Option<&str>) -> Result<(), cni::CniError> {
+    match value {
+        None | Some("iptables" | "nftables") => Ok(()),
+        Some(other) => Err(cni::CniError::invalid_config(format!(
+            "{key}: {other:?} is not iptables or nftables"
+        ))),
+    }
+}
+
 /// The `inet podnet` table with every set, map and chain; idempotent (each chain's
 /// static rules are flushed and re-added in the same transaction; admin and
 /// conditioned chains are created elsewhere and never flushed here).
