@@ -9,6 +9,8 @@
 #   make install puts the plugins in $(CNI_BIN_DIR), netctl and podnet in $(BIN_DIR)
 #   make bench   podnet against the reference plugins, side by side (docs/benchmarks.md)
 #   make bench-dns  the DNS responder against dnsmasq (reference dnsname) and aardvark-dns
+#   make bench-cri  containerd's CRI RunPodSandbox/StopPodSandbox/RemovePodSandbox on
+#                podnet's plugins against the reference's
 #   make bench-engine  podnet run/rm against Podman 4.3 on podnet's, the reference's and
 #                netavark's network stacks
 
@@ -101,6 +103,9 @@ dist: release
 bench: deps release
 	@[ -x /usr/lib/podman/netavark ] || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq netavark >/dev/null; }
 	$(SANDBOX) $(RELEASE_DIR)/examples/bench $(RELEASE_DIR) /usr/lib/cni $(or $(ITERATIONS),400) $(ONLY)
+
+bench-cri: deps release
+	$(SANDBOX) $(RELEASE_DIR)/examples/bench_cri $(RELEASE_DIR) /usr/lib/cni $(or $(ROUNDS),30)
 
 bench-engine: deps release
 	$(SANDBOX) scripts/bench-engine.sh $(RELEASE_DIR) $(or $(ROUNDS),30)

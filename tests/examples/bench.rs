@@ -266,6 +266,71 @@ fn ptp_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
     vec![add, del, cpu]
 }
 
+/// bandwidth ADD (a bucket each way: tbf on the veth, an ifb with its bucket and the
+/// redirect) and DEL, chained after a veth that exists already.
+fn bandwidth_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
+    let wired: Vec<(NetNs, String)> = (0..2)
+        .map(|i| {
+            let ns = NetNs::create_named(&format!("bench-bw{i}")).expect("bench namespace");
+            let host = format!("vbw{i}");
+            netkit::block_on(async {
+                let h = netkit::Netlink::open_current()?;
+                h.link_add_veth(&host, "eth0", &ns, &netkit::VethOptions::default())
+                    .await?;
+                let l = h.link_require(&host).await?;
+                h.link_set_up(l.index).await
+            })
+            .expect("bench veth");
+            (ns, host)
+        })
+        .collect();
+    let call = |d: &Path, cmd: &str| {
+        let (ns, host) = &wired[side_of(dirs, d)];
+        let conf = json!({"cniVersion": "1.0.0", "name": "benchbw", "type": "bandwidth",
+            "ingressRate": 100_000_000, "ingressBurst": 1_000_000, "egressRate": 100_000_000, "egressBurst": 1_000_000,
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": host}, {"name": "eth0", "sandbox": ns.path().display().to_string()}],
+                "ips": [{"address": "10.97.0.2/24", "interface": 1}]}});
+        Call::new(&d.join("bandwidth"), cmd, ns.path(), "eth0", &conf)
+    };
+    // The veth's bucket goes with the veth; between rounds it is removed by hand.
+    let clear = |d: &Path| {
+        let host = &wired[side_of(dirs, d)].1;
+        let _ = Command::new("tc")
+            .args(["qdisc", "del", "dev", host, "root"])
+            .status();
+        let _ = Command::new("tc")
+            .args(["qdisc", "del", "dev", host, "ingress"])
+            .status();
+    };
+    for d in dirs {
+        timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"));
+        clear(d);
+    }
+    let add = row(
+        "bandwidth ADD (both directions)",
+        dirs,
+        iterations,
+        |d, _| {
+            let took = timed(&call(d, "ADD"));
+            timed(&call(d, "DEL"));
+            clear(d);
+            took
+        },
+    );
+    let del = row("bandwidth DEL", dirs, iterations, |d, _| {
+        timed(&call(d, "ADD"));
+        let took = timed(&call(d, "DEL"));
+        clear(d);
+        took
+    });
+    for i in 0..2 {
+        let _ = NetNs::delete_named(&format!("bench-bw{i}"));
+    }
+    vec![add, del]
+}
+
 /// Wall time of `n` bridge+host-local ADDs started at once, median of `rounds`.
 fn parallel_row(dirs: [&Path; 2], n: usize, rounds: usize) -> String {
     let mut walls = [Vec::new(), Vec::new()];
@@ -602,7 +667,7 @@ fn main() {
         .map(|s| s.parse().expect("ITERATIONS is a number"))
         .unwrap_or(300);
     // An optional section name runs only that part: `podman`, `bridge` (bridge and ptp),
-    // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once).
+    // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once), `bandwidth`.
     let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
     // Leases of an interrupted run would refuse this run's container ids.
@@ -649,6 +714,14 @@ fn main() {
         println!("{}", parallel_row(dirs, 50, 5));
         return;
     }
+    if only == Some("bandwidth") {
+        println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
+        println!("|---|---|---|---|---|---|");
+        for r in bandwidth_rows(dirs, n) {
+            println!("{r}");
+        }
+        return;
+    }
     if only == Some("bridge") {
         println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
         println!("|---|---|---|---|---|---|");
@@ -682,6 +755,7 @@ fn main() {
     }
     rows.extend(bridge_rows(dirs, n));
     rows.extend(ptp_rows(dirs, n));
+    rows.extend(bandwidth_rows(dirs, n));
     let parallel = parallel_row(dirs, 50, 5);
     let (podman, chain_add) = podman_rows(dirs, n.min(200));
     rows.extend(podman);

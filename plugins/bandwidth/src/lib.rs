@@ -165,7 +165,11 @@ fn alias(network: &str, container_id: &str) -> String {
 }
 
 /// The host end of the container's veth, as named in `prevResult`.
-async fn host_end(args: &CmdArgs, prev: &CniResult) -> Result<netkit::Link, CniError> {
+async fn host_end(
+    nl: &Netlink,
+    args: &CmdArgs,
+    prev: &CniResult,
+) -> Result<netkit::Link, CniError> {
     let ns = netkit::attach::open_netns(args)?;
     let ctr = Netlink::open_in(&ns)?
         .link_get(&args.ifname)
@@ -186,7 +190,7 @@ async fn host_end(args: &CmdArgs, prev: &CniResult) -> Result<netkit::Link, CniE
         .peer
         .filter(|_| ctr.kind.as_deref() == Some("veth"))
         .ok_or_else(no_peer)?;
-    let host = Netlink::open_current()?
+    let host = nl
         .link_by_index(peer)
         .await?
         .filter(|h| h.kind.as_deref() == Some("veth") && h.peer == Some(ctr.index))
@@ -204,27 +208,26 @@ async fn host_end(args: &CmdArgs, prev: &CniResult) -> Result<netkit::Link, CniE
     Ok(host)
 }
 
-/// Deletes the ifb named `name` if it is there; whether it was.
-async fn remove_ifb(nl: &Netlink, name: &str) -> Result<bool, CniError> {
-    match nl.link_get(name).await? {
-        Some(l) if l.kind.as_deref() == Some("ifb") => match nl.link_del(l.index).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e.into()),
-        },
-        _ => Ok(false),
+/// Deletes the ifb named `name` if it is there, returning once the kernel has
+/// unregistered it (not once it has freed it: [`netkit::unlink`]).
+async fn remove_ifb(nl: &Netlink, name: &str) -> Result<(), CniError> {
+    if let Some(l) = nl.link_get(name).await? {
+        if l.kind.as_deref() == Some("ifb") {
+            netkit::unlink::link_del_unwaited(&netkit::NetNs::current()?, l.index, None)?;
+        }
     }
+    Ok(())
 }
 
 /// Everything ADD puts in place for one attachment; on failure, what it had added is
 /// removed again.
 async fn shape(
+    nl: &Netlink,
     args: &CmdArgs,
     network: &str,
     shaping: &Shaping,
     host: &netkit::Link,
 ) -> Result<Option<Interface>, CniError> {
-    let nl = Netlink::open_current()?;
     let ifb = ifb_name(network, &args.container_id);
     let run = async {
         if let Some(tbf) = &shaping.ingress {
@@ -234,12 +237,12 @@ async fn shape(
             return Ok::<_, CniError>(None);
         };
         // A device of this name is this attachment's, left by an ADD that died.
-        remove_ifb(&nl, &ifb).await?;
+        remove_ifb(nl, &ifb).await?;
         nl.link_add_ifb(&ifb, host.mtu).await?;
         let dev = nl.link_require(&ifb).await?;
-        nl.link_set_alias(dev.index, &alias(network, &args.container_id))
-            .await?;
         nl.qdisc_add_tbf(dev.index, tbf).await?;
+        nl.ifb_activate(dev.index, &alias(network, &args.container_id))
+            .await?;
         nl.qdisc_add_ingress(host.index).await?;
         nl.filter_add_redirect(host.index, dev.index).await?;
         Ok(Some(Interface {
@@ -255,7 +258,7 @@ async fn shape(
             if shaping.ingress.is_some() {
                 let _ = nl.qdisc_del(host.index, false).await;
             }
-            let _ = remove_ifb(&nl, &ifb).await;
+            let _ = remove_ifb(nl, &ifb).await;
             Err(e)
         }
     }
@@ -293,8 +296,9 @@ impl Plugin for Bandwidth {
             )
         })?;
         netkit::block_on(async {
-            let host = host_end(args, &result).await?;
-            if let Some(ifb) = shape(args, &network, &shaping, &host).await? {
+            let nl = Netlink::open_current()?;
+            let host = host_end(&nl, args, &result).await?;
+            if let Some(ifb) = shape(&nl, args, &network, &shaping, &host).await? {
                 result.interfaces.push(ifb);
             }
             Ok(result)
@@ -321,8 +325,8 @@ impl Plugin for Bandwidth {
             return Ok(());
         }
         netkit::block_on(async {
-            let host = host_end(args, prev).await?;
             let nl = Netlink::open_current()?;
+            let host = host_end(&nl, args, prev).await?;
             if let Some(want) = &shaping.ingress {
                 let have = nl.qdisc_root_tbf(host.index).await?;
                 check_bucket(&format!("host interface {:?}", host.name), have, want)?;

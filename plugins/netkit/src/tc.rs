@@ -10,6 +10,7 @@ use netlink_packet_core::{
     DefaultNla, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::LinkIfb;
@@ -128,10 +129,11 @@ fn index_i32(index: u32) -> i32 {
 }
 
 impl Netlink {
-    /// `ip link add NAME mtu MTU type ifb` and up, in one request (the kernel takes no
-    /// alias in a creating request).
+    /// `ip link add NAME mtu MTU type ifb`, left down: a qdisc grafted onto a device that
+    /// is down costs no RCU grace period (the kernel deactivates an up device first),
+    /// so the caller adds its qdisc, then [`Netlink::ifb_activate`]s it.
     pub async fn link_add_ifb(&self, name: &str, mtu: u32) -> Result<()> {
-        let msg = LinkIfb::new(name).mtu(mtu).up().build();
+        let msg = LinkIfb::new(name).mtu(mtu).build();
         self.handle()
             .link()
             .add(msg)
@@ -139,6 +141,24 @@ impl Netlink {
             .await
             .map_err(|source| Error::Netlink {
                 op: format!("link add {name} type ifb"),
+                source,
+            })
+    }
+
+    /// `ip link set dev D up alias ALIAS`, in one request (a creating request takes no
+    /// alias).
+    pub async fn ifb_activate(&self, index: u32, alias: &str) -> Result<()> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(index)
+            .up()
+            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_owned()))
+            .build();
+        self.handle()
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| Error::Netlink {
+                op: format!("link set index {index} up alias {alias:?}"),
                 source,
             })
     }
