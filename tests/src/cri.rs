@@ -185,19 +185,11 @@ impl Containerd {
 
     /// `ctr --address SOCKET ARGS…`: (success, stdout + stderr).
     pub fn ctr(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("ctr is installed");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        crate::net::output(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&self.socket)
+                .args(args),
         )
     }
 

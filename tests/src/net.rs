@@ -18,7 +18,14 @@ pub fn sh(ns: Option<&NetNs>, cmd: &str) -> (bool, String) {
         c = Command::new("nsenter");
         c.arg(format!("--net={}", ns.path().display())).arg("sh");
     }
-    let out = c.arg("-c").arg(cmd).output().expect("sh runs");
+    output(c.arg("-c").arg(cmd))
+}
+
+/// Runs `cmd` to its end: (success, stdout + stderr).
+pub fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {:?}: {e}", cmd.get_program()));
     (
         out.status.success(),
         format!(
@@ -39,25 +46,29 @@ pub fn ping(from: &NetNs, to: &str) -> bool {
 /// back to any container subnet, so only masqueraded traffic is answered.
 pub fn outside(sb: &mut Sandbox) -> NetNs {
     let out = sb.container("out");
-    let host = sb.host();
-    let hname = random_name("vo");
+    wire(&out, &random_name("vo"), "192.0.2.254/24", "192.0.2.1/24");
+    out
+}
+
+/// A veth from the host (the calling thread's namespace) named `host_end`, holding
+/// `host_addr`, to `eth0` in `ns`, holding `ns_addr`; both ends up.
+pub fn wire(ns: &NetNs, host_end: &str, host_addr: &str, ns_addr: &str) {
     netkit::block_on(async {
-        let h = Netlink::open_in(&host)?;
-        h.link_add_veth(&hname, "eth0", &out, &VethOptions::default())
+        let h = Netlink::open_current()?;
+        h.link_add_veth(host_end, "eth0", ns, &VethOptions::default())
             .await?;
-        let hv = h.link_require(&hname).await?;
-        h.addr_add(hv.index, "192.0.2.254/24".parse().unwrap())
-            .await?;
-        h.link_set_up(hv.index).await?;
-        let o = Netlink::open_in(&out)?;
-        let ov = o.link_require("eth0").await?;
-        o.addr_add(ov.index, "192.0.2.1/24".parse().unwrap())
-            .await?;
-        o.link_set_up(ov.index).await?;
+        for (nl, name, addr) in [
+            (h, host_end, host_addr),
+            (Netlink::open_in(ns)?, "eth0", ns_addr),
+        ] {
+            let l = nl.link_require(name).await?;
+            nl.addr_add(l.index, addr.parse().expect("an address"))
+                .await?;
+            nl.link_set_up(l.index).await?;
+        }
         Ok::<_, netkit::Error>(())
     })
-    .expect("outside namespace wired");
-    out
+    .unwrap_or_else(|e| panic!("wiring {host_end} to {}: {e}", ns.path().display()));
 }
 
 /// Serves TCP on `addr` inside `ns`: every connection gets `reply` and is closed.

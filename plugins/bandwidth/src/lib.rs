@@ -50,19 +50,13 @@ struct RuntimeConfig {
     bandwidth: Option<Entry>,
 }
 
+/// The config's other keys; its own limits are an [`Entry`] decoded from the same bytes
+/// (two decodes rather than a flattened struct, whose keys serde would match exactly).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Wire {
     #[serde(default)]
     name: String,
-    #[serde(default)]
-    ingress_rate: Option<u64>,
-    #[serde(default)]
-    ingress_burst: Option<u64>,
-    #[serde(default)]
-    egress_rate: Option<u64>,
-    #[serde(default)]
-    egress_burst: Option<u64>,
     /// Newer reference releases' subnet filters: refused, never silently ignored.
     #[serde(default)]
     unshaped_subnets: Option<Vec<String>>,
@@ -103,12 +97,7 @@ pub fn parse(stdin: &[u8]) -> Result<(String, Shaping), CniError> {
             ));
         }
     }
-    let own = Entry {
-        ingress_rate: w.ingress_rate,
-        ingress_burst: w.ingress_burst,
-        egress_rate: w.egress_rate,
-        egress_burst: w.egress_burst,
-    };
+    let own: Entry = cni::config::decode("network config", stdin)?;
     let (entry, at) = match w.runtime_config.bandwidth {
         Some(rc) if own == Entry::default() => (rc, "runtimeConfig.bandwidth."),
         _ => (own, ""),

@@ -9,7 +9,9 @@
 //!
 //! Map-typed values (`capabilities`, a flattened rest) keep their keys as written, as Go's
 //! maps do. The adapter sits between a parsed [`Value`] and any `Deserialize` type, so
-//! every derived struct gets this for free: no per-field aliases.
+//! every derived struct gets this for free: no per-field aliases. (A struct with a
+//! `#[serde(flatten)]` field is read through a map, whose keys serde then compares
+//! exactly: config types decode the same bytes twice instead of flattening.)
 
 use serde::de::{
     self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,

@@ -50,7 +50,7 @@ impl World {
             name,
             &format!(
                 r#"if [ "$CNI_COMMAND" = ADD ]; then
-  prev=$(sed -n 's/.*"prevResult":\(.*\)}}$/\1}}/p' $log/$n.json)
+  prev=$(sed -n 's/.*"prevResult":\(.*\)}}$/\1/p' $log/$n.json)
   if [ -z "$prev" ]; then printf '{{"cniVersion":"1.1.0","ips":[{{"address":"{addr}"}}]}}'; else printf '%s' "$prev" | sed 's|"ips":\[|"ips":[{{"address":"{addr}"}},|'; fi
 fi"#
             ),

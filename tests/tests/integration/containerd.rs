@@ -43,34 +43,23 @@ fn host_veths() -> Vec<netkit::Link> {
         .collect()
 }
 
+/// The names in `dir` starting with `prefix` (none when `dir` does not exist).
+fn names_in(dir: impl AsRef<Path>, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// host-local's leases of the network.
 fn leases() -> Vec<String> {
-    std::fs::read_dir(Path::new("/var/lib/cni/networks").join(NETWORK))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(SUBNET_PREFIX))
-        .collect()
-}
-
-fn netns_pins() -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("cni-"))
-        .collect()
-}
-
-fn cached_results() -> Vec<String> {
-    std::fs::read_dir("/var/lib/cni/results")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(NETWORK))
-        .collect()
+    names_in(
+        Path::new("/var/lib/cni/networks").join(NETWORK),
+        SUBNET_PREFIX,
+    )
 }
 
 privileged_test! {
@@ -118,8 +107,8 @@ privileged_test! {
         cd.remove_pod(&web).unwrap();
         assert_eq!(host_veths().iter().map(|l| l.name.clone()).collect::<Vec<_>>(), Vec::<String>::new(), "no veth or ifb left");
         assert_eq!(leases(), Vec::<String>::new(), "no lease left");
-        assert_eq!(cached_results(), Vec::<String>::new(), "no cached result left");
-        assert_eq!(netns_pins(), Vec::<String>::new(), "no netns left");
+        assert_eq!(names_in("/var/lib/cni/results", NETWORK), Vec::<String>::new(), "no cached result left");
+        assert_eq!(names_in("/run/netns", "cni-"), Vec::<String>::new(), "no netns left");
         assert_eq!(curl(None, &format!("http://{HOST_IP}:18080/")), None, "the port is closed");
         match s.family {
             Family::Podnet => {

@@ -9,20 +9,12 @@ use std::process::Command;
 fn install(src: &Path, dest: &Path, skip: &str) -> (bool, String) {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/install-plugins.sh");
-    let out = Command::new("sh")
-        .arg(script)
-        .env("PODNET_SRC", src)
-        .env("PODNET_DEST", dest)
-        .env("PODNET_SKIP", skip)
-        .output()
-        .expect("sh runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    podnet_tests::net::output(
+        Command::new("sh")
+            .arg(script)
+            .env("PODNET_SRC", src)
+            .env("PODNET_DEST", dest)
+            .env("PODNET_SKIP", skip),
     )
 }
 

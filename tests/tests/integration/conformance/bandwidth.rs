@@ -3,7 +3,7 @@
 //! CHECK, DEL (twice) and GC.
 
 use netkit::tc::Tbf;
-use netkit::{NetNs, Netlink, VethOptions};
+use netkit::{NetNs, Netlink};
 use podnet_tests::net::tcp_rate;
 use podnet_tests::subject::Family;
 use podnet_tests::{privileged_test, random_name, Call, Sandbox, Subject};
@@ -18,22 +18,7 @@ const BURST: u64 = 262_144;
 fn wired(sb: &mut Sandbox) -> (NetNs, String) {
     let ns = sb.container("bw");
     let host = random_name("vb");
-    netkit::block_on(async {
-        let h = Netlink::open_current()?;
-        h.link_add_veth(&host, "eth0", &ns, &VethOptions::default())
-            .await?;
-        let hv = h.link_require(&host).await?;
-        h.addr_add(hv.index, "10.97.0.1/24".parse().unwrap())
-            .await?;
-        h.link_set_up(hv.index).await?;
-        let c = Netlink::open_in(&ns)?;
-        let cv = c.link_require("eth0").await?;
-        c.addr_add(cv.index, "10.97.0.2/24".parse().unwrap())
-            .await?;
-        c.link_set_up(cv.index).await?;
-        Ok::<_, netkit::Error>(())
-    })
-    .expect("veth wired");
+    podnet_tests::net::wire(&ns, &host, "10.97.0.1/24", "10.97.0.2/24");
     (ns, host)
 }
 
