@@ -6,6 +6,7 @@
 
 mod bandwidth;
 mod bridge;
+mod casing;
 mod host_device;
 mod host_local;
 mod loopback;
