@@ -96,7 +96,7 @@ fn main() {
             .ctr(&["version"])
             .1
             .lines()
-            .find(|l| l.trim_start().starts_with("Version"))
+            .find_map(|l| l.trim().strip_prefix("Version:"))
             .unwrap_or("")
             .trim()
     );
