@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::network::NetworkSpec;
 use crate::state::{HostEntry, NetSandbox, PortMapping};
 
 /// `--network`.
@@ -164,6 +165,20 @@ pub fn parse_publish(s: &str) -> Result<PortMapping> {
     })
 }
 
+/// One `podnet network create -o KEY[=VALUE]` driver option (`isolate`, `mtu`, `bridge`;
+/// a bare key means `true`), applied to `spec`.
+pub fn apply_network_option(spec: &mut NetworkSpec, o: &str) -> Result<()> {
+    let (k, v) = o.split_once('=').unwrap_or((o, "true"));
+    let bad = |why: &str| Error::invalid(format!("-o {o}"), why);
+    match k {
+        "isolate" => spec.isolate = v.parse().map_err(|_| bad("isolate is true or false"))?,
+        "mtu" => spec.mtu = Some(v.parse().map_err(|_| bad("mtu is a number"))?),
+        "bridge" => spec.bridge = Some(v.to_owned()),
+        _ => return Err(bad("known options: isolate, mtu, bridge")),
+    }
+    Ok(())
+}
+
 /// `--add-host NAME:IP` (the IP may be IPv6: everything after the first colon).
 pub fn parse_add_host(s: &str) -> Result<HostEntry> {
     let (name, ip) = s
@@ -194,6 +209,29 @@ pub fn parse_add_host(s: &str) -> Result<HostEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_options() {
+        let mut spec = NetworkSpec::default();
+        for o in ["isolate", "mtu=1400", "bridge=br9"] {
+            apply_network_option(&mut spec, o).unwrap();
+        }
+        assert!(spec.isolate);
+        assert_eq!(
+            (spec.mtu, spec.bridge.as_deref()),
+            (Some(1400), Some("br9"))
+        );
+        for (bad, needle) in [
+            ("mtu=x", "mtu is a number"),
+            ("isolate=maybe", "true or false"),
+            ("vlan=3", "known options"),
+        ] {
+            let e = apply_network_option(&mut spec, bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle) && e.contains(bad), "{e}");
+        }
+    }
 
     /// A mapping as (hostPort, containerPort, protocol, hostIP).
     fn fields(s: &str) -> (u16, u16, String, String) {

@@ -9,17 +9,17 @@ use serde_json::{Map, Value};
 
 use crate::target::Target;
 
-pub const DEFAULT_NETCONFPATH: &str = "/etc/cni/net.d";
-pub const DEFAULT_CNI_PATH: &str = "/opt/cni/bin";
-pub const CACHE_DIR: &str = "/var/lib/cni";
+pub(crate) const DEFAULT_NETCONFPATH: &str = "/etc/cni/net.d";
+pub(crate) const DEFAULT_CNI_PATH: &str = "/opt/cni/bin";
+pub(crate) const CACHE_DIR: &str = "/var/lib/cni";
 
 /// The network named `name` among the `.conflist`, `.conf` and `.json` files of `dir`
 /// (a single-plugin `.conf` counts as a list of one, as libcni reads it).
-pub fn find_network(dir: &Path, name: &str) -> Result<NetConfList, String> {
+pub(crate) fn find_network(dir: &Path, name: &str) -> Result<NetConfList, String> {
     engine_glue::network::find_in(dir, name).map(|(list, _)| list)
 }
 
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub netconfpath: PathBuf,
     pub cni_path: String,
     pub cni_args: String,
@@ -59,7 +59,7 @@ impl Invocation {
         })
     }
 
-    pub fn run(
+    pub(crate) fn run(
         &self,
         command: &str,
         network: &str,

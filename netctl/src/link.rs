@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::target::{id_of, Target};
 
-pub const LINKS_DIR: &str = "/run/podnet/links";
+pub(crate) const LINKS_DIR: &str = "/run/podnet/links";
 /// Where default addresses come from: pairs (.1, .2), (.3, .4), … as /32s.
-pub const DEFAULT_RANGE: &str = "169.254.100.0/24";
+pub(crate) const DEFAULT_RANGE: &str = "169.254.100.0/24";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct End {
+pub(crate) struct End {
     pub target: String,
     pub path: PathBuf,
     pub ns_id: (u64, u64),
@@ -27,14 +27,14 @@ pub struct End {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkRecord {
+pub(crate) struct LinkRecord {
     pub a: End,
     pub b: End,
     pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct LinkOptions {
+pub(crate) struct LinkOptions {
     pub ip: Option<IpAddr>,
     pub peer_ip: Option<IpAddr>,
     pub name: Option<String>,
@@ -63,7 +63,7 @@ fn record_path(key: &str) -> PathBuf {
 }
 
 /// Every recorded link.
-pub fn records() -> Vec<(PathBuf, LinkRecord)> {
+pub(crate) fn records() -> Vec<(PathBuf, LinkRecord)> {
     let Ok(dir) = std::fs::read_dir(LINKS_DIR) else {
         return Vec::new();
     };
@@ -117,7 +117,7 @@ fn free_pair(range: IpNetwork, taken: &[IpAddr]) -> Result<(IpAddr, IpAddr), Str
 }
 
 /// Creates (or confirms) the link; returns the record and whether it was new.
-pub fn link(a: &Target, b: &Target, o: &LinkOptions) -> Result<(LinkRecord, bool), String> {
+pub(crate) fn link(a: &Target, b: &Target, o: &LinkOptions) -> Result<(LinkRecord, bool), String> {
     if a.id == b.id {
         return Err(format!(
             "{} and {} are the same network namespace",
@@ -267,13 +267,13 @@ pub fn link(a: &Target, b: &Target, o: &LinkOptions) -> Result<(LinkRecord, bool
 }
 
 /// Whether an end's namespace is still the one recorded.
-pub fn alive(e: &End) -> bool {
+pub(crate) fn alive(e: &End) -> bool {
     id_of(&e.path) == Some(e.ns_id)
 }
 
 /// Removes the link between the namespaces the two targets name (either may be gone, in
 /// which case they are matched by the name they were linked with).
-pub fn unlink(a: &str, b: &str) -> Result<LinkRecord, String> {
+pub(crate) fn unlink(a: &str, b: &str) -> Result<LinkRecord, String> {
     let ta = Target::resolve(a).ok();
     let tb = Target::resolve(b).ok();
     let matches = |e: &End, spec: &str, t: &Option<Target>| {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::target::{id_of, Target};
 
 /// Names pinned under /run/netns, sorted.
-pub fn names() -> Vec<String> {
+pub(crate) fn names() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(NETNS_RUN_DIR)
         .map(|d| {
             d.flatten()
@@ -23,7 +23,7 @@ pub fn names() -> Vec<String> {
     v
 }
 
-pub fn add(name: &str) -> Result<(), String> {
+pub(crate) fn add(name: &str) -> Result<(), String> {
     cni::validate::network_name(name).map_err(|e| format!("namespace name: {}", e.msg))?;
     if Path::new(NETNS_RUN_DIR).join(name).exists() {
         return Err(format!("namespace {name} already exists"));
@@ -33,7 +33,7 @@ pub fn add(name: &str) -> Result<(), String> {
         .map_err(|e| format!("creating namespace {name}: {e}"))
 }
 
-pub fn rm(name: &str) -> Result<(), String> {
+pub(crate) fn rm(name: &str) -> Result<(), String> {
     if !Path::new(NETNS_RUN_DIR).join(name).exists() {
         return Err(format!("no namespace {name} under {NETNS_RUN_DIR}"));
     }
@@ -41,7 +41,7 @@ pub fn rm(name: &str) -> Result<(), String> {
 }
 
 /// The names under /run/netns that pin the same namespace as `t`.
-pub fn identify(t: &Target) -> Vec<String> {
+pub(crate) fn identify(t: &Target) -> Vec<String> {
     names()
         .into_iter()
         .filter(|n| id_of(&Path::new(NETNS_RUN_DIR).join(n)) == Some(t.id))
@@ -51,7 +51,7 @@ pub fn identify(t: &Target) -> Vec<String> {
 /// Runs `cmd` inside the named namespace, as `ip netns exec` does: a private mount
 /// namespace, /sys remounted for the new network namespace, and each file of
 /// /etc/netns/NAME bound over its namesake in /etc. Does not return on success.
-pub fn exec(name: &str, cmd: &[String]) -> Result<(), String> {
+pub(crate) fn exec(name: &str, cmd: &[String]) -> Result<(), String> {
     let t = Target::resolve(name)?;
     let ns = t.open()?;
     let (prog, args) = cmd.split_first().ok_or("exec needs a command")?;
@@ -99,7 +99,7 @@ pub fn exec(name: &str, cmd: &[String]) -> Result<(), String> {
 }
 
 #[derive(Debug, Serialize)]
-pub struct LinkView {
+pub(crate) struct LinkView {
     pub index: u32,
     pub name: String,
     pub kind: Option<String>,
@@ -111,7 +111,7 @@ pub struct LinkView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct RouteView {
+pub(crate) struct RouteView {
     pub dst: String,
     pub gateway: Option<String>,
     pub dev: Option<String>,
@@ -119,7 +119,7 @@ pub struct RouteView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct NeighView {
+pub(crate) struct NeighView {
     pub address: String,
     pub lladdr: Option<String>,
     pub dev: Option<String>,
@@ -127,7 +127,7 @@ pub struct NeighView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Show {
+pub(crate) struct Show {
     pub target: String,
     pub path: String,
     pub names: Vec<String>,
@@ -136,7 +136,7 @@ pub struct Show {
     pub neighbours: Vec<NeighView>,
 }
 
-pub fn show(t: &Target) -> Result<Show, String> {
+pub(crate) fn show(t: &Target) -> Result<Show, String> {
     let ns = t.open()?;
     netkit::block_on(async {
         let nl = Netlink::open_in(&ns)?;

@@ -13,7 +13,7 @@ use netkit::{NetNs, NETNS_RUN_DIR};
 
 /// A resolved target.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// As the user wrote it.
     pub spec: String,
     pub path: PathBuf,
@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn resolve(spec: &str) -> Result<Target, String> {
+    pub(crate) fn resolve(spec: &str) -> Result<Target, String> {
         let path = if let Some(pid) = spec.strip_prefix("pid:") {
             let n: u32 = pid
                 .parse()
@@ -69,12 +69,12 @@ impl Target {
         })
     }
 
-    pub fn open(&self) -> Result<NetNs, String> {
+    pub(crate) fn open(&self) -> Result<NetNs, String> {
         NetNs::open(&self.path).map_err(|e| format!("target {:?}: {e}", self.spec))
     }
 }
 
 /// The identity of the namespace at `path`, if it is still there.
-pub fn id_of(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn id_of(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use engine_glue::config::{self, Config};
-use engine_glue::options::{parse_add_host, parse_publish};
+use engine_glue::options::{apply_network_option, parse_add_host, parse_publish};
 use engine_glue::state::{short_id, HostEntry, PortMapping};
 use engine_glue::{
     CreateOptions, Engine, Error, NetOptions, NetworkChoice, NetworkSpec, PodOptions,
@@ -439,16 +439,7 @@ fn network(engine: &Engine, cmd: NetworkCmd) -> Result<u8, Error> {
                 ..NetworkSpec::default()
             };
             for o in &opts {
-                let (k, v) = o.split_once('=').unwrap_or((o, "true"));
-                let bad = |why: &str| Error::invalid(format!("-o {o}"), why);
-                match k {
-                    "isolate" => {
-                        spec.isolate = v.parse().map_err(|_| bad("isolate is true or false"))?
-                    }
-                    "mtu" => spec.mtu = Some(v.parse().map_err(|_| bad("mtu is a number"))?),
-                    "bridge" => spec.bridge = Some(v.to_owned()),
-                    _ => return Err(bad("known options: isolate, mtu, bridge")),
-                }
+                apply_network_option(&mut spec, o)?;
             }
             let info = engine.network_create(spec)?;
             println!("{}", info.name);

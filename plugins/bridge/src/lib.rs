@@ -83,10 +83,7 @@ impl Plugin for Bridge {
         if let Some(p) = pending {
             failures.extend(p.and_then(delegate::Pending::done).err());
         }
-        match failures.into_iter().next() {
-            None => Ok(()),
-            Some(first) => Err(first),
-        }
+        CniError::join(failures)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {

@@ -105,6 +105,27 @@ impl CniError {
         self
     }
 
+    /// Every failure of a best-effort operation (a DEL, a GC) as one error: the first's
+    /// code, all messages and details joined; `Ok` when there was none.
+    pub fn join(mut failures: Vec<CniError>) -> Result<(), CniError> {
+        match failures.len() {
+            0 => Ok(()),
+            1 => Err(failures.remove(0)),
+            _ => {
+                let joined = |f: fn(&CniError) -> &str| {
+                    failures
+                        .iter()
+                        .map(f)
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                let (msg, details) = (joined(|e| &e.msg), joined(|e| &e.details));
+                Err(CniError::new(failures[0].code, msg).with_details(details))
+            }
+        }
+    }
+
     /// Stamps the version the answer is given in (the skeleton does this for every error).
     pub fn in_version(mut self, version: CniVersion) -> Self {
         self.cni_version = Some(version.to_string());
@@ -155,6 +176,21 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_keeps_every_failure() {
+        assert!(CniError::join(Vec::new()).is_ok());
+        let one = CniError::io("a");
+        assert_eq!(CniError::join(vec![one.clone()]).unwrap_err(), one);
+        let e = CniError::join(vec![
+            CniError::io("deleting eth0").with_details("EBUSY"),
+            CniError::invalid_config("ipam plugin \"host-local\" DEL: bad"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::IO_FAILURE);
+        assert_eq!(e.msg, "deleting eth0; ipam plugin \"host-local\" DEL: bad");
+        assert_eq!(e.details, "EBUSY");
+    }
 
     #[test]
     fn serializes_in_spec_shape() {

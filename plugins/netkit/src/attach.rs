@@ -13,13 +13,11 @@ pub fn open_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
         .as_ref()
         .ok_or_else(|| CniError::invalid_env("required env variables [CNI_NETNS] missing"))?;
     NetNs::open(path).map_err(|e| {
-        let code = if e.is_not_found() {
-            ErrorCode::UNKNOWN_CONTAINER
-        } else {
-            ErrorCode::NAMESPACE_FAILURE
-        };
-        CniError::new(code, format!("CNI_NETNS {}: {e}", path.display()))
-            .with_details(cni::error::chain(&e))
+        let e = CniError::from(e);
+        CniError {
+            msg: format!("CNI_NETNS {}: {}", path.display(), e.msg),
+            ..e
+        }
     })
 }
 

@@ -101,11 +101,12 @@ impl Error {
 impl From<Error> for CniError {
     fn from(e: Error) -> CniError {
         let code = match &e {
+            // A namespace that is gone, or a pin whose namespace is gone.
             Error::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorCode::UNKNOWN_CONTAINER
             }
+            Error::NotNetns { .. } => ErrorCode::UNKNOWN_CONTAINER,
             Error::Open { .. }
-            | Error::NotNetns { .. }
             | Error::Enter { .. }
             | Error::Create { .. }
             | Error::Delete { .. } => ErrorCode::NAMESPACE_FAILURE,

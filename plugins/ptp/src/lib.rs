@@ -103,7 +103,7 @@ impl Plugin for Ptp {
         let pending = delegate::start(conf.ipam_type(), Command::Del, args);
         let mut failures = attach::remove_link_and_elements(args, "ptp");
         failures.extend(pending.and_then(delegate::Pending::done).err());
-        failures.into_iter().next().map_or(Ok(()), Err)
+        CniError::join(failures)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {

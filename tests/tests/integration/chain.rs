@@ -11,7 +11,7 @@ use podnet_tests::net::{outside, ping, serve_tcp, serve_udp, sh, tcp_hello, udp_
 use podnet_tests::{privileged_test, Call, Sandbox, Subject};
 use serde_json::{json, Value};
 
-pub const PODMAN_FIXTURE: &str = include_str!("../../fixtures/podman4-default.conflist");
+pub(crate) const PODMAN_FIXTURE: &str = include_str!("../../fixtures/podman4-default.conflist");
 
 /// A conflist: bridge `br` on `subnet` (plus `subnet6` when given) and the given
 /// chained plugins after it.

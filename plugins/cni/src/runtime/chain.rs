@@ -99,10 +99,8 @@ impl CniRuntime {
                 failures.push(e);
             }
         }
-        if failures.is_empty() {
-            return self.cache.remove(&list.name, &rt.container_id, &rt.ifname);
-        }
-        Err(join_errors(failures))
+        CniError::join(failures)?;
+        self.cache.remove(&list.name, &rt.container_id, &rt.ifname)
     }
 
     /// CHECK every plugin in order against the cached result. A no-op when the list
@@ -181,10 +179,7 @@ impl CniRuntime {
                 }
             }
         }
-        match failures.is_empty() {
-            true => Ok(()),
-            false => Err(join_errors(failures)),
-        }
+        CniError::join(failures)
     }
 
     /// The cached result of an attachment, in the list's version.
@@ -289,23 +284,4 @@ pub fn plugin_config(
         conf.insert(LEGACY_ATTACHMENTS_KEY.into(), valid.clone());
     }
     Value::Object(conf)
-}
-
-fn join_errors(mut failures: Vec<CniError>) -> CniError {
-    if failures.len() == 1 {
-        return failures.remove(0);
-    }
-    let code = failures[0].code;
-    let msg = failures
-        .iter()
-        .map(|e| e.msg.as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
-    let details = failures
-        .iter()
-        .filter(|e| !e.details.is_empty())
-        .map(|e| e.details.as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
-    CniError::new(code, msg).with_details(details)
 }
