@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cni::skel::split_path;
+use cni::runtime::split_path;
 
 /// The defaults, as Podman 4's CNI backend has them where the two overlap.
 pub const DEFAULT_ROOT: &str = "/var/lib/podnet";

@@ -5,8 +5,9 @@
 //! I/O.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use cni::runtime::discovery::{self, DiscoveryError};
 use cni::NetConfList;
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -216,58 +217,12 @@ fn ipam_subnets(ipam: &Value) -> Vec<Subnet> {
     }
 }
 
-/// The conflist files of a directory, sorted (libcni's order).
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| {
-        matches!(
-            p.extension().and_then(|x| x.to_str()),
-            Some("conflist" | "conf" | "json")
-        )
-    });
-    files.sort();
-    files
-}
-
-/// Reads one config file as a list; a single-plugin `.conf` counts as a list of one, as
-/// libcni reads it.
-fn read(file: &Path) -> Option<std::result::Result<NetConfList, String>> {
-    let bytes = std::fs::read(file).ok()?;
-    let mut v: Value = serde_json::from_slice(&bytes).ok()?;
-    if v.get("plugins").is_none() {
-        v = json!({"cniVersion": v.get("cniVersion").cloned().unwrap_or_default(),
-            "name": v.get("name").cloned().unwrap_or_default(), "plugins": [v]});
-    }
-    Some(NetConfList::from_bytes(v.to_string().as_bytes()).map_err(|e| e.msg))
-}
-
-/// The network named `name` among the `.conflist`, `.conf` and `.json` files of `dir`.
-pub fn find_in(dir: &Path, name: &str) -> std::result::Result<(NetConfList, PathBuf), String> {
-    let files = files(dir);
-    for f in &files {
-        match read(f) {
-            Some(Ok(list)) if list.name == name => return Ok((list, f.clone())),
-            Some(Err(e)) if f.file_stem().and_then(|s| s.to_str()) == Some(name) => {
-                return Err(format!("{}: {e}", f.display()))
-            }
-            _ => {}
-        }
-    }
-    Err(format!(
-        "no network {name:?} in {} ({} config files read)",
-        dir.display(),
-        files.len()
-    ))
-}
-
 /// Every readable network of the config directory, the default one included.
 pub fn list(config: &Config) -> Result<Vec<NetworkInfo>> {
     ensure_default(config)?;
-    Ok(files(&config.cni_config_dir)
+    Ok(discovery::config_files(&config.cni_config_dir)
         .into_iter()
-        .filter_map(|f| match read(&f)? {
+        .filter_map(|f| match discovery::load(&f)? {
             Ok(list) => Some(info(&list, f)),
             Err(_) => None,
         })
@@ -279,15 +234,16 @@ pub fn find(config: &Config, name: &str) -> Result<(NetConfList, NetworkInfo)> {
     if name == DEFAULT_NETWORK {
         ensure_default(config)?;
     }
-    let (list, file) = find_in(&config.cni_config_dir, name).map_err(|msg| {
-        match msg.starts_with("no network") {
-            true => Error::NotFound {
+    let (list, file) =
+        discovery::find_network(&config.cni_config_dir, name).map_err(|e| match e {
+            DiscoveryError::NotFound { .. } => Error::NotFound {
                 kind: "network",
                 name: name.to_owned(),
             },
-            false => Error::state(format!("network {name}"), msg),
-        }
-    })?;
+            e @ DiscoveryError::Invalid { .. } => {
+                Error::state(format!("network {name}"), e.to_string())
+            }
+        })?;
     let info = info(&list, file);
     Ok((list, info))
 }
@@ -295,7 +251,7 @@ pub fn find(config: &Config, name: &str) -> Result<(NetConfList, NetworkInfo)> {
 /// Writes Podman's default network (`podman`, cni-podman0, 10.88.0.0/16) when no
 /// config names it. Unlike Podman's, it has DNS on: names are why podnet exists.
 pub fn ensure_default(config: &Config) -> Result<()> {
-    if find_in(&config.cni_config_dir, DEFAULT_NETWORK).is_ok() {
+    if discovery::find_network(&config.cni_config_dir, DEFAULT_NETWORK).is_ok() {
         return Ok(());
     }
     let spec = NetworkSpec {

@@ -16,7 +16,9 @@ pub(crate) const CACHE_DIR: &str = "/var/lib/cni";
 /// The network named `name` among the `.conflist`, `.conf` and `.json` files of `dir`
 /// (a single-plugin `.conf` counts as a list of one, as libcni reads it).
 pub(crate) fn find_network(dir: &Path, name: &str) -> Result<NetConfList, String> {
-    engine_glue::network::find_in(dir, name).map(|(list, _)| list)
+    cni::runtime::find_network(dir, name)
+        .map(|(list, _)| list)
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) struct Invocation {
@@ -30,7 +32,7 @@ pub(crate) struct Invocation {
 
 impl Invocation {
     fn runtime(&self) -> CniRuntime {
-        CniRuntime::new(cni::skel::split_path(&self.cni_path), CACHE_DIR)
+        CniRuntime::new(cni::runtime::split_path(&self.cni_path), CACHE_DIR)
     }
 
     fn conf(&self, target: &Target) -> Result<RuntimeConf, String> {

@@ -295,7 +295,7 @@ fn main() -> ExitCode {
         root: cli.root.clone(),
         runroot: cli.runroot.clone(),
         cni_config_dir: cli.cni_config_dir.clone(),
-        cni_plugin_dirs: cni::skel::split_path(&cli.cni_plugin_dir),
+        cni_plugin_dirs: cni::runtime::split_path(&cli.cni_plugin_dir),
         cni_cache_dir: cli.cni_cache_dir.clone(),
         runtime: cli.runtime.clone().unwrap_or_else(|| Config::new().runtime),
         ..Config::new()

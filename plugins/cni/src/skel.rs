@@ -241,7 +241,7 @@ fn run_command<P: Plugin>(
     let conf: NetConf = decode("network config", stdin)?;
     validate::network_name(&conf.name)?;
     let version = negotiate(plugin, &conf, cmd)?;
-    let path = split_path(&env("CNI_PATH").unwrap_or_default());
+    let path = crate::runtime::split_path(&env("CNI_PATH").unwrap_or_default());
     match cmd {
         Command::Status => {
             plugin.status(&StatusArgs {
@@ -352,14 +352,6 @@ fn valid_attachments(conf: &NetConf) -> Result<Vec<Attachment>, CniError> {
         None => Ok(Vec::new()),
         Some(v) => crate::config::decode_value(VALID_ATTACHMENTS_KEY, v.clone()),
     }
-}
-
-/// Splits `CNI_PATH` (colon separated, empty entries ignored).
-pub fn split_path(raw: &str) -> Vec<PathBuf> {
-    raw.split(':')
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect()
 }
 
 fn sniff_version(stdin: &[u8]) -> Option<CniVersion> {
