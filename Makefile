@@ -56,9 +56,13 @@ build: toolchain
 release: toolchain
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build $(RELEASE_FLAGS) --workspace --bins --examples
 
+# cargo-deny from the crate registry when missing (licenses and bans; advisories need the
+# RustSec database from the network, so they are left out: deny.toml).
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@command -v cargo-deny >/dev/null || $(CARGO) install --locked cargo-deny
+	$(CARGO) deny check licenses bans
 
 unit: build
 	$(CARGO) test --workspace
