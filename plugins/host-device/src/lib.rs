@@ -324,7 +324,15 @@ async fn give_back(args: &CmdArgs, conf: &Conf) -> Result<(), CniError> {
     let ns = attach::open_netns_if_present(args)?;
     if let Some(ns) = &ns {
         let ctr = Netlink::open_in(ns)?;
-        if let Some(c) = ctr.link_get(&args.ifname).await? {
+        // Only a device a host-device ADD moved in: the one this attachment's state
+        // names (by MAC or by the original name kept as its alias), or, without state,
+        // one that carries an alias as both podnet's and the reference's ADD leave it.
+        // A CNI_IFNAME of another plugin's (a bridge's veth) is never taken.
+        let ours = |c: &Link| match &saved {
+            Some(s) => c.mac == s.mac || c.alias.as_deref() == Some(s.name.as_str()),
+            None => c.alias.as_deref().is_some_and(|a| !a.is_empty()),
+        };
+        if let Some(c) = ctr.link_get(&args.ifname).await?.filter(ours) {
             for (_, a) in ctr.addr_list(Some(c.index)).await? {
                 ctr.addr_del(c.index, a).await?;
             }

@@ -162,3 +162,29 @@ privileged_test! {
         assert!(netkit::block_on(async { Netlink::open_in(&ctr).unwrap().link_get("eth0").await.unwrap().is_none() }));
     }
 }
+
+privileged_test! {
+    fn del_after_a_refused_add_leaves_another_plugins_interface() {
+        // The container already has eth0 (a bridge's veth): ADD is refused, and the DEL the
+        // runtime then sends must not take that eth0 out to the host.
+        let s = Subject::from_env();
+        let mut sb = Sandbox::new();
+        let (dev, _lan) = device(&mut sb);
+        let ns = sb.container("c");
+        let bridge_end = random_name("vbr");
+        netkit::block_on(async {
+            Netlink::open_current().unwrap().link_add_veth(&bridge_end, "eth0", &ns, &VethOptions::default()).await.unwrap();
+        });
+        let c = conf(&s, json!({"device": dev}));
+        let call = |cmd: &str| Call::new(&s.plugin("host-device"), cmd, ns.path(), "eth0", &c);
+        let r = call("ADD").run();
+        assert_ne!(r.status, 0, "eth0 is taken: {}", r.stdout);
+        let del = call("DEL").run();
+        let (l, _) = link_state(&ns, "eth0");
+        if s.family == Family::Podnet {
+            assert_eq!(del.status, 0, "{}", del.stdout);
+            assert_eq!(l.kind.as_deref(), Some("veth"), "the bridge's eth0 stays in the container");
+            assert!(on_host(&dev).is_some(), "the device never left the host");
+        }
+    }
+}
