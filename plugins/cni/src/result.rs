@@ -195,6 +195,29 @@ struct LegacyRoute {
 }
 
 impl CniResult {
+    /// The host-side interfaces (no `sandbox`), in order, each name checked as a link
+    /// name the kernel could have given (plugins use them as sysctl directories and in
+    /// state paths): code 7 naming the entry otherwise. `all` and `default` are sysctl
+    /// directories, not links.
+    pub fn host_interfaces(&self) -> Result<Vec<&Interface>, CniError> {
+        let mut out = Vec::new();
+        for (i, iface) in self.interfaces.iter().enumerate() {
+            if iface.sandbox.as_deref().is_some_and(|s| !s.is_empty()) {
+                continue;
+            }
+            let bad = crate::validate::interface_name(&iface.name).err();
+            if bad.is_some() || matches!(iface.name.as_str(), "all" | "default") {
+                let why = bad.map_or("a sysctl directory, not a link".to_owned(), |e| e.msg);
+                let name: String = iface.name.chars().take(64).collect();
+                return Err(CniError::invalid_config(format!(
+                    "prevResult.interfaces[{i}].name {name:?}: {why}"
+                )));
+            }
+            out.push(iface);
+        }
+        Ok(out)
+    }
+
     /// Renders the result in `version`'s shape. Fails only for 0.1.0/0.2.0 when there is
     /// no address to express.
     pub fn encode(&self, version: CniVersion) -> Result<Value, CniError> {
@@ -359,6 +382,25 @@ fn family(net: IpNetwork) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_interface_names_are_checked() {
+        let with = |name: &str| -> CniResult {
+            serde_json::from_value(json!({"interfaces": [{"name": name},
+                {"name": "eth0", "sandbox": "/run/netns/x"}]}))
+            .unwrap()
+        };
+        assert_eq!(with("cni0").host_interfaces().unwrap()[0].name, "cni0");
+        for bad in ["../../../tmp/p", "a/b", "..", "all", "default", "", "x y"] {
+            let e = with(bad).host_interfaces().unwrap_err();
+            assert_eq!(e.code, crate::ErrorCode::INVALID_NETWORK_CONFIG, "{bad}");
+            assert!(
+                e.msg.starts_with("prevResult.interfaces[0].name"),
+                "{}",
+                e.msg
+            );
+        }
+    }
     use serde_json::json;
 
     fn rich() -> CniResult {

@@ -105,7 +105,7 @@ pub fn record(conf: &FirewallConf, args: &CmdArgs, prev: &CniResult) -> Result<R
     let admin = conf.admin_chain();
     rec.setup
         .push(format!("add chain inet {} {admin}", nft::TABLE));
-    if let Some(br) = prev.interfaces.iter().find(|i| i.sandbox.is_none()) {
+    if let Some(br) = prev.host_interfaces()?.first() {
         let q = format!("\"{}\"", br.name);
         rec.group = Some(br.name.clone());
         rec.group_entries
@@ -216,6 +216,18 @@ mod tests {
             "ips": [{"address": "10.88.0.5/16", "interface": 2}, {"address": "fd00::5/64", "interface": 2}]
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn host_interface_names_never_become_paths() {
+        let a = args(json!({"cniVersion": "1.0.0", "name": "n", "type": "firewall"}));
+        let c = FirewallConf::parse(&a.stdin).unwrap();
+        for bad in ["../../../tmp/p", "a/b", "..", "all"] {
+            let mut p = prev();
+            p.interfaces[0].name = bad.into();
+            let e = record(&c, &a, &p).unwrap_err();
+            assert!(e.msg.contains("prevResult.interfaces[0].name"), "{}", e.msg);
+        }
     }
 
     #[test]

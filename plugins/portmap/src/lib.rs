@@ -315,7 +315,7 @@ pub fn record(conf: &PortmapConf, args: &CmdArgs, prev: &CniResult) -> Result<Re
     // is known, and masqueraded in `postrouting`, so the reply returns through the host.
     // Shared by the interface's containers, removed with the last.
     if rec.entries.iter().any(|e| e.set.starts_with("pmlocal")) {
-        if let Some(host_if) = prev.interfaces.iter().find(|i| i.sandbox.is_none()) {
+        if let Some(host_if) = prev.host_interfaces()?.first() {
             let q = format!("\"{}\"", host_if.name);
             rec.group = Some(host_if.name.clone());
             rec.group_entries
@@ -342,7 +342,7 @@ fn udp_ports(rec: &Record) -> Vec<u16> {
 /// 127.0.0.1 may leave through them once DNATed.
 fn enable_localnet(prev: &CniResult) -> Result<(), CniError> {
     let host = NetNs::current()?;
-    for iface in prev.interfaces.iter().filter(|i| i.sandbox.is_none()) {
+    for iface in prev.host_interfaces()? {
         let key = format!("net/ipv4/conf/{}/route_localnet", iface.name);
         match sysctl::set(&host, &key, "1") {
             Ok(_) => {}
