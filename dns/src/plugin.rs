@@ -71,7 +71,7 @@ const KNOWN_ARGS: &[&str] = &[
 impl DnsnameConf {
     pub fn parse(stdin: &[u8]) -> Result<DnsnameConf, CniError> {
         let c: DnsnameConf = cni::config::decode("network config", stdin)?;
-        if c.name.is_empty() || c.name.contains('/') || c.name.starts_with('.') {
+        if !valid_network_name(&c.name) {
             return Err(CniError::invalid_config(format!(
                 "name: {:?} cannot name a network directory",
                 c.name
@@ -104,6 +104,11 @@ impl DnsnameConf {
             crate::store::STATE_DIR,
         ))
     }
+}
+
+/// A network name that can name a directory of the store.
+fn valid_network_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name.starts_with('.'))
 }
 
 /// A DNS name of letter-digit-hyphen(-underscore) labels, each 1–63 long.
@@ -359,30 +364,50 @@ fn now_seq() -> u128 {
 }
 
 /// Undoes ADD's files and elements (DEL, and a failed ADD).
-fn forget(store: &Store, network: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
-    let key = store::key(container_id, ifname);
-    {
-        let _lock = store.lock()?;
-        // The network it was added under (a network renamed since ADD included).
-        let mut nets = vec![network.to_owned()];
-        nets.extend(store.network_names()?);
-        for net in nets {
-            if store.remove_attachment(&net, &key)? {
-                store.remove_network_if_empty(&net)?;
-                tell(
-                    store,
-                    &Request::Del {
-                        network: net,
-                        key: key.clone(),
-                    },
-                )?;
-                break;
-            }
+/// Removes an attachment's record (searching every network: one renamed since ADD
+/// included) and its port-53 elements. Best effort, as DEL is: a state directory that
+/// does not exist holds no record, and the elements go whatever happened to the record.
+fn forget(
+    store: &Store,
+    network: Option<&str>,
+    container_id: &str,
+    ifname: &str,
+) -> Result<(), CniError> {
+    let mut failures = Vec::new();
+    if store.dir.is_dir() {
+        if let Err(e) = forget_record(store, network, &store::key(container_id, ifname)) {
+            failures.push(e);
         }
     }
-    if let Some(gone) = nft::release("dnsname", container_id, ifname)? {
-        if let (true, Some(br)) = (gone.last_in_group, &gone.record.group) {
-            hostfw::close_dns(br)?;
+    match nft::release("dnsname", container_id, ifname) {
+        Ok(Some(gone)) => {
+            if let (true, Some(br)) = (gone.last_in_group, &gone.record.group) {
+                failures.extend(hostfw::close_dns(br).err().map(CniError::from));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => failures.push(e.into()),
+    }
+    CniError::join(failures)
+}
+
+fn forget_record(store: &Store, network: Option<&str>, key: &str) -> Result<(), CniError> {
+    let _lock = store.lock()?;
+    let nets = network
+        .map(str::to_owned)
+        .into_iter()
+        .chain(store.network_names()?);
+    for net in nets {
+        if store.remove_attachment(&net, key)? {
+            store.remove_network_if_empty(&net)?;
+            tell(
+                store,
+                &Request::Del {
+                    network: net,
+                    key: key.to_owned(),
+                },
+            )?;
+            break;
         }
     }
     Ok(())
@@ -433,7 +458,7 @@ impl Plugin for Dnsname {
             Ok(())
         })();
         if let Err(e) = added {
-            let _ = forget(&store, &net.name, &args.container_id, &args.ifname);
+            let _ = forget(&store, Some(&net.name), &args.container_id, &args.ifname);
             return Err(e);
         }
         prev.dns.nameservers = net.gateways.iter().map(|g| g.to_string()).collect();
@@ -443,9 +468,12 @@ impl Plugin for Dnsname {
         Ok(prev)
     }
 
+    /// Needs only the network name and `stateDir`: a config ADD would refuse (a bad
+    /// `domainName`) still DELs, with nothing to undo.
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let conf = DnsnameConf::parse(&args.stdin)?;
-        forget(&conf.store(), &conf.name, &args.container_id, &args.ifname)
+        let conf: DnsnameConf = cni::config::decode("network config", &args.stdin)?;
+        let network = valid_network_name(&conf.name).then_some(conf.name.as_str());
+        forget(&conf.store(), network, &args.container_id, &args.ifname)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {

@@ -126,6 +126,17 @@ pub fn settings(args: &CmdArgs) -> Result<(Settings, PathBuf), CniError> {
     ))
 }
 
+/// `dataDir` (where backups are kept), without reading or validating the settings.
+fn data_dir(stdin: &[u8]) -> Result<PathBuf, CniError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Dir {
+        data_dir: Option<PathBuf>,
+    }
+    let d: Dir = cni::config::decode("network config", stdin)?;
+    Ok(cni::config::dir_or(d.data_dir.as_deref(), DEFAULT_DATA_DIR))
+}
+
 /// With an allowlist file, every sysctl key must match one of its patterns (one regular
 /// expression per line; blank lines and `#` comments skipped).
 pub fn check_allowlist(
@@ -212,8 +223,10 @@ impl Plugin for Tuning {
         Ok(result)
     }
 
+    /// From the backup alone: the config's settings are not read, so a config that ADD
+    /// would refuse (a bad sysctl key) still DELs, with nothing to undo.
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        let (_, dir) = settings(args)?;
+        let dir = data_dir(&args.stdin)?;
         let path = backup_path(&dir, args);
         if !path.exists() {
             return Ok(());
@@ -268,13 +281,7 @@ impl Plugin for Tuning {
 
     /// Drops the backups of attachments that are no longer valid.
     fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Dir {
-            data_dir: Option<PathBuf>,
-        }
-        let d: Dir = cni::config::decode("network config", &args.stdin)?;
-        let dir = cni::config::dir_or(d.data_dir.as_deref(), DEFAULT_DATA_DIR);
+        let dir = data_dir(&args.stdin)?;
         let Ok(entries) = fs::read_dir(&dir) else {
             return Ok(());
         };

@@ -328,3 +328,26 @@ privileged_test! {
         assert!(!chain.contains("podnet"), "closed with the last container: {chain}");
     }
 }
+
+privileged_test! {
+    fn an_uncreatable_state_dir_leaves_nothing_and_del_succeeds() {
+        // dnsname ADD fails when its stateDir cannot be created; the chain is rolled back
+        // and the port-53 elements are gone; DEL of the same config (and of one whose
+        // domainName ADD refuses) succeeds: there is nothing to undo.
+        let mut sb = Sandbox::new();
+        let ns = sb.container("c");
+        std::fs::write("/run/not-a-dir", "").unwrap();
+        let l = net("badstate", "cni-badst0", "10.94.0.0/24", None, json!({"stateDir": "/run/not-a-dir/dns"}));
+        let rt = runtime();
+        let c = ctr(&ns, "bad-state", "eth0", "web", "badstate", &[]);
+        let e = rt.add(&l, &c).unwrap_err();
+        assert!(e.msg.contains("not-a-dir"), "{}", e.msg);
+        let left: Vec<_> = netkit::nft::list_elements().unwrap().into_iter().filter(|e| e.set == "dns").collect();
+        assert!(left.is_empty(), "no port-53 element left: {left:?}");
+        rt.del(&l, &c).expect("DEL of the same config succeeds");
+        let bad_domain = net("baddom", "cni-baddo0", "10.94.1.0/24", None, json!({"domainName": "not a domain!"}));
+        let d = ctr(&ns, "bad-domain", "eth0", "web", "baddom", &[]);
+        assert!(rt.add(&bad_domain, &d).is_err(), "ADD refuses the domain");
+        rt.del(&bad_domain, &d).expect("DEL with a domainName ADD refuses succeeds");
+    }
+}
