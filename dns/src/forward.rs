@@ -49,6 +49,23 @@ pub struct Forwarder {
     /// The UDP sockets of each upstream, made on first use.
     pools: Mutex<HashMap<SocketAddr, Vec<Arc<Upstream>>>>,
     next: AtomicUsize,
+    /// Forwarded queries waiting for an answer now ([`MAX_IN_FLIGHT`] at most).
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// At most this many forwarded queries wait for upstreams at once (dnsmasq's
+/// `dns-forward-max` default); past it a query is answered SERVFAIL at once, so a flood
+/// towards a silent upstream cannot grow the responder's memory.
+pub const MAX_IN_FLIGHT: usize = 150;
+
+/// One forwarded query's place among the [`MAX_IN_FLIGHT`]; given back on drop.
+#[derive(Debug)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One connected UDP socket to an upstream and the queries waiting on it, by id.
@@ -176,6 +193,7 @@ impl Forwarder {
             own: Mutex::default(),
             pools: Mutex::default(),
             next: AtomicUsize::new(0),
+            in_flight: Arc::default(),
         }
     }
 
@@ -253,7 +271,15 @@ impl Forwarder {
         }
     }
 
-    /// Forwards `query` (a whole DNS message); `None` when no upstream answered.
+    /// A place among the queries in flight; `None` when [`MAX_IN_FLIGHT`] are.
+    fn begin(&self) -> Option<InFlight> {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = InFlight(self.in_flight.clone());
+        (n < MAX_IN_FLIGHT).then_some(slot)
+    }
+
+    /// Forwards `query` (a whole DNS message); `None` when no upstream answered, or when
+    /// [`MAX_IN_FLIGHT`] queries are already waiting (the caller answers SERVFAIL).
     pub async fn forward(
         self: &Arc<Self>,
         query: &[u8],
@@ -261,6 +287,7 @@ impl Forwarder {
         tcp: bool,
         client_max: usize,
     ) -> Option<Vec<u8>> {
+        let _slot = self.begin()?;
         let servers = self.pick(configured);
         if servers.is_empty() {
             return None;
@@ -348,6 +375,17 @@ async fn tcp_query(server: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwards_in_flight_are_capped() {
+        let f = Forwarder::new("/nonexistent");
+        let held: Vec<InFlight> = (0..MAX_IN_FLIGHT).map(|_| f.begin().unwrap()).collect();
+        assert!(f.begin().is_none(), "the next query is refused");
+        assert_eq!(f.in_flight.load(Ordering::Relaxed), MAX_IN_FLIGHT, "a refusal holds no place");
+        drop(held);
+        assert!(f.begin().is_some(), "places come back when queries end");
+        assert_eq!(f.in_flight.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn resolv_conf_nameservers() {
