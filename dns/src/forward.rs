@@ -381,7 +381,11 @@ mod tests {
         let f = Forwarder::new("/nonexistent");
         let held: Vec<InFlight> = (0..MAX_IN_FLIGHT).map(|_| f.begin().unwrap()).collect();
         assert!(f.begin().is_none(), "the next query is refused");
-        assert_eq!(f.in_flight.load(Ordering::Relaxed), MAX_IN_FLIGHT, "a refusal holds no place");
+        assert_eq!(
+            f.in_flight.load(Ordering::Relaxed),
+            MAX_IN_FLIGHT,
+            "a refusal holds no place"
+        );
         drop(held);
         assert!(f.begin().is_some(), "places come back when queries end");
         assert_eq!(f.in_flight.load(Ordering::Relaxed), 0);

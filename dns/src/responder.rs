@@ -23,11 +23,67 @@ use nix::sys::socket::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::answer::Handler;
 use crate::control::{Reply, Request};
 use crate::forward::Forwarder;
-use crate::server::Handler;
-use crate::store::{NetworkConf, Store};
+use crate::store::{NetworkConf, Store, StoreError};
 use crate::zone::Zone;
+
+/// What stops the responder, or one control request.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponderError {
+    #[error("{0} (usage: dnsname serve [--state-dir DIR] [--resolv-conf FILE])")]
+    Usage(String),
+    #[error("binding {proto} {addr} for network {network}: {source}")]
+    Bind {
+        proto: &'static str,
+        addr: SocketAddr,
+        network: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("registering {proto} {addr}: {source}")]
+    Register {
+        proto: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("network {0} has no network.json")]
+    NoNetwork(String),
+    #[error("no record {key} in network {network}")]
+    NoRecord { network: String, key: String },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out reading a control request")]
+    ControlTimeout,
+    #[error("reading a control request: {0}")]
+    ControlRead(#[source] std::io::Error),
+    #[error("bad control request: {0}")]
+    BadRequest(#[source] serde_json::Error),
+    #[error("installing the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+type Result<T, E = ResponderError> = std::result::Result<T, E>;
+
+fn io_at<'a>(
+    what: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> ResponderError + 'a {
+    move |source| ResponderError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
 
 /// A TCP connection that sends no query for this long is closed.
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -40,7 +96,7 @@ pub struct Options {
 
 impl Options {
     /// Parses `serve`'s arguments (after `serve`).
-    pub fn parse(args: &[String]) -> Result<Options, String> {
+    pub fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
             state_dir: crate::store::STATE_DIR.into(),
             resolv_conf: "/etc/resolv.conf".into(),
@@ -50,16 +106,12 @@ impl Options {
             let mut value = |name: &str| {
                 it.next()
                     .cloned()
-                    .ok_or_else(|| format!("{name} needs a value"))
+                    .ok_or_else(|| ResponderError::Usage(format!("{name} needs a value")))
             };
             match a.as_str() {
                 "--state-dir" => o.state_dir = value(a)?.into(),
                 "--resolv-conf" => o.resolv_conf = value(a)?.into(),
-                other => {
-                    return Err(format!(
-                        "unknown argument {other:?} (usage: dnsname serve [--state-dir DIR] [--resolv-conf FILE])"
-                    ))
-                }
+                other => return Err(ResponderError::Usage(format!("unknown argument {other:?}"))),
             }
         }
         Ok(o)
@@ -137,20 +189,34 @@ impl Listeners {
 }
 
 /// Listeners on every gateway of one network.
-fn listen_on(handler: &Handler, conf: &NetworkConf) -> Result<Listeners, String> {
+fn listen_on(handler: &Handler, conf: &NetworkConf) -> Result<Listeners> {
     let mut server = Server::new(handler.clone());
     let mut udp_tasks = Vec::new();
     for gw in &conf.gateways {
         let addr = SocketAddr::new(*gw, conf.port);
-        let udp = bound(addr, SockType::Datagram)
-            .map_err(|e| format!("binding UDP {addr} for network {}: {e}", conf.name))?;
+        let bind = |proto| {
+            move |source| ResponderError::Bind {
+                proto,
+                addr,
+                network: conf.name.clone(),
+                source,
+            }
+        };
+        let register = |proto| {
+            move |source| ResponderError::Register {
+                proto,
+                addr,
+                source,
+            }
+        };
+        let udp = bound(addr, SockType::Datagram).map_err(bind("UDP"))?;
         let udp = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(udp))
-            .map_err(|e| format!("registering UDP {addr}: {e}"))?;
+            .map_err(register("UDP"))?;
         let tcp = bound(addr, SockType::Stream)
             .and_then(|fd| listen(&fd, Backlog::new(1024)?).map(|()| fd))
-            .map_err(|e| format!("binding TCP {addr} for network {}: {e}", conf.name))?;
+            .map_err(bind("TCP"))?;
         let tcp = tokio::net::TcpListener::from_std(std::net::TcpListener::from(tcp))
-            .map_err(|e| format!("registering TCP {addr}: {e}"))?;
+            .map_err(register("TCP"))?;
         udp_tasks.push(tokio::spawn(crate::udp::serve(udp, handler.clone())));
         server.register_listener(tcp, TCP_IDLE, 64);
     }
@@ -192,7 +258,7 @@ impl Responder {
     }
 
     /// Makes the network's listeners match its gateways.
-    async fn ensure_listening(&mut self, conf: &NetworkConf) -> Result<(), String> {
+    async fn ensure_listening(&mut self, conf: &NetworkConf) -> Result<()> {
         let want: Vec<SocketAddr> = conf
             .gateways
             .iter()
@@ -214,9 +280,9 @@ impl Responder {
     }
 
     /// Re-reads one network (file and records) from disk.
-    async fn sync(&mut self, network: &str) -> Result<(), String> {
-        let conf = self.store.network(network).map_err(|e| e.to_string())?;
-        let atts = self.store.attachments(network).map_err(|e| e.to_string())?;
+    async fn sync(&mut self, network: &str) -> Result<()> {
+        let conf = self.store.network(network)?;
+        let atts = self.store.attachments(network)?;
         let Some(conf) = conf.filter(|_| !atts.is_empty()) else {
             self.zone().remove_network(network);
             self.stop_listening(network).await;
@@ -246,59 +312,76 @@ impl Responder {
             && self.store.network_names().is_ok_and(|n| n.is_empty())
     }
 
+    /// Applies one control request; the reply also carries every network's listeners.
     async fn handle(&mut self, req: Request) -> Reply {
-        let mut reply = match req {
-            Request::Add { network, key } => match self.store.network(&network) {
-                Ok(Some(conf)) => match self.ensure_listening(&conf).await {
-                    Ok(()) => match self.store.attachment(&network, &key) {
-                        Ok(Some(a)) => {
-                            let mut z = self.zone();
-                            z.set_network(conf);
-                            z.insert(&network, a);
-                            Reply::default()
-                        }
-                        Ok(None) => Reply::error(format!("no record {key} in network {network}")),
-                        Err(e) => Reply::error(e.to_string()),
-                    },
-                    Err(e) => Reply::error(e),
-                },
-                Ok(None) => Reply::error(format!("network {network} has no network.json")),
-                Err(e) => Reply::error(e.to_string()),
-            },
+        let done = match req {
+            Request::Add { network, key } => self.add(&network, &key).await.map(|()| false),
             Request::Del { network, key } => {
-                let empty = {
-                    let mut z = self.zone();
-                    z.remove(&network, &key);
-                    z.is_empty(&network)
-                };
-                if empty && self.store.has_attachments(&network).is_ok_and(|has| !has) {
-                    self.zone().remove_network(&network);
-                    self.stop_listening(&network).await;
-                    log!("network {network}: no container left, not listening");
-                }
-                Reply {
-                    exiting: self.idle(),
-                    ..Reply::default()
-                }
+                self.del(&network, &key).await;
+                Ok(true)
             }
-            Request::Get { network, key } => Reply {
-                attachment: self
+            Request::Get { network, key } => {
+                let attachment = self
                     .handler
                     .zone
                     .read()
                     .expect("zone lock")
-                    .attachment(&network, &key),
+                    .attachment(&network, &key);
+                return self.status(Reply {
+                    attachment,
+                    ..Reply::default()
+                });
+            }
+            Request::Sync { network } => self.sync(&network).await.map(|()| true),
+            Request::Status => Ok(false),
+        };
+        let reply = match done {
+            // A request that may have removed the last network says whether we exit.
+            Ok(may_exit) => Reply {
+                exiting: may_exit && self.idle(),
                 ..Reply::default()
             },
-            Request::Sync { network } => match self.sync(&network).await {
-                Ok(()) => Reply {
-                    exiting: self.idle(),
-                    ..Reply::default()
-                },
-                Err(e) => Reply::error(e),
-            },
-            Request::Status => Reply::default(),
+            Err(e) => Reply::error(e.to_string()),
         };
+        self.status(reply)
+    }
+
+    /// ADD: the network's listeners, then the record into the zone.
+    async fn add(&mut self, network: &str, key: &str) -> Result<()> {
+        let conf = self
+            .store
+            .network(network)?
+            .ok_or_else(|| ResponderError::NoNetwork(network.to_owned()))?;
+        self.ensure_listening(&conf).await?;
+        let a = self
+            .store
+            .attachment(network, key)?
+            .ok_or_else(|| ResponderError::NoRecord {
+                network: network.to_owned(),
+                key: key.to_owned(),
+            })?;
+        let mut z = self.zone();
+        z.set_network(conf);
+        z.insert(network, a);
+        Ok(())
+    }
+
+    /// DEL: the record out of the zone; the network's listeners close with its last one.
+    async fn del(&mut self, network: &str, key: &str) {
+        let empty = {
+            let mut z = self.zone();
+            z.remove(network, key);
+            z.is_empty(network)
+        };
+        if empty && self.store.has_attachments(network).is_ok_and(|has| !has) {
+            self.zone().remove_network(network);
+            self.stop_listening(network).await;
+            log!("network {network}: no container left, not listening");
+        }
+    }
+
+    /// `reply` with the networks served, their addresses and names, and our pid.
+    fn status(&self, mut reply: Reply) -> Reply {
         let z = self.handler.zone.read().expect("zone lock");
         let mut nets: Vec<(String, Vec<IpAddr>, usize)> = z
             .networks()
@@ -318,20 +401,19 @@ impl Responder {
     }
 }
 
-async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+async fn read_request(stream: &mut UnixStream) -> Result<Request> {
     let mut line = String::new();
     let mut r = BufReader::new(stream);
     tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line))
         .await
-        .map_err(|_| "timed out reading a control request".to_string())?
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&line).map_err(|e| format!("bad control request: {e}"))
+        .map_err(|_| ResponderError::ControlTimeout)?
+        .map_err(ResponderError::ControlRead)?;
+    serde_json::from_str(&line).map_err(ResponderError::BadRequest)
 }
 
-async fn run(opts: Options) -> Result<(), String> {
+async fn run(opts: Options) -> Result<()> {
     let store = Store::new(&opts.state_dir);
-    std::fs::create_dir_all(&store.dir)
-        .map_err(|e| format!("creating {}: {e}", store.dir.display()))?;
+    std::fs::create_dir_all(&store.dir).map_err(io_at("creating", &store.dir))?;
     let handler = Handler {
         zone: Arc::new(RwLock::new(Zone::default())),
         forwarder: Arc::new(Forwarder::new(&opts.resolv_conf)),
@@ -344,12 +426,10 @@ async fn run(opts: Options) -> Result<(), String> {
     let mut names = 0;
     let loaded = {
         let mut z = r.zone();
-        r.store
-            .load(|conf, a| {
-                z.insert(&conf.name, a);
-                names += 1;
-            })
-            .map_err(|e| e.to_string())?
+        r.store.load(|conf, a| {
+            z.insert(&conf.name, a);
+            names += 1;
+        })?
     };
     for conf in loaded {
         r.zone().set_network(conf.clone());
@@ -362,18 +442,17 @@ async fn run(opts: Options) -> Result<(), String> {
     let pid_path = r.store.pid_path();
     let _ = std::fs::remove_file(&sock_path);
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("writing {}: {e}", pid_path.display()))?;
-    let listener = UnixListener::bind(&sock_path)
-        .map_err(|e| format!("binding {}: {e}", sock_path.display()))?;
+        .map_err(io_at("writing", &pid_path))?;
+    let listener = UnixListener::bind(&sock_path).map_err(io_at("binding", &sock_path))?;
     log!(
         "ready: {} networks, {names} attachments, control socket {}",
         r.servers.len(),
         sock_path.display()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
+        .map_err(ResponderError::Signals)?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| e.to_string())?;
+        .map_err(ResponderError::Signals)?;
     let cleanup = |why: &str| {
         let _ = std::fs::remove_file(&sock_path);
         let ours = std::fs::read_to_string(&pid_path)
@@ -394,7 +473,7 @@ async fn run(opts: Options) -> Result<(), String> {
         };
         let reply = match read_request(&mut stream).await {
             Ok(req) => r.handle(req).await,
-            Err(e) => Reply::error(e),
+            Err(e) => Reply::error(e.to_string()),
         };
         if reply.exiting {
             // Gone before the caller (holding the store lock) hears of it: the next

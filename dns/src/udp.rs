@@ -4,8 +4,9 @@
 //! a channel to the socket's own task; on a small host that bookkeeping cost as much as
 //! the answer. Here the socket's task drains every queued datagram, answers local names
 //! from the zone on the spot (hickory-proto parses and encodes), and spawns a task only
-//! for a question it forwards upstream. TCP stays with hickory-server
-//! ([`crate::server`]), which holds connections, idle timeouts and slow clients apart.
+//! for a question it forwards upstream. The answers come from [`crate::answer`]; TCP
+//! stays with hickory-server ([`crate::tcp`]), which holds connections, idle timeouts and
+//! slow clients apart.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, MessageType, Metadata, OpCode, ResponseCode};
 use tokio::net::UdpSocket;
 
-use crate::server::{edns, Decision, Handler, EDNS_PAYLOAD, TTL};
+use crate::answer::{edns, refusal, Decision, Handler, EDNS_PAYLOAD, TTL};
 
 /// Datagrams answered in one go before the task yields to the others (control socket,
 /// TCP connections, forwarded answers).
@@ -53,13 +54,9 @@ fn answer(handler: &Handler, query: &[u8], src: IpAddr) -> Outcome {
     let Ok(mut request) = Message::from_vec(query) else {
         return error_reply(query, ResponseCode::FormErr);
     };
-    if request.metadata.op_code != OpCode::Query
-        || request.metadata.message_type != MessageType::Query
-    {
-        return error_reply(query, ResponseCode::NotImp);
-    }
-    if request.queries.len() != 1 {
-        return error_reply(query, ResponseCode::FormErr);
+    let m = &request.metadata;
+    if let Some(code) = refusal(m.op_code, m.message_type, request.queries.len()) {
+        return error_reply(query, code);
     }
     let max = request
         .edns
@@ -230,8 +227,8 @@ mod tests {
     use hickory_proto::op::Query;
     use hickory_proto::rr::{Name, RData, RecordType};
 
+    use crate::answer::addr_records;
     use crate::forward::Forwarder;
-    use crate::server::addr_records;
     use crate::zone::Zone;
 
     fn handler() -> Handler {

@@ -1,20 +1,17 @@
-//! The hickory-server request handler: the zone's decision turned into DNS messages.
+//! The answer logic, whatever the transport: the zone's decision for one question
+//! ([`Handler::decide`], [`Decision`]), the checks every query passes first
+//! ([`refusal`]), and the records and EDNS of podnet's answers. [`crate::udp`] and
+//! [`crate::tcp`] only carry messages to and from it.
 //!
-//! hickory-server owns the sockets: UDP, and TCP with many queries per connection, one
-//! task per connection and an idle timeout (one slow client stalls only itself). The
-//! handler reads the zone under a read lock held for the lookup alone, so updates never
-//! wait for a query in flight upstream and no query waits for more than an insert.
+//! The zone is read under a read lock held for the lookup alone, so updates never wait
+//! for a query in flight upstream and no query waits for more than an insert.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_server::net::runtime::Time;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
 
 use crate::forward::Forwarder;
 use crate::zone::{Answer, QType, Zone};
@@ -158,70 +155,19 @@ impl Handler {
             Answer::Forward { upstreams } => Decision::Forward(upstreams),
         }
     }
+}
 
-    /// The TCP path (hickory-server's): the same decisions as [`crate::udp`]'s.
-    async fn respond<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut rh: R,
-    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
-        let edns = request.edns.as_ref().map(|_| edns());
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
-        if let Some(e) = &edns {
-            builder.edns(e);
-        }
-        let mut meta = Metadata::response_from_request(&request.metadata);
-        meta.recursion_available = true;
-        if request.metadata.op_code != OpCode::Query
-            || request.metadata.message_type != MessageType::Query
-        {
-            meta.response_code = ResponseCode::NotImp;
-            return rh.send_response(builder.build_no_records(meta)).await;
-        }
-        let Ok(info) = request.request_info() else {
-            meta.response_code = ResponseCode::FormErr;
-            return rh.send_response(builder.build_no_records(meta)).await;
-        };
-        let asked = info.query.original();
-        match self
-            .decide(request.src().ip(), asked.name(), asked.query_type())
-            .into_local(asked.name())
-        {
-            Ok((code, answers, authorities)) => {
-                meta.authoritative = code != ResponseCode::Refused;
-                meta.response_code = code;
-                rh.send_response(builder.build(meta, &answers, &[], &authorities, &[]))
-                    .await
-            }
-            Err(upstreams) => {
-                let tcp = request.protocol() == Protocol::Tcp;
-                let max = usize::from(request.max_payload().max(512));
-                let reply = self
-                    .forwarder
-                    .forward(request.as_slice(), &upstreams, tcp, max)
-                    .await
-                    .and_then(|r| Message::from_vec(&r).ok());
-                match reply {
-                    Some(m) => {
-                        let mut meta = m.metadata;
-                        meta.id = request.metadata.id;
-                        rh.send_response(builder.build(
-                            meta,
-                            &m.answers,
-                            &m.authorities,
-                            &[],
-                            &m.additionals,
-                        ))
-                        .await
-                    }
-                    None => {
-                        meta.response_code = ResponseCode::ServFail;
-                        rh.send_response(builder.build_no_records(meta)).await
-                    }
-                }
-            }
-        }
+/// The answer to a message before its question is looked at: NOTIMP for anything but a
+/// standard query, FORMERR unless it asks exactly one question; `None` to go on.
+pub fn refusal(
+    op_code: OpCode,
+    message_type: MessageType,
+    questions: usize,
+) -> Option<ResponseCode> {
+    if op_code != OpCode::Query || message_type != MessageType::Query {
+        return Some(ResponseCode::NotImp);
     }
+    (questions != 1).then_some(ResponseCode::FormErr)
 }
 
 /// Address records of `asked`.
@@ -244,32 +190,31 @@ pub fn edns() -> Edns {
     e
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        match self.respond(request, response_handle).await {
-            Ok(info) => info,
-            Err(_) => {
-                let mut meta = Metadata::response_from_request(&request.metadata);
-                meta.response_code = ResponseCode::ServFail;
-                hickory_proto::op::Header {
-                    metadata: meta,
-                    counts: Default::default(),
-                }
-                .into()
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hickory_proto::rr::{LowerName, Name};
+
+    #[test]
+    fn refusals_before_the_question() {
+        assert_eq!(refusal(OpCode::Query, MessageType::Query, 1), None);
+        assert_eq!(
+            refusal(OpCode::Update, MessageType::Query, 1),
+            Some(ResponseCode::NotImp)
+        );
+        assert_eq!(
+            refusal(OpCode::Query, MessageType::Response, 1),
+            Some(ResponseCode::NotImp)
+        );
+        assert_eq!(
+            refusal(OpCode::Query, MessageType::Query, 0),
+            Some(ResponseCode::FormErr)
+        );
+        assert_eq!(
+            refusal(OpCode::Query, MessageType::Query, 2),
+            Some(ResponseCode::FormErr)
+        );
+    }
 
     #[test]
     fn zone_keys_are_lowercase_dotted_without_the_root() {
