@@ -7,6 +7,9 @@ use cni::runtime::{CniRuntime, RuntimeConf};
 use cni::{Attachment, CniArgs, NetConfList};
 use serde_json::{Map, Value};
 
+use cni::skel::Command;
+
+use crate::error::{Error, Result};
 use crate::target::Target;
 
 pub(crate) const DEFAULT_NETCONFPATH: &str = "/etc/cni/net.d";
@@ -15,10 +18,8 @@ pub(crate) const CACHE_DIR: &str = "/var/lib/cni";
 
 /// The network named `name` among the `.conflist`, `.conf` and `.json` files of `dir`
 /// (a single-plugin `.conf` counts as a list of one, as libcni reads it).
-pub(crate) fn find_network(dir: &Path, name: &str) -> Result<NetConfList, String> {
-    cni::runtime::find_network(dir, name)
-        .map(|(list, _)| list)
-        .map_err(|e| e.to_string())
+pub(crate) fn find_network(dir: &Path, name: &str) -> Result<NetConfList> {
+    Ok(cni::runtime::find_network(dir, name)?.0)
 }
 
 pub(crate) struct Invocation {
@@ -35,10 +36,11 @@ impl Invocation {
         CniRuntime::new(cni::runtime::split_path(&self.cni_path), CACHE_DIR)
     }
 
-    fn conf(&self, target: &Target) -> Result<RuntimeConf, String> {
+    fn conf(&self, target: &Target) -> Result<RuntimeConf> {
         let caps: Map<String, Value> = match &self.capability_args {
-            Some(s) => serde_json::from_str(s)
-                .map_err(|e| format!("CAP_ARGS / --cap-args is not a JSON object: {e}"))?,
+            Some(s) => serde_json::from_str(s).map_err(|e| {
+                Error::invalid("CAP_ARGS / --cap-args", format!("not a JSON object: {e}"))
+            })?,
             None => Map::new(),
         };
         // As cnitool: a container id derived from the namespace path unless given.
@@ -56,38 +58,35 @@ impl Invocation {
             container_id: id,
             netns: Some(target.path.clone()),
             ifname: self.ifname.clone(),
-            args: CniArgs::parse(&self.cni_args).map_err(|e| format!("CNI_ARGS: {}", e.msg))?,
+            args: CniArgs::parse(&self.cni_args).map_err(|e| Error::invalid("CNI_ARGS", e.msg))?,
             capability_args: caps,
         })
     }
 
+    /// One CNI verb of the runtime on `network` (ADD, CHECK and DEL on `target`); the
+    /// result of an ADD.
     pub(crate) fn run(
         &self,
-        command: &str,
+        verb: Command,
         network: &str,
         target: Option<&str>,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>> {
         let list = find_network(&self.netconfpath, network)?;
         let rt = self.runtime();
-        let err = |e: cni::CniError| {
-            let details = if e.details.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", e.details)
-            };
-            format!(
-                "{command} {network}: {} [CNI code {}]{details}",
-                e.msg, e.code.0
-            )
+        let err = Error::cni(verb, network);
+        let conf = || -> Result<RuntimeConf> {
+            let spec = target
+                .ok_or_else(|| Error::invalid(crate::error::verb_name(verb), "needs a TARGET"))?;
+            self.conf(&Target::resolve(spec)?)
         };
-        match command {
-            "status" => rt.status(&list).map(|()| None).map_err(err),
-            "gc" => {
+        match verb {
+            Command::Status => rt.status(&list).map(|()| None).map_err(err),
+            Command::Gc => {
                 // Valid: every cached attachment of the network whose namespace still exists.
                 let valid: Vec<Attachment> = rt
                     .cache
                     .list(network)
-                    .map_err(err)?
+                    .map_err(&err)?
                     .into_iter()
                     .filter(|c| c.netns.as_deref().is_some_and(|p| Path::new(p).exists()))
                     .map(|c| Attachment {
@@ -97,20 +96,13 @@ impl Invocation {
                     .collect();
                 rt.gc(&list, &valid).map(|()| None).map_err(err)
             }
-            _ => {
-                let spec = target.ok_or_else(|| format!("{command} needs a TARGET"))?;
-                let t = Target::resolve(spec)?;
-                let conf = self.conf(&t)?;
-                match command {
-                    "add" => {
-                        let r = rt.add(&list, &conf).map_err(err)?;
-                        Ok(Some(r.encode(list.version().map_err(err)?).map_err(err)?))
-                    }
-                    "check" => rt.check(&list, &conf).map(|()| None).map_err(err),
-                    "del" => rt.del(&list, &conf).map(|()| None).map_err(err),
-                    other => Err(format!("unknown command {other}")),
-                }
+            Command::Add => {
+                let r = rt.add(&list, &conf()?).map_err(&err)?;
+                Ok(Some(r.encode(list.version().map_err(&err)?).map_err(&err)?))
             }
+            Command::Check => rt.check(&list, &conf()?).map(|()| None).map_err(err),
+            Command::Del => rt.del(&list, &conf()?).map(|()| None).map_err(err),
+            Command::Version => Err(Error::invalid("version", "is not a runtime verb")),
         }
     }
 }

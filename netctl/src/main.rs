@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cnitool;
+mod error;
 mod link;
 mod ns;
 mod target;
@@ -14,6 +15,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use ipnetwork::IpNetwork;
 use serde_json::json;
 
+use cni::skel::Command;
+
+use crate::error::{Error, Result};
 use crate::target::Target;
 
 /// The netns toolkit: namespaces, direct veth links between containers, and CNI networks
@@ -165,14 +169,14 @@ fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
 }
 
-fn cni_verb(verb: &str, c: &CniCmd) -> Result<(), String> {
+fn cni_verb(verb: Command, c: &CniCmd) -> Result<()> {
     if let Some(result) = invocation(&c.env, Some(c)).run(verb, &c.network, Some(&c.target))? {
         print_json(&result);
     }
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Link {
             a,
@@ -276,23 +280,23 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         },
-        Cmd::Add(c) => cni_verb("add", &c)?,
-        Cmd::Check(c) => cni_verb("check", &c)?,
-        Cmd::Del(c) => cni_verb("del", &c)?,
+        Cmd::Add(c) => cni_verb(Command::Add, &c)?,
+        Cmd::Check(c) => cni_verb(Command::Check, &c)?,
+        Cmd::Del(c) => cni_verb(Command::Del, &c)?,
         Cmd::Gc(n) => {
-            invocation(&n.env, None).run("gc", &n.network, None)?;
+            invocation(&n.env, None).run(Command::Gc, &n.network, None)?;
         }
         Cmd::Status(n) => {
-            invocation(&n.env, None).run("status", &n.network, None)?;
+            invocation(&n.env, None).run(Command::Status, &n.network, None)?;
             println!("{}: ready", n.network);
         }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "netctl", &mut std::io::stdout());
         }
         Cmd::Man { dir } => {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(Error::io(dir.display().to_string()))?;
             clap_mangen::generate_to(Cli::command(), &dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+                .map_err(Error::io(dir.display().to_string()))?;
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::target::{id_of, Target};
 
 /// Names pinned under /run/netns, sorted.
@@ -23,21 +24,21 @@ pub(crate) fn names() -> Vec<String> {
     v
 }
 
-pub(crate) fn add(name: &str) -> Result<(), String> {
-    cni::validate::network_name(name).map_err(|e| format!("namespace name: {}", e.msg))?;
+pub(crate) fn add(name: &str) -> Result<()> {
+    cni::validate::network_name(name).map_err(|e| Error::invalid("namespace name", e.msg))?;
     if Path::new(NETNS_RUN_DIR).join(name).exists() {
-        return Err(format!("namespace {name} already exists"));
+        return Err(Error::NamespaceExists(name.to_owned()));
     }
     NetNs::create_named(name)
         .map(drop)
-        .map_err(|e| format!("creating namespace {name}: {e}"))
+        .map_err(Error::netkit(format!("creating namespace {name}")))
 }
 
-pub(crate) fn rm(name: &str) -> Result<(), String> {
+pub(crate) fn rm(name: &str) -> Result<()> {
     if !Path::new(NETNS_RUN_DIR).join(name).exists() {
-        return Err(format!("no namespace {name} under {NETNS_RUN_DIR}"));
+        return Err(Error::NoNamespace(name.to_owned()));
     }
-    NetNs::delete_named(name).map_err(|e| format!("deleting namespace {name}: {e}"))
+    NetNs::delete_named(name).map_err(Error::netkit(format!("deleting namespace {name}")))
 }
 
 /// The names under /run/netns that pin the same namespace as `t`.
@@ -51,11 +52,13 @@ pub(crate) fn identify(t: &Target) -> Vec<String> {
 /// Runs `cmd` inside the named namespace, as `ip netns exec` does: a private mount
 /// namespace, /sys remounted for the new network namespace, and each file of
 /// /etc/netns/NAME bound over its namesake in /etc. Does not return on success.
-pub(crate) fn exec(name: &str, cmd: &[String]) -> Result<(), String> {
+pub(crate) fn exec(name: &str, cmd: &[String]) -> Result<()> {
     let t = Target::resolve(name)?;
     let ns = t.open()?;
-    let (prog, args) = cmd.split_first().ok_or("exec needs a command")?;
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    let (prog, args) = cmd
+        .split_first()
+        .ok_or_else(|| Error::invalid("exec", "needs a command"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(Error::sys("unshare mount namespace"))?;
     mount(
         None::<&str>,
         "/",
@@ -63,8 +66,8 @@ pub(crate) fn exec(name: &str, cmd: &[String]) -> Result<(), String> {
         MsFlags::MS_SLAVE | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| format!("making / a slave mount: {e}"))?;
-    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("entering {name}: {e}"))?;
+    .map_err(Error::sys("making / a slave mount"))?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(Error::sys(format!("entering {name}")))?;
     let _ = umount2("/sys", MntFlags::MNT_DETACH);
     mount(
         Some(name),
@@ -73,7 +76,7 @@ pub(crate) fn exec(name: &str, cmd: &[String]) -> Result<(), String> {
         MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| format!("mounting /sys for {name}: {e}"))?;
+    .map_err(Error::sys(format!("mounting /sys for {name}")))?;
     let etc = Path::new("/etc/netns").join(name);
     if let Ok(dir) = std::fs::read_dir(&etc) {
         for e in dir.flatten() {
@@ -85,17 +88,15 @@ pub(crate) fn exec(name: &str, cmd: &[String]) -> Result<(), String> {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(|err| {
-                format!(
-                    "binding {} over {}: {err}",
-                    e.path().display(),
-                    dst.display()
-                )
-            })?;
+            .map_err(Error::sys(format!(
+                "binding {} over {}",
+                e.path().display(),
+                dst.display()
+            )))?;
         }
     }
     let err = std::process::Command::new(prog).args(args).exec();
-    Err(format!("running {prog}: {err}"))
+    Err(Error::io(format!("running {prog}"))(err))
 }
 
 #[derive(Debug, Serialize)]
@@ -136,7 +137,7 @@ pub(crate) struct Show {
     pub neighbours: Vec<NeighView>,
 }
 
-pub(crate) fn show(t: &Target) -> Result<Show, String> {
+pub(crate) fn show(t: &Target) -> Result<Show> {
     let ns = t.open()?;
     netkit::block_on(async {
         let nl = Netlink::open_in(&ns)?;
@@ -194,7 +195,7 @@ pub(crate) fn show(t: &Target) -> Result<Show, String> {
             neighbours,
         })
     })
-    .map_err(|e| format!("reading {}: {e}", t.spec))
+    .map_err(Error::netkit(format!("reading {}", t.spec)))
 }
 
 impl std::fmt::Display for Show {

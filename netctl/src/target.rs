@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use engine_glue::{Config, Engine, Error as EngineError};
 use netkit::{NetNs, NETNS_RUN_DIR};
 
+use crate::error::{Error, Result};
+
 /// A resolved target.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -22,23 +24,24 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn resolve(spec: &str) -> Result<Target, String> {
+    pub(crate) fn resolve(spec: &str) -> Result<Target> {
+        let fail = |why: String| Error::Target {
+            spec: spec.to_owned(),
+            why,
+        };
         let path = if let Some(pid) = spec.strip_prefix("pid:") {
             let n: u32 = pid
                 .parse()
-                .map_err(|_| format!("target {spec:?}: {pid:?} is not a process id"))?;
+                .map_err(|_| fail(format!("{pid:?} is not a process id")))?;
             let p = PathBuf::from(format!("/proc/{n}/ns/net"));
             if !p.exists() {
-                return Err(format!(
-                    "target {spec:?}: no process {n} (tried {})",
-                    p.display()
-                ));
+                return Err(fail(format!("no process {n} (tried {})", p.display())));
             }
             p
         } else if spec.contains('/') {
             let p = PathBuf::from(spec);
             if !p.exists() {
-                return Err(format!("target {spec:?}: nothing at the path {spec}"));
+                return Err(fail(format!("nothing at the path {spec}")));
             }
             p
         } else {
@@ -48,20 +51,20 @@ impl Target {
                 Err(EngineError::NotFound { .. }) => {
                     let p = Path::new(NETNS_RUN_DIR).join(spec);
                     if !p.exists() {
-                        return Err(format!(
-                            "target {spec:?}: no container or pod of that name or id (in {}), no namespace {}, and not pid:N or a path",
+                        return Err(fail(format!(
+                            "no container or pod of that name or id (in {}), no namespace {}, and not pid:N or a path",
                             engine.config.root.display(),
                             p.display()
-                        ));
+                        )));
                     }
                     p
                 }
-                Err(e) => return Err(format!("target {spec:?}: {e}")),
+                Err(e) => return Err(fail(e.to_string())),
             }
         };
         // Opening checks it is a network namespace (not just any file).
-        NetNs::open(&path).map_err(|e| format!("target {spec:?}: {e}"))?;
-        let meta = std::fs::metadata(&path).map_err(|e| format!("target {spec:?}: {e}"))?;
+        NetNs::open(&path).map_err(|e| fail(e.to_string()))?;
+        let meta = std::fs::metadata(&path).map_err(|e| fail(e.to_string()))?;
         Ok(Target {
             spec: spec.to_owned(),
             path,
@@ -69,8 +72,11 @@ impl Target {
         })
     }
 
-    pub(crate) fn open(&self) -> Result<NetNs, String> {
-        NetNs::open(&self.path).map_err(|e| format!("target {:?}: {e}", self.spec))
+    pub(crate) fn open(&self) -> Result<NetNs> {
+        NetNs::open(&self.path).map_err(|e| Error::Target {
+            spec: self.spec.clone(),
+            why: e.to_string(),
+        })
     }
 }
 

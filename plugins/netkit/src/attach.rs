@@ -85,6 +85,25 @@ pub fn remove_link_and_elements(args: &CmdArgs, owner: &str) -> Vec<CniError> {
     })
 }
 
+/// One end of a point-to-point link: `mine/32` (`/128`) on the link, the link up, and
+/// a route to `peer/32` through it (`scope link`): what `netctl link` puts on each end.
+pub async fn point_to_point(
+    nl: &Netlink,
+    index: u32,
+    mine: std::net::IpAddr,
+    peer: std::net::IpAddr,
+) -> crate::Result<()> {
+    nl.addr_add(index, crate::host_prefix(mine)).await?;
+    nl.link_set_up(index).await?;
+    nl.route_add(&crate::RouteSpec {
+        dst: crate::host_prefix(peer),
+        gateway: None,
+        oif: Some(index),
+        scope: 253,
+    })
+    .await
+}
+
 /// The host end of a container's veth, as ADD reports it.
 #[derive(Debug, Clone)]
 pub struct HostEnd {

@@ -66,6 +66,11 @@ pub struct RouteSpec {
     pub scope: u8,
 }
 
+/// `IP/32` (`IP/128`): the prefix naming one address.
+pub fn host_prefix(ip: IpAddr) -> IpNetwork {
+    IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a full-length prefix is valid")
+}
+
 /// A neighbour (ARP / NDP) entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {

@@ -10,13 +10,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
-
 use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
 use cni::{delegate, CniError, CniResult, Dns, ErrorCode, Interface};
 use ipnetwork::IpNetwork;
 use netkit::attach::HostEnd;
-use netkit::{attach, nft, sysctl, Link, NetNs, Netlink, RouteSpec, VethOptions};
+use netkit::{attach, host_prefix, nft, sysctl, Link, NetNs, Netlink, RouteSpec, VethOptions};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,10 +140,6 @@ async fn make_veth(cx: &Ctx<'_>) -> Result<(HostEnd, Link), CniError> {
         ..Default::default()
     };
     attach::add_veth(&cx.host, &cx.ctr, cx.args, cx.ns, opts).await
-}
-
-fn host_prefix(ip: IpAddr) -> IpNetwork {
-    IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("a full-length prefix is valid")
 }
 
 async fn finish(
