@@ -74,7 +74,7 @@ impl DnsnameConf {
         if !valid_network_name(&c.name) {
             return Err(CniError::invalid_config(format!(
                 "name: {:?} cannot name a network directory",
-                c.name
+                cni::validate::echo(&c.name)
             )));
         }
         let d = c.domain();

@@ -197,7 +197,7 @@ impl NetConfList {
         if self.plugins.is_empty() {
             return Err(CniError::invalid_config(format!(
                 "network {:?}: \"plugins\" is empty",
-                self.name
+                crate::validate::echo(&self.name)
             )));
         }
         for (i, p) in self.plugins.iter().enumerate() {
@@ -206,7 +206,7 @@ impl NetConfList {
                 _ => {
                     return Err(CniError::invalid_config(format!(
                         "network {:?}: plugins[{i}].type is missing or invalid",
-                        self.name
+                        crate::validate::echo(&self.name)
                     )))
                 }
             }
@@ -227,7 +227,8 @@ impl NetConfList {
                 .ok_or_else(|| {
                     CniError::incompatible_version(format!(
                         "network {:?}: none of cniVersions {:?} is supported",
-                        self.name, self.cni_versions
+                        crate::validate::echo(&self.name),
+                        self.cni_versions
                     ))
                 });
         }
@@ -237,7 +238,8 @@ impl NetConfList {
         self.cni_version.parse().map_err(|_| {
             CniError::incompatible_version(format!(
                 "network {:?}: unsupported cniVersion {:?}",
-                self.name, self.cni_version
+                crate::validate::echo(&self.name),
+                self.cni_version
             ))
         })
     }

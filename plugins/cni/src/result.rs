@@ -208,9 +208,9 @@ impl CniResult {
             let bad = crate::validate::interface_name(&iface.name).err();
             if bad.is_some() || matches!(iface.name.as_str(), "all" | "default") {
                 let why = bad.map_or("a sysctl directory, not a link".to_owned(), |e| e.msg);
-                let name: String = iface.name.chars().take(64).collect();
                 return Err(CniError::invalid_config(format!(
-                    "prevResult.interfaces[{i}].name {name:?}: {why}"
+                    "prevResult.interfaces[{i}].name {:?}: {why}",
+                    crate::validate::echo(&iface.name)
                 )));
             }
             out.push(iface);

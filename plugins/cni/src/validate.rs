@@ -15,6 +15,18 @@ fn valid_identifier(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric()) && chars.all(is_id_char)
 }
 
+/// How much of a name from the input an error echoes: a 10,000-character name is bad
+/// input, not a message.
+pub const ECHO_MAX: usize = 64;
+
+/// `name` cut to [`ECHO_MAX`] characters (marked with `…` when cut), for messages.
+pub fn echo(name: &str) -> String {
+    match name.char_indices().nth(ECHO_MAX) {
+        None => name.to_owned(),
+        Some((at, _)) => format!("{}…", &name[..at]),
+    }
+}
+
 /// `CNI_CONTAINERID`: non-empty, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 pub fn container_id(id: &str) -> Result<(), CniError> {
     if id.is_empty() {
@@ -24,7 +36,9 @@ pub fn container_id(id: &str) -> Result<(), CniError> {
         ));
     }
     if !valid_identifier(id) {
-        return Err(CniError::invalid_env("invalid characters in containerID").with_details(id));
+        return Err(
+            CniError::invalid_env("invalid characters in containerID").with_details(echo(id))
+        );
     }
     Ok(())
 }
@@ -36,7 +50,8 @@ pub fn network_name(name: &str) -> Result<(), CniError> {
     }
     if !valid_identifier(name) {
         return Err(
-            CniError::invalid_config("invalid characters found in network name").with_details(name),
+            CniError::invalid_config("invalid characters found in network name")
+                .with_details(echo(name)),
         );
     }
     Ok(())
@@ -65,7 +80,7 @@ pub fn interface_name(name: &str) -> Result<(), CniError> {
         return Err(CniError::invalid_env(
             "interface name contains / or : or whitespace characters",
         )
-        .with_details(name));
+        .with_details(echo(name)));
     }
     Ok(())
 }
@@ -73,6 +88,18 @@ pub fn interface_name(name: &str) -> Result<(), CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_are_cut_in_messages() {
+        let long = "n-".repeat(5_000);
+        let e = network_name(&format!("{long}!")).unwrap_err();
+        assert!(
+            e.details.len() < 80 && e.details.ends_with('…'),
+            "{}",
+            e.details
+        );
+        assert_eq!(echo("short"), "short");
+    }
 
     #[test]
     fn identifiers() {

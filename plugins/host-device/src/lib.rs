@@ -76,12 +76,23 @@ impl Conf {
             .and_then(|r| r.device_id.clone());
         let mut given = Vec::new();
         if let Some(d) = &self.device {
+            // A name the kernel could never have given is bad input (7), not a netlink
+            // failure (110).
+            cni::validate::interface_name(d).map_err(|e| {
+                CniError::invalid_config(format!("device: {:?}: {}", cni::validate::echo(d), e.msg))
+            })?;
             given.push(Selector::Name(d.clone()));
         }
         if let Some(m) = &self.hwaddr {
             let mac = netkit::parse_mac(m).map_err(|_| {
                 CniError::invalid_config(format!("hwaddr: invalid MAC address {m:?}"))
             })?;
+            // All zeroes is no device's address: `lo` and tunnels have it.
+            if mac == [0; 6] {
+                return Err(CniError::invalid_config(format!(
+                    "hwaddr: {m} is the address of no device (lo has it)"
+                )));
+            }
             given.push(Selector::Mac(netkit::format_mac(&mac)));
         }
         if let Some(k) = &self.kernelpath {
@@ -448,5 +459,23 @@ mod tests {
             .unwrap_err()
             .msg
             .contains("hwaddr"));
+        let long = "x".repeat(10_000);
+        for (bad, needle) in [
+            (
+                serde_json::json!({"name": "n", "hwaddr": "00:00:00:00:00:00"}),
+                "hwaddr",
+            ),
+            (serde_json::json!({"name": "n", "device": "a/b"}), "device"),
+            (serde_json::json!({"name": "n", "device": long}), "device"),
+        ] {
+            let e = conf(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::INVALID_NETWORK_CONFIG, "{}", e.msg);
+            assert!(e.msg.starts_with(needle), "{}", e.msg);
+            assert!(
+                e.msg.len() < 200,
+                "names from the input are cut: {}",
+                e.msg.len()
+            );
+        }
     }
 }

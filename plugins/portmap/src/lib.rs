@@ -259,11 +259,11 @@ pub fn record(conf: &PortmapConf, args: &CmdArgs, prev: &CniResult) -> Result<Re
     if mappings.is_empty() {
         return Ok(rec);
     }
+    // No address to forward to (a chain without IPAM): nothing is published, as the
+    // reference does.
     let (v4, v6) = container_addrs(prev);
     if v4.is_none() && v6.is_none() {
-        return Err(CniError::invalid_config(
-            "prevResult has no address to forward the published ports to",
-        ));
+        return Ok(rec);
     }
     let suffix = conf.cond_suffix();
     if !suffix.is_empty() {
@@ -625,6 +625,16 @@ mod tests {
             .unwrap_err()
             .msg
             .contains("mapped twice"));
+    }
+
+    #[test]
+    fn no_address_publishes_nothing() {
+        let a = args(conf(json!({"runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80}]}})));
+        let c = PortmapConf::parse(&a).unwrap();
+        let mut p = prev();
+        p.ips.clear();
+        assert!(record(&c, &a, &p).unwrap().entries.is_empty());
     }
 
     #[test]
