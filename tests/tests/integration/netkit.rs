@@ -240,3 +240,22 @@ privileged_test! {
         assert!(matches!(sysctl::ensure_on_here("vm.swappiness"), Err(netkit::Error::SysctlKey(_))));
     }
 }
+
+privileged_test! {
+    fn journal_temps_of_a_dead_add_go_with_del_and_gc() {
+        // An ADD that died while writing its journal leaves `.<id>.<ifname>.tmp` (its
+        // elements were never applied: the journal is written first). DEL of that
+        // attachment removes it, and GC removes any such file.
+        let _sb = Sandbox::new();
+        let dir = std::path::Path::new(netkit::nft::record::STATE_DIR).join("portmap/cni0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mine, other) = (dir.join(".crashed.eth0.tmp"), dir.join(".elsewhere.eth1.tmp"));
+        std::fs::write(&mine, "{\"partial").unwrap();
+        std::fs::write(&other, "").unwrap();
+        assert!(netkit::nft::release("portmap", "crashed", "eth0").unwrap().is_none());
+        assert!(!mine.exists(), "DEL removed its own temporary journal file");
+        assert!(other.exists(), "DEL leaves another attachment's alone");
+        netkit::nft::retain_attachments("podman", &[]).unwrap();
+        assert!(!other.exists(), "GC removed the stale temporary file");
+    }
+}

@@ -524,6 +524,7 @@ pub fn retain_attachments(
         .map(|a| attachment_key(network, &a.container_id, &a.ifname))
         .collect();
     let _lock = lock()?;
+    record::remove_stale_temps();
     let all = list_elements()?;
     let doomed: Vec<&Element> = all
         .iter()

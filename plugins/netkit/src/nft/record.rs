@@ -386,14 +386,31 @@ fn file_name(container_id: &str, ifname: &str) -> String {
     format!("{container_id}.{ifname}")
 }
 
+/// A journal entry being written; renamed to [`file_name`] when whole.
+fn temp_name(container_id: &str, ifname: &str) -> String {
+    format!(".{}.tmp", file_name(container_id, ifname))
+}
+
+/// Removes every journal temporary file: called with the journal lock held, when no
+/// writer can be in the middle of one, so each is what a dead ADD left.
+pub(crate) fn remove_stale_temps() {
+    for owner in read_dir(Path::new(STATE_DIR)) {
+        for group in read_dir(&owner) {
+            for file in read_dir(&group) {
+                if is_tmp(&file) {
+                    let _ = fs::remove_file(&file);
+                }
+            }
+            let _ = fs::remove_dir(&group);
+        }
+    }
+}
+
 fn write_record(rec: &Record) -> Result<(), NftError> {
     let path = rec.path();
     let dir = rec.group_dir();
     fs::create_dir_all(&dir).map_err(journal_err(&dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        file_name(&rec.container_id, &rec.ifname)
-    ));
+    let tmp = dir.join(temp_name(&rec.container_id, &rec.ifname));
     let body = serde_json::to_vec(rec).expect("a record always serializes");
     fs::write(&tmp, body).map_err(journal_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(journal_err(&path))
@@ -518,6 +535,13 @@ pub fn release(
 ) -> Result<Option<Released>, NftError> {
     let _lock = lock()?;
     let Some(record) = find(owner, container_id, ifname)? else {
+        // An ADD that died while writing its journal left only the temporary file: its
+        // elements were never applied (the journal comes first).
+        let tmp = temp_name(container_id, ifname);
+        for group in read_dir(&Path::new(STATE_DIR).join(owner)) {
+            let _ = fs::remove_file(group.join(&tmp));
+            let _ = fs::remove_dir(&group);
+        }
         return Ok(None);
     };
     let path = record.path();
