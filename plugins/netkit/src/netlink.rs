@@ -133,7 +133,7 @@ pub struct Netlink {
     handle: Handle,
 }
 
-fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+pub(crate) fn nl(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
     let op = op.into();
     move |source| Error::Netlink { op, source }
 }
@@ -283,11 +283,11 @@ impl Netlink {
             .await
     }
 
-    async fn link_add(&self, msg: LinkMessage, op: String) -> Result<()> {
+    pub(crate) async fn link_add(&self, msg: LinkMessage, op: String) -> Result<()> {
         self.handle.link().add(msg).execute().await.map_err(nl(op))
     }
 
-    async fn link_set(
+    pub(crate) async fn link_set(
         &self,
         index: u32,
         op: &str,

@@ -16,7 +16,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::LinkIfb;
 
 use crate::error::{Error, Result};
-use crate::netlink::Netlink;
+use crate::netlink::{nl, Netlink};
+use crate::Errno;
 
 const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RATE64: u16 = 4;
@@ -134,33 +135,18 @@ impl Netlink {
     /// so the caller adds its qdisc, then [`Netlink::ifb_activate`]s it.
     pub async fn link_add_ifb(&self, name: &str, mtu: u32) -> Result<()> {
         let msg = LinkIfb::new(name).mtu(mtu).build();
-        self.handle()
-            .link()
-            .add(msg)
-            .execute()
+        self.link_add(msg, format!("link add {name} type ifb"))
             .await
-            .map_err(|source| Error::Netlink {
-                op: format!("link add {name} type ifb"),
-                source,
-            })
     }
 
     /// `ip link set dev D up alias ALIAS`, in one request (a creating request takes no
     /// alias).
     pub async fn ifb_activate(&self, index: u32, alias: &str) -> Result<()> {
-        let msg = rtnetlink::LinkUnspec::new_with_index(index)
-            .up()
-            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_owned()))
-            .build();
-        self.handle()
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|source| Error::Netlink {
-                op: format!("link set index {index} up alias {alias:?}"),
-                source,
-            })
+        self.link_set(index, &format!("up alias {alias:?}"), |m| {
+            m.up()
+                .append_extra_attribute(LinkAttribute::IfAlias(alias.to_owned()))
+        })
+        .await
     }
 
     /// `tc qdisc add dev D root handle 1: tbf …`.
@@ -186,10 +172,7 @@ impl Netlink {
             .ingress()
             .execute()
             .await
-            .map_err(|source| Error::Netlink {
-                op: format!("qdisc add dev index {index} ingress"),
-                source,
-            })
+            .map_err(nl(format!("qdisc add dev index {index} ingress")))
     }
 
     /// `tc filter add dev FROM parent ffff: protocol all prio 1 u32 match u32 0 0 action
@@ -204,14 +187,14 @@ impl Netlink {
             .priority(1)
             .protocol(eth_p_all)
             .redirect(to)
-            .map_err(|source| Error::Netlink { op: op(), source })?
+            .map_err(nl(op()))?
             .execute()
             .await
-            .map_err(|source| Error::Netlink { op: op(), source })
+            .map_err(nl(op()))
     }
 
-    /// `tc qdisc del dev D root` (or `ingress`); `false` when there was none.
-    pub async fn qdisc_del(&self, index: u32, ingress: bool) -> Result<bool> {
+    /// `tc qdisc del dev D root` (or `ingress`); none there is fine.
+    pub async fn qdisc_del(&self, index: u32, ingress: bool) -> Result<()> {
         let mut req = self.handle().qdisc().del(index_i32(index));
         let header = &mut req.message_mut().header;
         if ingress {
@@ -220,21 +203,13 @@ impl Netlink {
         } else {
             header.parent = TcHandle::ROOT;
         }
-        match req.execute().await {
-            Ok(()) => Ok(true),
-            Err(source) => {
-                let e = Error::Netlink {
-                    op: format!("qdisc del dev index {index}"),
-                    source,
-                };
-                if e.errno() == Some(crate::Errno::ENOENT)
-                    || e.errno() == Some(crate::Errno::EINVAL)
-                {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+        match req
+            .execute()
+            .await
+            .map_err(nl(format!("qdisc del dev index {index}")))
+        {
+            Err(e) if matches!(e.errno(), Some(Errno::ENOENT | Errno::EINVAL)) => Ok(()),
+            r => r,
         }
     }
 
@@ -248,10 +223,7 @@ impl Netlink {
             .execute();
         let mut out = Vec::new();
         while let Some(msg) = dump.next().await {
-            let msg = msg.map_err(|source| Error::Netlink {
-                op: format!("qdisc show dev index {index}"),
-                source,
-            })?;
+            let msg = msg.map_err(nl(format!("qdisc show dev index {index}")))?;
             if msg.header.index != index_i32(index) {
                 continue;
             }
