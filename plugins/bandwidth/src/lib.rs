@@ -184,11 +184,7 @@ async fn host_end(
         .await?
         .filter(|h| h.kind.as_deref() == Some("veth") && h.peer == Some(ctr.index))
         .ok_or_else(no_peer)?;
-    let listed = prev
-        .interfaces
-        .iter()
-        .any(|i| i.sandbox.as_deref().unwrap_or("").is_empty() && i.name == host.name);
-    if !listed {
+    if !prev.host_interfaces()?.iter().any(|i| i.name == host.name) {
         return Err(CniError::invalid_config(format!(
             "prevResult.interfaces: the container's veth peer {:?} is not among the host interfaces",
             host.name
@@ -225,9 +221,14 @@ async fn shape(
         let Some(tbf) = &shaping.egress else {
             return Ok::<_, CniError>(None);
         };
-        // A device of this name is this attachment's, left by an ADD that died.
-        remove_ifb(nl, &ifb).await?;
-        nl.link_add_ifb(&ifb, host.mtu).await?;
+        if let Err(e) = nl.link_add_ifb(&ifb, host.mtu).await {
+            if !e.is_exists() {
+                return Err(e.into());
+            }
+            // A device of this name is this attachment's, left by an ADD that died.
+            remove_ifb(nl, &ifb).await?;
+            nl.link_add_ifb(&ifb, host.mtu).await?;
+        }
         let dev = nl.link_require(&ifb).await?;
         nl.qdisc_add_tbf(dev.index, tbf).await?;
         nl.ifb_activate(dev.index, &alias(network, &args.container_id))
