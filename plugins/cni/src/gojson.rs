@@ -13,9 +13,7 @@
 //! `#[serde(flatten)]` field is read through a map, whose keys serde then compares
 //! exactly: config types decode the same bytes twice instead of flattening.)
 
-use serde::de::{
-    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -81,13 +79,6 @@ fn to_fields(object: Map<String, Value>, fields: &[&str]) -> Map<String, Value> 
         }
     }
     out
-}
-
-impl<'de> IntoDeserializer<'de, serde_json::Error> for GoValue {
-    type Deserializer = GoValue;
-    fn into_deserializer(self) -> GoValue {
-        self
-    }
 }
 
 impl<'de> Deserializer<'de> for GoValue {
