@@ -7,9 +7,7 @@ use cni::runtime::{CniRuntime, RuntimeConf};
 use cni::{Attachment, CniArgs, NetConfList};
 use serde_json::{Map, Value};
 
-use cni::skel::Command;
-
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Verb};
 use crate::target::Target;
 
 pub(crate) const DEFAULT_NETCONFPATH: &str = "/etc/cni/net.d";
@@ -67,7 +65,7 @@ impl Invocation {
     /// result of an ADD.
     pub(crate) fn run(
         &self,
-        verb: Command,
+        verb: Verb,
         network: &str,
         target: Option<&str>,
     ) -> Result<Option<Value>> {
@@ -75,13 +73,12 @@ impl Invocation {
         let rt = self.runtime();
         let err = Error::cni(verb, network);
         let conf = || -> Result<RuntimeConf> {
-            let spec = target
-                .ok_or_else(|| Error::invalid(crate::error::verb_name(verb), "needs a TARGET"))?;
+            let spec = target.ok_or_else(|| Error::invalid(verb.as_str(), "needs a TARGET"))?;
             self.conf(&Target::resolve(spec)?)
         };
         match verb {
-            Command::Status => rt.status(&list).map(|()| None).map_err(err),
-            Command::Gc => {
+            Verb::Status => rt.status(&list).map(|()| None).map_err(err),
+            Verb::Gc => {
                 // Valid: every cached attachment of the network whose namespace still exists.
                 let valid: Vec<Attachment> = rt
                     .cache
@@ -96,13 +93,12 @@ impl Invocation {
                     .collect();
                 rt.gc(&list, &valid).map(|()| None).map_err(err)
             }
-            Command::Add => {
+            Verb::Add => {
                 let r = rt.add(&list, &conf()?).map_err(&err)?;
                 Ok(Some(r.encode(list.version().map_err(&err)?).map_err(&err)?))
             }
-            Command::Check => rt.check(&list, &conf()?).map(|()| None).map_err(err),
-            Command::Del => rt.del(&list, &conf()?).map(|()| None).map_err(err),
-            Command::Version => Err(Error::invalid("version", "is not a runtime verb")),
+            Verb::Check => rt.check(&list, &conf()?).map(|()| None).map_err(err),
+            Verb::Del => rt.del(&list, &conf()?).map(|()| None).map_err(err),
         }
     }
 }

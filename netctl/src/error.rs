@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 
-use cni::skel::Command;
 use cni::CniError;
 use ipnetwork::IpNetwork;
 
@@ -100,23 +99,33 @@ impl Error {
     }
 
     /// The runtime's CNI `verb` failed on `network`.
-    pub(crate) fn cni(verb: Command, network: &str) -> impl Fn(CniError) -> Error + '_ {
+    pub(crate) fn cni(verb: Verb, network: &str) -> impl Fn(CniError) -> Error + '_ {
         move |source| Error::Cni {
-            verb: verb_name(verb),
+            verb: verb.as_str(),
             network: network.to_owned(),
             source,
         }
     }
 }
 
-/// The verbs as netctl's command line spells them.
-pub(crate) fn verb_name(verb: Command) -> &'static str {
-    match verb {
-        Command::Add => "add",
-        Command::Del => "del",
-        Command::Check => "check",
-        Command::Status => "status",
-        Command::Gc => "gc",
-        Command::Version => "version",
+/// The runtime's verbs netctl runs, as its command line spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Add,
+    Check,
+    Del,
+    Gc,
+    Status,
+}
+
+impl Verb {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Verb::Add => "add",
+            Verb::Check => "check",
+            Verb::Del => "del",
+            Verb::Gc => "gc",
+            Verb::Status => "status",
+        }
     }
 }

@@ -15,9 +15,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use ipnetwork::IpNetwork;
 use serde_json::json;
 
-use cni::skel::Command;
-
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Verb};
 use crate::target::Target;
 
 /// The netns toolkit: namespaces, direct veth links between containers, and CNI networks
@@ -169,7 +167,7 @@ fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
 }
 
-fn cni_verb(verb: Command, c: &CniCmd) -> Result<()> {
+fn cni_verb(verb: Verb, c: &CniCmd) -> Result<()> {
     if let Some(result) = invocation(&c.env, Some(c)).run(verb, &c.network, Some(&c.target))? {
         print_json(&result);
     }
@@ -280,14 +278,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         },
-        Cmd::Add(c) => cni_verb(Command::Add, &c)?,
-        Cmd::Check(c) => cni_verb(Command::Check, &c)?,
-        Cmd::Del(c) => cni_verb(Command::Del, &c)?,
+        Cmd::Add(c) => cni_verb(Verb::Add, &c)?,
+        Cmd::Check(c) => cni_verb(Verb::Check, &c)?,
+        Cmd::Del(c) => cni_verb(Verb::Del, &c)?,
         Cmd::Gc(n) => {
-            invocation(&n.env, None).run(Command::Gc, &n.network, None)?;
+            invocation(&n.env, None).run(Verb::Gc, &n.network, None)?;
         }
         Cmd::Status(n) => {
-            invocation(&n.env, None).run(Command::Status, &n.network, None)?;
+            invocation(&n.env, None).run(Verb::Status, &n.network, None)?;
             println!("{}: ready", n.network);
         }
         Cmd::Completions { shell } => {
