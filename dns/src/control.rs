@@ -77,7 +77,15 @@ pub enum ControlError {
 
 /// Sends one request and waits for the reply (up to `timeout`).
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, ControlError> {
-    let mut s = UnixStream::connect(socket).map_err(ControlError::NotRunning)?;
+    // Only "no socket" and "nobody accepts" mean no responder; any other failure (a
+    // signal, a full backlog) is reported, never taken for an absent responder (a DEL
+    // would then leave the record served).
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ControlError::NotRunning(e)
+        }
+        _ => ControlError::Io(e),
+    })?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(req)?;

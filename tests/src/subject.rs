@@ -42,6 +42,13 @@ pub enum Deviation {
     /// portmap CHECK fails (999, "could not check ipv6 dnat") for a container with no
     /// IPv6 address: it looks for an ip6tables chain it never created.
     PortmapCheckWithoutIpv6,
+    /// portmap DNATs packets to 127.0.0.1 that arrive from the LAN or a neighbour
+    /// container to ports published on 127.0.0.1, and `route_localnet` lets a neighbour
+    /// reach host services bound to 127.0.0.1 (CVE-2020-8558).
+    LocalhostPortsReachableFromOutside,
+    /// portmap turns `route_localnet` on for every IPv4 mapping (`hostIP` or not) and
+    /// never turns it off.
+    RouteLocalnetForEveryMapping,
 }
 
 /// Which implementation a directory holds.

@@ -7,9 +7,10 @@
 //! elements in one transaction, never read the table, and cost the same with 10 or 10,000
 //! published ports on the host. Elements are added with `create`: a host port another
 //! container holds makes the whole transaction fail, and the error names the holder.
-//! With `snat` (default), flows DNATed to the container back out of the interface they came in by (hairpin) or
-//! from 127.0.0.0/8 (with `route_localnet` on the host interfaces) are masqueraded;
-//! `masqAll` masquerades every DNATed flow. UDP conntrack entries of the mapped host
+//! With `snat` (default), flows DNATed to the container back out of the interface they
+//! came in by (hairpin) or from 127.0.0.0/8 are masqueraded; `masqAll` masquerades every
+//! DNATed flow. `route_localnet` is on only while a mapping reached from 127/8 needs it
+//! ([`needs_localnet`]); the table's `guard` chain keeps 127/8 from anywhere but `lo` out. UDP conntrack entries of the mapped host
 //! ports are flushed on ADD and DEL.
 
 #![forbid(unsafe_code)]
@@ -338,21 +339,79 @@ fn udp_ports(rec: &Record) -> Vec<u16> {
         .collect()
 }
 
-/// `route_localnet` on the host-side interfaces of the result, so that flows from
-/// 127.0.0.1 may leave through them once DNATed.
-fn enable_localnet(prev: &CniResult) -> Result<(), CniError> {
+/// Where portmap keeps, for a host interface whose `route_localnet` it turned on, the
+/// value it had (`0`): `<dir>/<interface>`. Interface names come from the journal, and
+/// were checked by [`CniResult::host_interfaces`] at ADD.
+pub const LOCALNET_DIR: &str = "/run/podnet/portmap-localnet";
+
+/// Whether the record's IPv4 mappings are reached from 127.0.0.0/8 and masqueraded there
+/// (`snat`): a mapping without `hostIP`, or on a loopback `hostIP`. Only those need
+/// `route_localnet` on the host interface, so that a DNATed flow from 127.0.0.1 may
+/// leave through it (the guard chain still drops 127/8 arriving from anywhere but `lo`).
+pub fn needs_localnet(rec: &Record) -> bool {
+    let reached_from_lo = |e: &Entry| {
+        e.set.starts_with("pm4any")
+            || (e.set.starts_with("pm4")
+                && e.key
+                    .split(" . ")
+                    .next()
+                    .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
+                    .is_some_and(|h| h.is_loopback()))
+    };
+    rec.group.is_some()
+        && rec.entries.iter().any(|e| e.set == "pmlocal4")
+        && rec.entries.iter().any(reached_from_lo)
+}
+
+/// Makes `route_localnet` on `iface` what its portmap records need: on while one needs
+/// it, back to `0` once none does if portmap turned it on (a value an administrator set
+/// stays). Under the table lock, after the record was committed or released, so that an
+/// ADD and a DEL on one interface never leave it off for a record that needs it.
+/// `adding`: the caller just committed a record that needs it (no journal to read).
+fn sync_localnet(iface: &str, adding: bool) -> Result<(), CniError> {
+    let _lock = nft::lock()?;
+    let needed = adding || nft::group("portmap", iface)?.iter().any(needs_localnet);
     let host = NetNs::current()?;
-    for iface in prev.host_interfaces()? {
-        let key = format!("net/ipv4/conf/{}/route_localnet", iface.name);
-        match sysctl::set(&host, &key, "1") {
-            Ok(_) => {}
-            // An interface the result names but this namespace lacks: nothing to set.
-            Err(netkit::Error::Sysctl { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+    let key = format!("net/ipv4/conf/{iface}/route_localnet");
+    let saved = std::path::Path::new(LOCALNET_DIR).join(iface);
+    let current = match sysctl::get(&host, &key) {
+        Ok(v) => v,
+        // The interface is gone (its bridge deleted): nothing to set or give back.
+        Err(netkit::Error::Sysctl { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            let _ = std::fs::remove_file(&saved);
+            return Ok(());
         }
+        Err(e) => return Err(e.into()),
+    };
+    let io =
+        |what: &str, e: std::io::Error| CniError::io(format!("{what} {}: {e}", saved.display()));
+    if needed && current == "0" {
+        std::fs::create_dir_all(LOCALNET_DIR)
+            .and_then(|()| std::fs::write(&saved, "0\n"))
+            .map_err(|e| io("writing", e))?;
+        sysctl::set(&host, &key, "1")?;
+    } else if !needed && saved.exists() {
+        sysctl::set(&host, &key, "0")?;
+        std::fs::remove_file(&saved).map_err(|e| io("removing", e))?;
     }
     Ok(())
+}
+
+/// What follows a record's release (DEL, GC, a failed ADD): its UDP conntrack entries
+/// flushed and its interface's `route_localnet` given back when no record needs it.
+fn after_release(gone: &nft::Released) -> Result<(), CniError> {
+    let mut failures = Vec::new();
+    if let (true, Some(iface)) = (needs_localnet(&gone.record), &gone.record.group) {
+        failures.extend(sync_localnet(iface, false).err());
+    }
+    failures.extend(
+        conntrack::flush_udp(&udp_ports(&gone.record))
+            .err()
+            .map(CniError::from),
+    );
+    CniError::join(failures)
 }
 
 fn conflict_error(e: CommitError) -> CniError {
@@ -384,9 +443,6 @@ impl Plugin for Portmap {
         if rec.entries.is_empty() {
             return Ok(prev);
         }
-        if rec.entries.iter().any(|e| e.set == "pmlocal4") {
-            enable_localnet(&prev)?;
-        }
         let suffix = conf.cond_suffix();
         let new_cond_chain = !suffix.is_empty()
             && !nft::chain_exists(&format!("{}{}", nft::COND_CHAIN_PREFIX, &suffix[1..]))?;
@@ -406,11 +462,16 @@ impl Plugin for Portmap {
                     nft::apply(&b)?;
                 }
             }
+            if let (true, Some(iface)) = (needs_localnet(&rec), &rec.group) {
+                sync_localnet(iface, true)?;
+            }
             conntrack::flush_udp(&udp_ports(&rec))?;
             Ok(())
         };
         if let Err(e) = finish() {
-            let _ = nft::release("portmap", &args.container_id, &args.ifname);
+            if let Ok(Some(gone)) = nft::release("portmap", &args.container_id, &args.ifname) {
+                let _ = after_release(&gone);
+            }
             return Err(e);
         }
         Ok(prev)
@@ -418,10 +479,10 @@ impl Plugin for Portmap {
 
     /// From the container id alone: no netns, no prevResult, any network name.
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        if let Some(gone) = nft::release("portmap", &args.container_id, &args.ifname)? {
-            conntrack::flush_udp(&udp_ports(&gone.record))?;
+        match nft::release("portmap", &args.container_id, &args.ifname)? {
+            Some(gone) => after_release(&gone),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
@@ -455,12 +516,13 @@ impl Plugin for Portmap {
 
     fn gc(&self, args: &GcArgs) -> Result<(), CniError> {
         let conf: PortmapConf = cni::config::decode("network config", &args.stdin)?;
-        for gone in nft::retain_attachments(&conf.name, &args.valid_attachments)? {
-            if gone.record.owner == "portmap" {
-                conntrack::flush_udp(&udp_ports(&gone.record))?;
-            }
-        }
-        Ok(())
+        let gone = nft::retain_attachments(&conf.name, &args.valid_attachments)?;
+        CniError::join(
+            gone.iter()
+                .filter(|g| g.record.owner == "portmap")
+                .filter_map(|g| after_release(g).err())
+                .collect(),
+        )
     }
 }
 
@@ -512,6 +574,35 @@ mod tests {
         );
         assert_eq!((m[1].host_port, m[1].protocol), (18081, "udp"));
         assert_eq!(m[1].host_ip, Some("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn route_localnet_only_for_mappings_reached_from_loopback() {
+        let needs = |ports: serde_json::Value, extra: serde_json::Value| {
+            let mut c = conf(extra);
+            c["runtimeConfig"] = json!({ "portMappings": ports });
+            let a = args(c);
+            needs_localnet(&record(&PortmapConf::parse(&a).unwrap(), &a, &prev()).unwrap())
+        };
+        let p = |host_ip: Option<&str>| {
+            let mut m = json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp"});
+            if let Some(h) = host_ip {
+                m["hostIP"] = json!(h);
+            }
+            json!([m])
+        };
+        assert!(needs(p(None), json!({})), "every address: localhost too");
+        assert!(needs(p(Some("127.0.0.1")), json!({})));
+        assert!(needs(p(Some("127.0.0.53")), json!({})));
+        assert!(!needs(p(Some("192.0.2.254")), json!({})));
+        assert!(
+            !needs(p(Some("::1")), json!({})),
+            "IPv6 has no route_localnet"
+        );
+        assert!(
+            !needs(p(None), json!({"snat": false})),
+            "not masqueraded: no reply"
+        );
     }
 
     #[test]

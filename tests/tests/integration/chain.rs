@@ -137,6 +137,11 @@ privileged_test! {
         assert_eq!(tcp_hello(&out, "192.0.2.254:8080"), None, "closed after DEL");
         assert_eq!(udp_hello(&out, "192.0.2.254:5353", 0), None, "UDP closed after DEL");
         assert_eq!(records("portmap"), 0);
+        assert_eq!(
+            netkit::sysctl::get(&host, "net.ipv4.conf.cni-podman0.route_localnet").unwrap(),
+            "0",
+            "given back with the last localhost mapping"
+        );
         rt.del(&l, &rc(&a, "ctr-a", ports)).unwrap();
         rt.del(&l, &rc(&b, "ctr-b", Value::Null)).unwrap();
         let rs = ruleset();

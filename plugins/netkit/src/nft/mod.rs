@@ -37,7 +37,8 @@ pub mod record;
 pub mod wire;
 
 pub use record::{
-    check, commit, find, release, verify, Commit, CommitError, Conflict, Entry, Record, Released,
+    check, commit, find, group, release, verify, Commit, CommitError, Conflict, Entry, Record,
+    Released,
 };
 
 use std::io::Write;
@@ -231,6 +232,7 @@ pub fn attachment_key(network: &str, container_id: &str, ifname: &str) -> String
 /// Chains of `inet podnet` whose rules podnet owns; any other chain holding rules
 /// (an admin chain a user filled) keeps the table alive when its last element goes.
 pub const OWN_CHAINS: &[&str] = &[
+    "guard",
     "prerouting",
     "output",
     "portmap",
@@ -287,7 +289,17 @@ pub fn skeleton_inet() -> Batch {
     b.push(format!(
         "add map inet {TABLE} admin {{ type ifname : verdict; }}"
     ));
-    let chains: [(&str, &str, &[&str]); 7] = [
+    let chains: [(&str, &str, &[&str]); 8] = [
+        // Packets to 127.0.0.0/8 that did not arrive on `lo` are martians, yet the
+        // kernel's check comes after the DNAT in `prerouting` and is lifted by the
+        // `route_localnet` that localhost ports need (CVE-2020-8558): they are dropped
+        // before conntrack, so no neighbour or LAN host reaches a localhost port or a
+        // host service on 127.0.0.1. The host's own localhost traffic is on `lo`.
+        (
+            "guard",
+            "type filter hook prerouting priority raw; policy accept;",
+            &["iifname != \"lo\" ip daddr 127.0.0.0/8 drop"],
+        ),
         (
             "prerouting",
             "type nat hook prerouting priority dstnat; policy accept;",
@@ -544,6 +556,10 @@ mod tests {
         assert!(sk.starts_with("add table inet podnet\n"));
         assert!(sk.contains("flush chain inet podnet postrouting\nadd rule inet podnet postrouting ct status dnat ip daddr @pmall4 masquerade"));
         assert!(!sk.contains("flush chain inet podnet portmap_cond"));
+        assert!(sk.contains("add chain inet podnet guard { type filter hook prerouting priority raw; policy accept; }\n"));
+        assert!(
+            sk.contains("add rule inet podnet guard iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n")
+        );
         let mut r = Record::new("bridge", "net1", "c1", "eth0");
         r.entries = masq_entries(&[
             "10.88.0.5/16".parse().unwrap(),

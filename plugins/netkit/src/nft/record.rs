@@ -515,6 +515,17 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The records of `owner` in `group` (the attachments of one host interface).
+pub fn group(owner: &str, group: &str) -> Result<Vec<Record>, NftError> {
+    let mut out = Vec::new();
+    for file in read_dir(&Path::new(STATE_DIR).join(owner).join(group)) {
+        if !is_tmp(&file) {
+            out.extend(read_record(&file)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The record of (`owner`, container, interface), whichever network or group it is in.
 pub fn find(owner: &str, container_id: &str, ifname: &str) -> Result<Option<Record>, NftError> {
     let name = file_name(container_id, ifname);

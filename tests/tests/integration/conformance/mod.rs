@@ -9,6 +9,7 @@ mod bridge;
 mod casing;
 mod host_device;
 mod host_local;
+mod localhost;
 mod loopback;
 mod podman_chain;
 mod protocol;
