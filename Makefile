@@ -7,6 +7,8 @@
 #   make demo    builds the release binaries and runs the seed scenario with `podnet`
 #                (engine-glue) and `netctl` in a throwaway network + mount namespace
 #   make install puts the plugins in $(CNI_BIN_DIR), netctl and podnet in $(BIN_DIR)
+#   make fuzz    each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 60) in a
+#                namespace of its own; `make test` runs each for FUZZ_BRIEF seconds
 #   make bench   podnet against the reference plugins, side by side (docs/benchmarks.md)
 #   make bench-dns  the DNS responder against dnsmasq (reference dnsname) and aardvark-dns
 #   make bench-cri  containerd's CRI RunPodSandbox/StopPodSandbox/RemovePodSandbox on
@@ -32,7 +34,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 # A private network and mount namespace with its own /run and /var/lib.
 SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec "$$@"' sandbox
 
-.PHONY: all deps toolchain build release test lint unit conformance demo install dist bench bench-dns bench-engine bench-cri clean
+.PHONY: all deps toolchain build release test lint unit conformance fuzz fuzz-brief demo install dist bench bench-dns bench-engine bench-cri clean
 
 all: build
 
@@ -78,7 +80,28 @@ conformance: build release
 	done
 	PODNET_KEY_CASE=random PODNET_PLUGIN_DIR=/usr/lib/cni $(CARGO) test -p podnet-tests --test integration -- conformance:: runtime::
 
-test: deps lint unit conformance
+# libFuzzer builds of fuzz/ (cargo-fuzz from the crate registry when missing; no
+# sanitizer: the code is safe Rust, so ASan would find nothing the panics do not, and
+# stable rustc has no -Zsanitizer; debug assertions on). Each target runs in its own
+# network namespace (dns_tcp listens on its loopback), from the committed seeds in
+# fuzz/corpus/<target> into a working corpus under target/; a crash stops the run with
+# the input in target/fuzz-artifacts/<target>/, to be fixed and then kept in
+# fuzzing/regressions/<target>/, which `cargo test` replays with the seeds.
+FUZZ_TARGETS := cni_config dns_udp dns_tcp ipam_files records
+FUZZ_SECONDS ?= 60
+FUZZ_BRIEF ?= 15
+FUZZ_BIN := fuzz/target/$(HOST)/release
+FUZZ_SANDBOX := unshare --net --mount --propagation private -- sh -c 'ip link set lo up && mount -t tmpfs tmpfs /run && TMPDIR=/run exec "$$@"' fuzz
+
+fuzz: toolchain
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && $(CARGO) fuzz build --sanitizer none -O --debug-assertions
+	for t in $(FUZZ_TARGETS); do 	  mkdir -p target/fuzz-corpus/$$t target/fuzz-artifacts/$$t && 	  $(FUZZ_SANDBOX) $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 	    -print_final_stats=1 -artifact_prefix=target/fuzz-artifacts/$$t/ 	    target/fuzz-corpus/$$t fuzz/corpus/$$t 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|==|INFO: Running|.*panicked|.*(crash|timeout|leak)-)' ; 	  [ "$${PIPESTATUS[0]}" = 0 ] || { echo "fuzz target $$t failed: see target/fuzz-artifacts/$$t/" >&2; exit 1; }; 	done
+
+fuzz-brief:
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_BRIEF)
+
+test: deps lint unit conformance fuzz-brief
 
 demo: deps release
 	$(SANDBOX) scripts/demo.sh $(RELEASE_DIR)

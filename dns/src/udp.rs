@@ -165,6 +165,16 @@ fn addrs_reply(query: &[u8], ips: &[IpAddr], edns: bool, max: usize) -> Option<V
     Some(out)
 }
 
+/// The local answer the UDP path sends back for one datagram from `src`, without a
+/// socket; `None` when the datagram is ignored or would be forwarded (the fuzzer's
+/// entry).
+pub fn local_reply(handler: &Handler, query: &[u8], src: IpAddr) -> Option<Vec<u8>> {
+    match answer(handler, query, src) {
+        Outcome::Reply(bytes) => Some(bytes),
+        Outcome::Forward(..) | Outcome::Ignore => None,
+    }
+}
+
 async fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
     match socket.try_send_to(bytes, to) {
         Err(e) if e.kind() == ErrorKind::WouldBlock => {

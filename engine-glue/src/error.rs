@@ -6,6 +6,8 @@ use std::path::PathBuf;
 /// What went wrong, by kind.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("restoring podnet's nftables rules: {0}")]
+    Reload(#[from] netkit::nft::NftError),
     #[error("no {kind} {name:?}")]
     NotFound { kind: &'static str, name: String },
     #[error("{kind} name {name:?} is already in use by {id}")]

@@ -175,11 +175,13 @@ impl Store {
             .collect())
     }
 
-    /// Who holds `ip`, if anyone (an unreadable or empty lease has no holder).
+    /// Who holds `ip`, if anyone (an empty lease has no holder). Bytes that are not
+    /// UTF-8 are read as Go reads them, lossily: such a lease names no valid container,
+    /// stays taken, and GC removes it; it never makes the network unusable.
     pub fn holder(&self, ip: IpAddr) -> Result<Option<Holder>, StoreError> {
         let path = self.dir.join(ip.to_string());
-        match fs::read_to_string(&path) {
-            Ok(c) => Ok(Holder::parse(&c)),
+        match fs::read(&path) {
+            Ok(c) => Ok(Holder::parse(&String::from_utf8_lossy(&c))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("reading", &path)(e)),
         }
@@ -237,13 +239,22 @@ impl Store {
         self.release_where(id, |ip, h| h.matches(id, ifname) && ips.contains(&ip))
     }
 
+    /// Removes the leases of `id` that `pick` chooses. The index says where they are; the
+    /// lease files say whose they are: when a lease contradicts the index (an index
+    /// corrupted in place under a current stamp), the index is rebuilt from the leases
+    /// first, so a release never removes another attachment's lease.
     fn release_where(
         &mut self,
         id: &str,
         pick: impl Fn(IpAddr, &Holder) -> bool,
     ) -> Result<Vec<IpAddr>, StoreError> {
         let bucket = self.bucket(id);
-        let (gone, kept): (Vec<_>, Vec<_>) = Store::read_bucket(&bucket)?
+        let mut entries = Store::read_bucket(&bucket)?;
+        if !self.confirms(id, &entries)? {
+            self.rebuild_index()?;
+            entries = Store::read_bucket(&bucket)?;
+        }
+        let (gone, kept): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|(ip, h)| h.id == id && pick(*ip, h));
         for (ip, _) in &gone {
@@ -253,6 +264,16 @@ impl Store {
             write_in_place(&bucket, index_body(&kept).as_bytes())?;
         }
         Ok(gone.into_iter().map(|(ip, _)| ip).collect())
+    }
+
+    /// Whether the leases on disk hold every entry of `id` among `entries` as written.
+    fn confirms(&self, id: &str, entries: &[(IpAddr, Holder)]) -> Result<bool, StoreError> {
+        for (ip, h) in entries.iter().filter(|(_, h)| h.id == id) {
+            if self.holder(*ip)?.as_ref() != Some(h) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The last address reserved from range set `n`.
@@ -394,12 +415,14 @@ impl Store {
     }
 
     fn read_bucket(path: &Path) -> Result<Vec<(IpAddr, Holder)>, StoreError> {
-        let text = match fs::read_to_string(path) {
+        let text = match fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io("reading", path)(e)),
         };
-        Ok(text
+        // A line that is not ours (not UTF-8, not "<id> <ip> [ifname]") is skipped; the
+        // lease files decide every release (`confirms`).
+        Ok(String::from_utf8_lossy(&text)
             .lines()
             .filter_map(|line| {
                 let mut parts = line.split(' ');
@@ -416,10 +439,19 @@ impl Store {
             .collect())
     }
 
+    /// The index's entries of `id` that the lease files confirm (with the holder as the
+    /// lease names it): an index corrupted in place never hands out another's address.
     fn index_entries(&self, id: &str) -> Result<Vec<(IpAddr, Holder)>, StoreError> {
-        let mut entries = Store::read_bucket(&self.bucket(id))?;
-        entries.retain(|(_, h)| h.id == id);
-        Ok(entries)
+        let mut out = Vec::new();
+        for (ip, h) in Store::read_bucket(&self.bucket(id))? {
+            if h.id != id {
+                continue;
+            }
+            if let Some(disk) = self.holder(ip)?.filter(|d| d.id == id) {
+                out.push((ip, disk));
+            }
+        }
+        Ok(out)
     }
 
     fn rebuild_index(&mut self) -> Result<(), StoreError> {

@@ -50,6 +50,8 @@ pub(crate) enum Error {
         #[source]
         source: nix::Error,
     },
+    #[error("restoring podnet's nftables rules: {0}")]
+    Reload(#[source] netkit::nft::NftError),
     #[error(transparent)]
     Discovery(#[from] cni::runtime::DiscoveryError),
     /// A CNI operation of the runtime, with its code.

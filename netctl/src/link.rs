@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
+pub(crate) use netctl::record::{End, LinkRecord};
 use netkit::{Netlink, VethOptions};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::target::{id_of, Target};
@@ -19,22 +19,6 @@ use crate::target::{id_of, Target};
 pub(crate) const LINKS_DIR: &str = "/run/podnet/links";
 /// Where default addresses come from: pairs (.1, .2), (.3, .4), … as /32s.
 pub(crate) const DEFAULT_RANGE: &str = "169.254.100.0/24";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct End {
-    pub target: String,
-    pub path: PathBuf,
-    pub ns_id: (u64, u64),
-    pub ifname: String,
-    pub addr: IpAddr,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LinkRecord {
-    pub a: End,
-    pub b: End,
-    pub mtu: Option<u32>,
-}
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LinkOptions {
@@ -73,7 +57,7 @@ pub(crate) fn records() -> Vec<(PathBuf, LinkRecord)> {
     dir.flatten()
         .filter_map(|e| {
             let p = e.path();
-            let r: LinkRecord = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            let r = LinkRecord::decode(&std::fs::read(&p).ok()?)?;
             Some((p, r))
         })
         .collect()
@@ -177,7 +161,7 @@ async fn existing(
 ) -> Result<Option<LinkRecord>> {
     let Some(r) = std::fs::read(path)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<LinkRecord>(&bytes).ok())
+        .and_then(|bytes| LinkRecord::decode(&bytes))
     else {
         return Ok(None);
     };
@@ -313,7 +297,7 @@ fn save(path: &std::path::Path, rec: &LinkRecord) -> Result<()> {
     let fail = Error::io(format!("recording the link in {}", path.display()));
     let tmp = path.with_extension("json.tmp");
     std::fs::create_dir_all(LINKS_DIR)
-        .and_then(|()| std::fs::write(&tmp, serde_json::to_vec_pretty(rec).expect("serializes")))
+        .and_then(|()| std::fs::write(&tmp, rec.encode()))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

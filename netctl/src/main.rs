@@ -82,6 +82,15 @@ enum Cmd {
     Gc(CniNet),
     /// STATUS of a CNI network: whether its plugins are ready for ADD.
     Status(CniNet),
+    /// Put back podnet's nftables rules after a firewall reload (`nft flush ruleset`,
+    /// `systemctl restart nftables`): the tables, every attachment's published ports,
+    /// masquerade, isolation and DNS elements from the journals, and the accepts in
+    /// the host's drop-policy chains. Idempotent. (A watcher does it by itself within
+    /// a second of a reload; this is the command for when it cannot run.)
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Write man pages (netctl.1 and one per subcommand) into DIR.
@@ -287,6 +296,31 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Status(n) => {
             invocation(&n.env, None).run(Verb::Status, &n.network, None)?;
             println!("{}: ready", n.network);
+        }
+        Cmd::Reload { json } => {
+            let r = netkit::nft::restore().map_err(Error::Reload)?;
+            if json {
+                print_json(&json!({
+                    "attachments": r.records,
+                    "tablesCreated": r.tables_created,
+                    "hostChains": r.host_chains,
+                }));
+            } else {
+                println!(
+                    "{} attachments restored{}{}",
+                    r.records,
+                    if r.tables_created {
+                        ", tables created"
+                    } else {
+                        ""
+                    },
+                    if r.host_chains > 0 {
+                        format!(", {} host firewall chains opened", r.host_chains)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "netctl", &mut std::io::stdout());

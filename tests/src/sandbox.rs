@@ -33,6 +33,7 @@ macro_rules! privileged_test {
 pub fn run(module: &str, name: &str, body: impl FnOnce()) {
     if std::env::var_os(SANDBOX_ENV).is_some() {
         prepare_inside();
+        let _reaper = Reaper;
         body();
         return;
     }
@@ -69,6 +70,38 @@ pub fn run(module: &str, name: &str, body: impl FnOnce()) {
         stdout.contains("1 passed"),
         "{path}: the sandboxed run executed no test"
     );
+}
+
+/// Kills, when the sandboxed test ends (passed or not), every process still in its
+/// mount namespace: what the test started and left running (a DNS responder, the
+/// nftables watcher, a containerd), which would otherwise keep the sandbox's
+/// namespaces alive after it.
+struct Reaper;
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let me = std::process::id();
+        let Ok(ours) = std::fs::read_link("/proc/self/ns/mnt") else {
+            return;
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != me
+                && std::fs::read_link(entry.path().join("ns/mnt")).is_ok_and(|ns| ns == ours)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }
 
 fn prepare_inside() {

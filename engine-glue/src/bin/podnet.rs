@@ -174,6 +174,9 @@ enum NetworkCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Put back every container's firewall rules after a firewall reload (as
+    /// `netctl reload`; a watcher also does it by itself within a second).
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -476,6 +479,11 @@ fn network(engine: &Engine, cmd: NetworkCmd) -> Result<u8, Error> {
         NetworkCmd::Rm { names } => each(&names, |n| {
             engine.network_remove(n).map(|()| println!("{n}"))
         }),
+        NetworkCmd::Reload => {
+            let r = netkit::nft::restore()?;
+            println!("{} attachments restored", r.records);
+            Ok(0)
+        }
     }
 }
 

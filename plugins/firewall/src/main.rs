@@ -1,4 +1,5 @@
 //! The `firewall` CNI plugin.
 fn main() {
+    netkit::nft::watch::serve_if_asked();
     cni::skel::run(firewall::Firewall)
 }

@@ -451,16 +451,7 @@ impl Plugin for Portmap {
             if new_cond_chain {
                 let chain = format!("{}{}", nft::COND_CHAIN_PREFIX, &suffix[1..]);
                 let _lock = nft::lock()?;
-                if nft::query(&["list", "chain", "inet", nft::TABLE, "portmap_cond"])?
-                    .is_none_or(|text| !text.contains(&format!("jump {chain}")))
-                {
-                    let mut b = nft::Batch::default();
-                    b.push(format!(
-                        "add rule inet {} portmap_cond jump {chain}",
-                        nft::TABLE
-                    ));
-                    nft::apply(&b)?;
-                }
+                nft::ensure_cond_jumps(&[&chain])?;
             }
             if let (true, Some(iface)) = (needs_localnet(&rec), &rec.group) {
                 sync_localnet(iface, true)?;

@@ -1,4 +1,5 @@
 //! The `portmap` CNI plugin.
 fn main() {
+    netkit::nft::watch::serve_if_asked();
     cni::skel::run(portmap::Portmap)
 }

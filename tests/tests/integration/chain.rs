@@ -373,3 +373,107 @@ privileged_test! {
         rt.del(&l, &conf).unwrap();
     }
 }
+
+/// The ruleset with each set's elements sorted (nft lists an interval set's elements in
+/// insertion order, which a restore may not repeat).
+fn ruleset_sorted() -> String {
+    let text = ruleset().replace(",\n\t\t\t     ", ", ");
+    text.lines()
+        .map(|l| match l.split_once("elements = { ") {
+            Some((head, rest)) => {
+                let mut elems: Vec<&str> = rest.trim_end_matches(" }").split(", ").collect();
+                elems.sort_unstable();
+                format!("{head}elements = {{ {} }}", elems.join(", "))
+            }
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The pid of the running nftables watcher, if any.
+fn watcher() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        cmd.split(|b| *b == 0)
+            .any(|a| a == b"watch-nftables")
+            .then_some(pid)
+    })
+}
+
+/// How long until `f` holds, polling every 5 ms for up to 5 s; `None` if it never does.
+fn time_until(f: impl Fn() -> bool) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(5) {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
+}
+
+privileged_test! {
+    fn a_flushed_ruleset_heals_by_itself_and_reload_puts_it_back_idempotently() {
+        let mut sb = Sandbox::new();
+        let out = outside(&mut sb);
+        let l = podnet_tests::plugin::conflist(PODMAN_FIXTURE.as_bytes());
+        let rt = runtime();
+        let (a, b) = (sb.container("a"), sb.container("b"));
+        serve_tcp(&a, "0.0.0.0:80", "hello from a");
+        serve_tcp(&out, "0.0.0.0:7000", "outside");
+        let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+        rt.add(&l, &rc(&a, "ctr-a", ports.clone())).unwrap();
+        rt.add(&l, &rc(&b, "ctr-b", Value::Null)).unwrap();
+        let hello = Some("hello from a".to_string());
+        // Published (DNAT) and masqueraded (the outside has no route back) traffic.
+        let works = || {
+            tcp_hello(&out, "192.0.2.254:8080") == hello
+                && tcp_hello(&b, "192.0.2.1:7000").as_deref() == Some("outside")
+        };
+        assert!(works());
+        let watcher_pid = watcher().expect("the first commit started the watcher");
+        let healthy = ruleset_sorted();
+
+        let mut recoveries = Vec::new();
+        for _ in 0..3 {
+            let (ok, e) = sh(None, "nft flush ruleset");
+            assert!(ok, "{e}");
+            let took = time_until(works).expect("published ports and masquerade come back");
+            recoveries.push(took);
+        }
+        println!("recovery after nft flush ruleset: {recoveries:?}");
+        assert!(recoveries.iter().all(|t| *t < std::time::Duration::from_secs(1)), "{recoveries:?}");
+        assert_eq!(ruleset_sorted(), healthy, "the same rules and elements as before");
+        assert_eq!(watcher(), Some(watcher_pid), "one watcher throughout");
+
+        // By command (no watcher): the same state, and running it again changes nothing.
+        let netctl = podnet_tests::subject::workspace_bin("netctl");
+        let reload = || {
+            let o = std::process::Command::new(&netctl).args(["reload", "--json"]).output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice::<Value>(&o.stdout).unwrap()
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(watcher_pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert!(time_until(|| watcher().is_none()).is_some());
+        sh(None, "nft flush ruleset");
+        assert!(!works(), "nothing heals without the watcher");
+        let r = reload();
+        assert_eq!((r["attachments"].as_u64(), r["tablesCreated"].as_bool()), (Some(5), Some(true)), "{r}");
+        assert!(works());
+        assert_eq!(ruleset_sorted(), healthy);
+        assert_eq!(reload()["tablesCreated"], false);
+        assert_eq!(ruleset_sorted(), healthy, "idempotent");
+
+        // The next commit starts a watcher again; it leaves with the last record.
+        let c = sb.container("c");
+        rt.add(&l, &rc(&c, "ctr-c", Value::Null)).unwrap();
+        assert!(watcher().is_some());
+        for (ns, id, p) in [(&a, "ctr-a", ports), (&b, "ctr-b", Value::Null), (&c, "ctr-c", Value::Null)] {
+            rt.del(&l, &rc(ns, id, p)).unwrap();
+        }
+        assert!(!ruleset().contains("podnet"));
+        assert!(time_until(|| watcher().is_none()).is_some(), "the watcher exits with the last record");
+    }
+}

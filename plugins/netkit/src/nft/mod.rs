@@ -34,11 +34,12 @@
 
 pub mod hostfw;
 pub mod record;
+pub mod watch;
 pub mod wire;
 
 pub use record::{
-    check, commit, find, group, release, verify, Commit, CommitError, Conflict, Entry, Record,
-    Released,
+    check, commit, ensure_cond_jumps, find, group, release, restore, verify, Commit, CommitError,
+    Conflict, Entry, Record, Released, Restored,
 };
 
 use std::io::Write;

@@ -439,6 +439,7 @@ pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
     };
     let tables_expected = any_record_but(&path);
     let Err(first) = add_elements(rec, true, tables_expected) else {
+        super::watch::ensure();
         return Ok(Commit { first_in_group });
     };
     let retried = if rec.entries.iter().any(|e| e.exclusive) {
@@ -450,8 +451,11 @@ pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
     } else {
         Err(first.into())
     };
-    if retried.is_err() {
-        let _ = undo_journal();
+    match retried {
+        Ok(()) => super::watch::ensure(),
+        Err(_) => {
+            let _ = undo_journal();
+        }
     }
     retried.map(|()| Commit { first_in_group })
 }
@@ -615,6 +619,110 @@ fn drop_tables() -> Result<Batch, NftError> {
         b.push(format!("delete table inet {TABLE}"));
     }
     Ok(b)
+}
+
+/// What [`restore`] put back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Attachments whose elements were added again.
+    pub records: usize,
+    /// podnet's tables were missing (a flushed ruleset) and were made again.
+    pub tables_created: bool,
+    /// Host firewall chains opened again for podnet's bridges and DNS responders.
+    pub host_chains: usize,
+}
+
+/// Puts back everything the journals say podnet has in the kernel, after a firewall
+/// reload (`nft flush ruleset`, `systemctl restart nftables`, a firewalld reload) took
+/// it: the tables when missing, every attachment's elements, the conditioned port-map
+/// jumps, and the accepts in the host's drop-policy chains. Idempotent: what is there
+/// stays as it is (elements are added, never created), so it runs at any time.
+pub fn restore() -> Result<Restored, NftError> {
+    let mut done = Restored::default();
+    let records = {
+        let _lock = lock()?;
+        let records = all()?;
+        if records.is_empty() {
+            return Ok(done);
+        }
+        let (inet, bridge) = records.iter().fold((false, false), |(i, b), r| {
+            let (ri, rb) = r.families();
+            (i || ri, b || rb)
+        });
+        let mut b = Batch::default();
+        let missing = |family: &str| -> Result<bool, NftError> {
+            Ok(query(&["list", "table", family, TABLE])?.is_none())
+        };
+        if inet && missing("inet")? {
+            b.0.extend(skeleton_inet().0);
+            done.tables_created = true;
+        }
+        if bridge && missing("bridge")? {
+            b.0.extend(skeleton_bridge().0);
+            done.tables_created = true;
+        }
+        for r in &records {
+            b.0.extend(r.add_batch(false, false).0);
+        }
+        apply(&b)?;
+        let add_chain = format!("add chain inet {TABLE} ");
+        let mut chains: Vec<&str> = records
+            .iter()
+            .flat_map(|r| &r.setup)
+            .filter_map(|l| l.strip_prefix(add_chain.as_str()))
+            .filter(|c| c.starts_with(COND_CHAIN_PREFIX))
+            .collect();
+        chains.sort_unstable();
+        chains.dedup();
+        ensure_cond_jumps(&chains)?;
+        done.records = records.len();
+        records
+    };
+    // The host's own chains (each call takes the lock itself).
+    let mut opened = std::collections::BTreeSet::new();
+    for r in &records {
+        let Some(group) = r.group.as_deref() else {
+            continue;
+        };
+        if !opened.insert((r.owner.as_str(), group)) {
+            continue;
+        }
+        done.host_chains += match r.owner.as_str() {
+            "firewall" => super::hostfw::open_bridge(group)?,
+            "dnsname" => match dns_port(r) {
+                Some(port) => super::hostfw::open_dns(group, port)?,
+                None => 0,
+            },
+            _ => 0,
+        };
+    }
+    Ok(done)
+}
+
+/// The responder's port in a dnsname record (`"<bridge>" . udp . 53`).
+fn dns_port(r: &Record) -> Option<u16> {
+    r.entries
+        .iter()
+        .find(|e| e.set == "dns")
+        .and_then(|e| e.key.rsplit(" . ").next())
+        .and_then(|p| p.parse().ok())
+}
+
+/// Makes `portmap_cond` jump to each of the conditioned chains `chains` that it does not
+/// jump to yet. The caller holds the table lock.
+pub fn ensure_cond_jumps(chains: &[&str]) -> Result<(), NftError> {
+    if chains.is_empty() {
+        return Ok(());
+    }
+    let listed = query(&["list", "chain", "inet", TABLE, "portmap_cond"])?.unwrap_or_default();
+    let mut b = Batch::default();
+    for c in chains {
+        let jump = format!("jump {c}");
+        if !listed.lines().any(|l| l.trim() == jump) {
+            b.push(format!("add rule inet {TABLE} portmap_cond {jump}"));
+        }
+    }
+    apply(&b)
 }
 
 /// CHECK for one owner's attachment: its record exists and every element is in place.
