@@ -72,6 +72,7 @@ fn shape(family: &str, set: &str) -> Option<(&'static [Field], &'static [Field])
         "pm6" => (&[V6, Proto, Port], &[V6, Port]),
         "pm6any" => (&[Proto, Port], &[V6, Port]),
         "isolated" | "strict" => (&[Ifname], &[]),
+        "dns" => (&[Ifname, Proto, Port], &[]),
         "samebr" => (&[Ifname, Ifname], &[]),
         // The admin verdict map's data is a verdict, encoded apart.
         "admin" => (&[Ifname], &[]),
@@ -545,5 +546,41 @@ mod tests {
             element(&Entry::inet("pm4any", "tcp . 8080"), None).is_none(),
             "a map element needs its value"
         );
+        let dns = Entry::inet("dns", "\"podman1\" . udp . 53");
+        let SetElementAttribute::Key(DataAttribute::Value(k)) = &element(&dns, None).unwrap()[0]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (k.len(), &k[..7], k[16], &k[20..22]),
+            (24, &b"podman1"[..], 17, &[0, 53][..])
+        );
+    }
+
+    /// Every set and map the skeletons declare has a shape here, so no element of
+    /// podnet's ever falls back to spawning `nft`.
+    #[test]
+    fn every_skeleton_set_has_a_wire_shape() {
+        let text = format!(
+            "{}\n{}\n{}",
+            super::super::skeleton_inet().text(),
+            super::super::skeleton_bridge().text(),
+            super::super::portmap_maps("_0123abcd").join("\n")
+        );
+        let mut sets = 0;
+        for line in text.lines() {
+            for (kind, family) in [("set", "inet"), ("map", "inet"), ("set", "bridge")] {
+                let prefix = format!("add {kind} {family} {TABLE} ");
+                if let Some(rest) = line.strip_prefix(&prefix) {
+                    let name = rest.split_whitespace().next().unwrap();
+                    assert!(
+                        shape(family, name).is_some(),
+                        "{family} {name} has no wire shape"
+                    );
+                    sets += 1;
+                }
+            }
+        }
+        assert!(sets >= 20, "{sets} sets found in the skeletons");
     }
 }
