@@ -81,9 +81,14 @@ pub fn query(
     let sock = UdpSocket::bind(bind).ok()?;
     sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     sock.send_to(&q, to).ok()?;
+    // As a resolver does: only the answer to this query (its id, from the server) counts.
     let mut buf = [0u8; 4096];
-    let (n, _) = sock.recv_from(&mut buf).ok()?;
-    answer(&buf[..n])
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).ok()?;
+        if from == to && n >= 2 && buf[..2] == q[..2] {
+            return answer(&buf[..n]);
+        }
+    }
 }
 
 /// Sends raw bytes to `server`:53 over UDP from `from` (for malformed packets).

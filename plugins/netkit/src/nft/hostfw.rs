@@ -110,6 +110,11 @@ pub fn open_batch(family: &str, table: &str, chain: &str, bridge: &str) -> Batch
 /// that does not hold them yet. Returns how many chains were opened.
 fn open(hook: &str, rules: &[String], c: &str) -> Result<usize, NftError> {
     let _lock = lock()?;
+    open_locked(hook, rules, c)
+}
+
+/// [`open`] for a caller that holds the table lock.
+fn open_locked(hook: &str, rules: &[String], c: &str) -> Result<usize, NftError> {
     let mut batch = Batch::default();
     let mut n = 0;
     for (family, table, chain) in base_chains(hook, true)? {
@@ -144,6 +149,11 @@ pub fn open_bridge(bridge: &str) -> Result<usize, NftError> {
     open("forward", &bridge_rules(bridge), &comment(bridge))
 }
 
+/// [`open_bridge`] under a table lock the caller holds ([`super::restore`]).
+pub(super) fn open_bridge_locked(bridge: &str) -> Result<usize, NftError> {
+    open_locked("forward", &bridge_rules(bridge), &comment(bridge))
+}
+
 /// Removes what [`open_bridge`] inserted for `bridge`, wherever it still is.
 pub fn close_bridge(bridge: &str) -> Result<usize, NftError> {
     close("forward", &comment(bridge))
@@ -152,11 +162,17 @@ pub fn close_bridge(bridge: &str) -> Result<usize, NftError> {
 /// Lets DNS queries (UDP and TCP to `port`) from `bridge` through every drop-policy
 /// input chain of other tables, for the network's DNS responder (idempotent).
 pub fn open_dns(bridge: &str, port: u16) -> Result<usize, NftError> {
+    let _lock = lock()?;
+    open_dns_locked(bridge, port)
+}
+
+/// [`open_dns`] under a table lock the caller holds.
+pub(super) fn open_dns_locked(bridge: &str, port: u16) -> Result<usize, NftError> {
     let rules = [
         format!("iifname \"{bridge}\" udp dport {port} accept"),
         format!("iifname \"{bridge}\" tcp dport {port} accept"),
     ];
-    open("input", &rules, &dns_comment(bridge))
+    open_locked("input", &rules, &dns_comment(bridge))
 }
 
 /// Removes what [`open_dns`] inserted for `bridge`.

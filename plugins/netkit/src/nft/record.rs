@@ -639,7 +639,7 @@ pub struct Restored {
 /// stays as it is (elements are added, never created), so it runs at any time.
 pub fn restore() -> Result<Restored, NftError> {
     let mut done = Restored::default();
-    let records = {
+    {
         let _lock = lock()?;
         let records = all()?;
         if records.is_empty() {
@@ -676,25 +676,25 @@ pub fn restore() -> Result<Restored, NftError> {
         chains.dedup();
         ensure_cond_jumps(&chains)?;
         done.records = records.len();
-        records
-    };
-    // The host's own chains (each call takes the lock itself).
-    let mut opened = std::collections::BTreeSet::new();
-    for r in &records {
-        let Some(group) = r.group.as_deref() else {
-            continue;
-        };
-        if !opened.insert((r.owner.as_str(), group)) {
-            continue;
+        // The host's own chains, under the same lock: a DEL closing a bridge cannot
+        // slip between reading its record and opening its chains again.
+        let mut opened = std::collections::BTreeSet::new();
+        for r in &records {
+            let Some(group) = r.group.as_deref() else {
+                continue;
+            };
+            if !opened.insert((r.owner.as_str(), group)) {
+                continue;
+            }
+            done.host_chains += match r.owner.as_str() {
+                "firewall" => super::hostfw::open_bridge_locked(group)?,
+                "dnsname" => match dns_port(r) {
+                    Some(port) => super::hostfw::open_dns_locked(group, port)?,
+                    None => 0,
+                },
+                _ => 0,
+            };
         }
-        done.host_chains += match r.owner.as_str() {
-            "firewall" => super::hostfw::open_bridge(group)?,
-            "dnsname" => match dns_port(r) {
-                Some(port) => super::hostfw::open_dns(group, port)?,
-                None => 0,
-            },
-            _ => 0,
-        };
     }
     Ok(done)
 }
