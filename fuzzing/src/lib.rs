@@ -221,17 +221,34 @@ pub fn ipam_files(data: &[u8]) {
     std::fs::write(net.join(theirs.to_string()), lease).expect("write");
     std::fs::write(net.join("last_reserved_ip.0"), last).expect("write");
     let lease_exists = |ip: IpAddr| net.join(ip.to_string()).exists();
+    let theirs_is = |s: &ipam::store::Store, id: &str, ifname: &str| {
+        s.holder(theirs)
+            .expect("a lease reads")
+            .is_some_and(|h| h.matches(id, ifname))
+    };
+    let nobodys;
     {
         let mut s = ipam::store::Store::open(root, "net").expect("open");
-        assert_eq!(s.leases_of("c1", "eth0").expect("leases"), [mine]);
-        let _ = s.holder(theirs);
+        let mut held = s.leases_of("c1", "eth0").expect("leases");
+        held.sort();
+        let mut want = vec![mine];
+        if theirs_is(&s, "c1", "eth0") {
+            want.push(theirs); // the written lease names c1/eth0 itself
+        }
+        assert_eq!(held, want, "what c1/eth0 holds, as the lease files say");
         let _ = s.scan();
         let _ = s.last_reserved(0);
+        nobodys = theirs_is(&s, "nobody", "eth9");
         s.release("nobody", "eth9").expect("release");
     }
     assert!(
-        lease_exists(mine) && lease_exists(theirs),
-        "a release of nothing removed a lease"
+        lease_exists(mine),
+        "a release of nothing removed c1's lease"
+    );
+    assert_eq!(
+        lease_exists(theirs),
+        !nobodys,
+        "a release took a lease it does not hold"
     );
     // The index itself corrupted in place (its stamp still current): every bucket.
     let buckets = root.join(".podnet-index/net/buckets");
