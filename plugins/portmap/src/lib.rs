@@ -10,8 +10,8 @@
 //! With `snat` (default), flows DNATed to the container back out of the interface they
 //! came in by (hairpin) or from 127.0.0.0/8 are masqueraded; `masqAll` masquerades every
 //! DNATed flow. `route_localnet` is on only while a mapping reached from 127/8 needs it
-//! ([`needs_localnet`]); the table's `guard` chain keeps 127/8 from anywhere but `lo` out. UDP conntrack entries of the mapped host
-//! ports are flushed on ADD and DEL.
+//! ([`needs_localnet`]); the table's `guard` chain keeps 127/8 from anywhere but `lo`
+//! out. UDP conntrack entries of the mapped host ports are flushed on ADD and DEL.
 
 #![forbid(unsafe_code)]
 

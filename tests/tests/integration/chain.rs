@@ -482,3 +482,25 @@ privileged_test! {
         assert!(time_until(|| watcher().is_none()).is_some(), "the watcher exits with the last record");
     }
 }
+
+privileged_test! {
+    fn an_interface_name_with_a_quote_is_data_not_nft_syntax() {
+        let mut sb = Sandbox::new();
+        let out = outside(&mut sb);
+        let l = podnet_tests::plugin::conflist(PODMAN_FIXTURE.as_bytes());
+        let rt = runtime();
+        let a = sb.container("a");
+        serve_tcp(&a, "0.0.0.0:80", "quoted");
+        let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+        let mut conf = rc(&a, "ctr-q", ports);
+        conf.ifname = "e\"x".into();
+        // The first container of the host: the tables are made, the elements (whose
+        // comments name the interface) go over netlink, never into nft text.
+        rt.add(&l, &conf).unwrap();
+        assert_eq!(tcp_hello(&out, "192.0.2.254:8080").as_deref(), Some("quoted"));
+        rt.check(&l, &conf).unwrap();
+        rt.del(&l, &conf).unwrap();
+        assert_eq!(tcp_hello(&out, "192.0.2.254:8080"), None);
+        assert!(!ruleset().contains("podnet"), "nothing left");
+    }
+}

@@ -278,12 +278,15 @@ impl Record {
 /// what is missing and words the kernel's refusal.
 ///
 /// `tables_expected` is false when no other record exists: the last DEL removed the
-/// tables (or none were ever made), so the elements go with the tables' creation at
-/// once. A transaction bound to fail is not tried first: an aborted nf_tables
-/// transaction waits for an RCU grace period (10–25 ms here).
+/// tables (or none were ever made), so they are made first (a transaction bound to
+/// fail is not tried: an aborted nf_tables transaction waits for an RCU grace period,
+/// 10–25 ms here).
 fn add_elements(rec: &Record, exclusive: bool, tables_expected: bool) -> Result<(), NftError> {
     if !tables_expected {
-        return apply(&rec.add_batch(exclusive, true));
+        // The tables by the one `nft` run they need, which holds no name of any
+        // attachment; the elements then go over netlink like every other ADD's, so no
+        // interface or container name is ever pasted into nft text.
+        apply(&rec.prelude(true))?;
     }
     let (comment, gc) = (rec.comment(), rec.group_comment());
     let ops: Vec<(Op, &Entry, Option<&str>)> = rec
@@ -303,20 +306,34 @@ fn add_elements(rec: &Record, exclusive: bool, tables_expected: bool) -> Result<
                 .map(|e| (Op::Add, e, Some(gc.as_str()))),
         )
         .collect();
+    let taken = || NftError::Refused {
+        stderr: "File exists".into(),
+        batch: String::new(),
+    };
     match wire::apply(&ops) {
-        Ok(()) => Ok(()),
-        Err(e) if e.errno() == Some(nix::libc::EEXIST) => Err(NftError::Refused {
-            stderr: "File exists".into(),
-            batch: String::new(),
-        }),
-        // A table or set is missing, and the record brings no chain or set of its own
-        // (`setup`) that could be the missing one: `nft` without the tables would fail
-        // the same way.
-        Err(e) if e.errno() == Some(nix::libc::ENOENT) && rec.setup.is_empty() => {
-            apply(&rec.add_batch(exclusive, true))
+        Ok(()) => return Ok(()),
+        Err(e) if e.errno() == Some(nix::libc::EEXIST) => return Err(taken()),
+        // Something is missing: a chain or map of the record's own (`setup`), or the
+        // tables (a flushed ruleset). Made by `nft` (no attachment's name in it), then
+        // the elements over netlink again.
+        Err(e) if e.errno() == Some(nix::libc::ENOENT) => {
+            let made = if rec.setup.is_empty() {
+                apply(&rec.prelude(true))
+            } else {
+                apply(&rec.prelude(false)).or_else(|_| apply(&rec.prelude(true)))
+            };
+            if made.is_ok() {
+                match wire::apply(&ops) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.errno() == Some(nix::libc::EEXIST) => return Err(taken()),
+                    Err(_) => {}
+                }
+            }
         }
-        Err(_) => apply_or_create(|sk| rec.add_batch(exclusive, sk)),
+        Err(_) => {}
     }
+    // The last resort: `nft`, which creates what is missing and words the refusal.
+    apply_or_create(|sk| rec.add_batch(exclusive, sk))
 }
 
 /// Deletes a record's elements (re-added first in the same transaction, so that the
@@ -500,14 +517,18 @@ pub fn all() -> Result<Vec<Record>, NftError> {
     let mut out = Vec::new();
     for owner in read_dir(Path::new(STATE_DIR)) {
         for group in read_dir(&owner) {
-            for file in read_dir(&group) {
-                let hidden = file
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                if !hidden {
-                    out.extend(read_record(&file)?);
-                }
-            }
+            out.extend(records_in(&group)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The records of one group directory (temporary files left out).
+fn records_in(dir: &Path) -> Result<Vec<Record>, NftError> {
+    let mut out = Vec::new();
+    for file in read_dir(dir) {
+        if !is_tmp(&file) {
+            out.extend(read_record(&file)?);
         }
     }
     Ok(out)
@@ -521,13 +542,7 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
 
 /// The records of `owner` in `group` (the attachments of one host interface).
 pub fn group(owner: &str, group: &str) -> Result<Vec<Record>, NftError> {
-    let mut out = Vec::new();
-    for file in read_dir(&Path::new(STATE_DIR).join(owner).join(group)) {
-        if !is_tmp(&file) {
-            out.extend(read_record(&file)?);
-        }
-    }
-    Ok(out)
+    records_in(&Path::new(STATE_DIR).join(owner).join(group))
 }
 
 /// The record of (`owner`, container, interface), whichever network or group it is in.
@@ -594,6 +609,11 @@ fn has_other(dir: &Path, except: &Path) -> bool {
         .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path() != except && !is_tmp(&e.path()))))
 }
 
+/// Whether any record exists (stops at the first).
+pub(super) fn any_record() -> bool {
+    any_record_but(Path::new(""))
+}
+
 /// Whether any record other than `except` exists (stops at the first).
 fn any_record_but(except: &Path) -> bool {
     read_dir(Path::new(STATE_DIR))
@@ -638,65 +658,109 @@ pub struct Restored {
 /// jumps, and the accepts in the host's drop-policy chains. Idempotent: what is there
 /// stays as it is (elements are added, never created), so it runs at any time.
 pub fn restore() -> Result<Restored, NftError> {
+    restore_parts(true)
+}
+
+/// [`restore`] of the host-chain accepts only (another table's chains were created).
+pub(super) fn reopen_host_chains() -> Result<Restored, NftError> {
+    restore_parts(false)
+}
+
+fn restore_parts(tables: bool) -> Result<Restored, NftError> {
     let mut done = Restored::default();
-    {
-        let _lock = lock()?;
-        let records = all()?;
-        if records.is_empty() {
-            return Ok(done);
-        }
-        let (inet, bridge) = records.iter().fold((false, false), |(i, b), r| {
-            let (ri, rb) = r.families();
-            (i || ri, b || rb)
-        });
-        let mut b = Batch::default();
-        let missing = |family: &str| -> Result<bool, NftError> {
-            Ok(query(&["list", "table", family, TABLE])?.is_none())
-        };
-        if inet && missing("inet")? {
-            b.0.extend(skeleton_inet().0);
-            done.tables_created = true;
-        }
-        if bridge && missing("bridge")? {
-            b.0.extend(skeleton_bridge().0);
-            done.tables_created = true;
-        }
-        for r in &records {
-            b.0.extend(r.add_batch(false, false).0);
-        }
-        apply(&b)?;
-        let add_chain = format!("add chain inet {TABLE} ");
-        let mut chains: Vec<&str> = records
-            .iter()
-            .flat_map(|r| &r.setup)
-            .filter_map(|l| l.strip_prefix(add_chain.as_str()))
-            .filter(|c| c.starts_with(COND_CHAIN_PREFIX))
-            .collect();
-        chains.sort_unstable();
-        chains.dedup();
-        ensure_cond_jumps(&chains)?;
+    let _lock = lock()?;
+    let records = all()?;
+    if records.is_empty() {
+        return Ok(done);
+    }
+    if tables {
+        done.tables_created = restore_tables(&records)?;
         done.records = records.len();
-        // The host's own chains, under the same lock: a DEL closing a bridge cannot
-        // slip between reading its record and opening its chains again.
-        let mut opened = std::collections::BTreeSet::new();
-        for r in &records {
-            let Some(group) = r.group.as_deref() else {
-                continue;
-            };
-            if !opened.insert((r.owner.as_str(), group)) {
-                continue;
-            }
-            done.host_chains += match r.owner.as_str() {
-                "firewall" => super::hostfw::open_bridge_locked(group)?,
-                "dnsname" => match dns_port(r) {
-                    Some(port) => super::hostfw::open_dns_locked(group, port)?,
-                    None => 0,
-                },
-                _ => 0,
-            };
+    }
+    // The host's own chains, under the same lock: a DEL closing a bridge cannot slip
+    // between reading its record and opening its chains again.
+    let mut opened = std::collections::BTreeSet::new();
+    for r in &records {
+        let Some(group) = r.group.as_deref() else {
+            continue;
+        };
+        if !opened.insert((r.owner.as_str(), group)) {
+            continue;
         }
+        done.host_chains += match r.owner.as_str() {
+            "firewall" => super::hostfw::open_bridge_locked(group)?,
+            "dnsname" => match dns_port(r) {
+                Some(port) => super::hostfw::open_dns_locked(group, port)?,
+                None => 0,
+            },
+            _ => 0,
+        };
     }
     Ok(done)
+}
+
+/// The tables (when missing) and the records' own chains by one `nft` run holding no
+/// attachment's name, then every element over netlink (`nft` only if that fails), then
+/// the conditioned-map jumps. Whether tables were made.
+fn restore_tables(records: &[Record]) -> Result<bool, NftError> {
+    let (inet, bridge) = records.iter().fold((false, false), |(i, b), r| {
+        let (ri, rb) = r.families();
+        (i || ri, b || rb)
+    });
+    let missing = |family: &str| -> Result<bool, NftError> {
+        Ok(query(&["list", "table", family, TABLE])?.is_none())
+    };
+    let mut b = Batch::default();
+    let mut created = false;
+    if inet && missing("inet")? {
+        b.0.extend(skeleton_inet().0);
+        created = true;
+    }
+    if bridge && missing("bridge")? {
+        b.0.extend(skeleton_bridge().0);
+        created = true;
+    }
+    for r in records {
+        b.0.extend(r.prelude(false).0);
+    }
+    apply(&b)?;
+    let comments: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.comment(), r.group_comment()))
+        .collect();
+    let ops: Vec<(Op, &Entry, Option<&str>)> = records
+        .iter()
+        .zip(&comments)
+        .flat_map(|(r, (c, gc))| {
+            let own = r
+                .entries
+                .iter()
+                .map(move |e| (Op::Add, e, Some(c.as_str())));
+            own.chain(
+                r.group_entries
+                    .iter()
+                    .map(move |e| (Op::Add, e, Some(gc.as_str()))),
+            )
+        })
+        .collect();
+    if wire::apply(&ops).is_err() {
+        let mut text = Batch::default();
+        for r in records {
+            text.0.extend(r.add_batch(false, false).0);
+        }
+        apply(&text)?;
+    }
+    let add_chain = format!("add chain inet {TABLE} ");
+    let mut chains: Vec<&str> = records
+        .iter()
+        .flat_map(|r| &r.setup)
+        .filter_map(|l| l.strip_prefix(add_chain.as_str()))
+        .filter(|c| c.starts_with(COND_CHAIN_PREFIX))
+        .collect();
+    chains.sort_unstable();
+    chains.dedup();
+    ensure_cond_jumps(&chains)?;
+    Ok(created)
 }
 
 /// The responder's port in a dnsname record (`"<bridge>" . udp . 53`).

@@ -3,8 +3,9 @@
 //! and with them every published port, masquerade and isolation rule, while the
 //! containers keep running. A small watcher, started on demand by the first commit and
 //! gone with the last record, listens to the kernel's nf_tables events and calls
-//! [`super::restore`] when a table is deleted or another table's chain appears (a
-//! reloaded host ruleset, whose drop-policy chains need podnet's accepts again).
+//! [`super::restore`] when one of podnet's tables is deleted, or reopens the host's
+//! chains when another table's chain appears (a reloaded host ruleset, whose
+//! drop-policy chains need podnet's accepts again). Element changes only wake it.
 //!
 //! It is the plugin binary itself, re-run as `<plugin> watch-nftables` (detached, in its
 //! own process group, stdio closed so that no runtime waits on it). One runs per host:
@@ -90,20 +91,30 @@ pub fn serve_if_asked() {
     std::process::exit(code)
 }
 
-/// Whether one nfnetlink message says something podnet must react to: a table gone, or
-/// a chain of another table created.
-fn relevant(msg: &[u8]) -> bool {
+/// What one nfnetlink message asks of podnet, the larger of two winning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reaction {
+    Nothing,
+    /// Another table's chain appeared (a host ruleset loaded): podnet's accepts in the
+    /// host's drop-policy chains.
+    HostChains,
+    /// A podnet table went: everything.
+    Everything,
+}
+
+fn reaction(msg: &[u8]) -> Reaction {
     if msg.len() < 20 {
-        return false;
+        return Reaction::Nothing;
     }
     let kind = u16::from_ne_bytes([msg[4], msg[5]]);
     if kind >> 8 != SUBSYS_NFTABLES {
-        return false;
+        return Reaction::Nothing;
     }
+    let ours = || table_name(&msg[20..]).is_some_and(|t| t == TABLE.as_bytes());
     match kind & 0xff {
-        MSG_DELTABLE | MSG_DESTROYTABLE => true,
-        MSG_NEWCHAIN => table_name(&msg[20..]).is_some_and(|t| t != TABLE.as_bytes()),
-        _ => false,
+        MSG_DELTABLE | MSG_DESTROYTABLE if ours() => Reaction::Everything,
+        MSG_NEWCHAIN if !ours() => Reaction::HostChains,
+        _ => Reaction::Nothing,
     }
 }
 
@@ -124,14 +135,14 @@ fn table_name(mut attrs: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// Reads every queued datagram; whether any message in them is [`relevant`]. A receive
-/// buffer overrun (ENOBUFS) lost events, so it counts as relevant too.
-fn drain(sock: &Socket, buf: &mut Vec<u8>) -> bool {
-    let mut any = false;
+/// Reads every queued datagram; the largest [`reaction`] of the messages in them. A
+/// receive buffer overrun (ENOBUFS) lost events, so it asks for everything.
+fn drain(sock: &Socket, buf: &mut Vec<u8>) -> Reaction {
+    let mut most = Reaction::Nothing;
     loop {
         buf.clear();
         match sock.recv(buf, 0) {
-            Ok(0) => return any,
+            Ok(0) => return most,
             Ok(_) => {
                 let mut rest = &buf[..];
                 while rest.len() >= 16 {
@@ -139,12 +150,12 @@ fn drain(sock: &Socket, buf: &mut Vec<u8>) -> bool {
                     if len < 16 || len > rest.len() {
                         break;
                     }
-                    any |= relevant(&rest[..len]);
+                    most = most.max(reaction(&rest[..len]));
                     rest = rest.get((len + 3) & !3..).unwrap_or_default();
                 }
             }
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => any = true,
-            Err(_) => return any,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => most = Reaction::Everything,
+            Err(_) => return most,
         }
     }
 }
@@ -164,15 +175,26 @@ fn serve() -> Result<(), NftError> {
             let timeout = PollTimeout::try_from(IDLE_CHECK).unwrap_or(PollTimeout::MAX);
             poll(&mut fds, timeout).is_ok_and(|n| n > 0)
         };
-        if ready && drain(&sock, &mut buf) {
+        // Element changes (every ADD and DEL) wake it too: they cost a drain, nothing
+        // else. Only a relevant event (the last DEL drops the tables) or an idle period
+        // leads to the table lock and the check for a record left.
+        if ready {
+            let mut what = drain(&sock, &mut buf);
+            if what == Reaction::Nothing {
+                continue;
+            }
             std::thread::sleep(SETTLE);
-            drain(&sock, &mut buf);
-            if let Err(e) = super::restore() {
+            what = what.max(drain(&sock, &mut buf));
+            let done = match what {
+                Reaction::Everything => super::restore(),
+                _ => super::record::reopen_host_chains(),
+            };
+            if let Err(e) = done {
                 eprintln!("podnet nftables watcher: restoring: {e}");
             }
         }
         let _table = lock()?;
-        if super::record::all()?.is_empty() {
+        if !super::record::any_record() {
             drop(mine);
             return Ok(());
         }
@@ -202,17 +224,23 @@ mod tests {
     }
 
     #[test]
-    fn reacts_to_deleted_tables_and_foreign_chains_only() {
-        assert!(relevant(&msg(MSG_DELTABLE, "podnet")));
-        assert!(relevant(&msg(MSG_DELTABLE, "filter")));
-        assert!(relevant(&msg(MSG_DESTROYTABLE, "podnet")));
-        assert!(
-            relevant(&msg(MSG_NEWCHAIN, "filter")),
-            "a host ruleset loaded"
+    fn reacts_to_our_deleted_tables_and_foreign_chains_only() {
+        use Reaction::*;
+        assert_eq!(reaction(&msg(MSG_DELTABLE, "podnet")), Everything);
+        assert_eq!(reaction(&msg(MSG_DESTROYTABLE, "podnet")), Everything);
+        assert_eq!(reaction(&msg(MSG_DELTABLE, "filter")), Nothing, "not ours");
+        assert_eq!(
+            reaction(&msg(MSG_NEWCHAIN, "filter")),
+            HostChains,
+            "a host ruleset"
         );
-        assert!(!relevant(&msg(MSG_NEWCHAIN, "podnet")), "our own restore");
-        assert!(!relevant(&msg(12, "podnet")), "new set elements");
-        assert!(!relevant(&[0; 8]));
+        assert_eq!(
+            reaction(&msg(MSG_NEWCHAIN, "podnet")),
+            Nothing,
+            "our own restore"
+        );
+        assert_eq!(reaction(&msg(12, "podnet")), Nothing, "new set elements");
+        assert_eq!(reaction(&[0; 8]), Nothing);
         assert_eq!(
             table_name(&msg(MSG_NEWCHAIN, "filter")[20..]),
             Some(&b"filter"[..])
