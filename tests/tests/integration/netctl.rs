@@ -43,12 +43,27 @@ fn links_in(ns: &NetNs) -> Vec<String> {
 }
 
 /// A process sleeping inside `ns` (for `pid:` targets).
+/// A process inside `ns`, returned once it is there (nsenter joins the namespace after
+/// it started, so its pid is in the caller's namespace for a moment).
 fn sleeper(ns: &NetNs) -> Child {
-    Command::new("nsenter")
+    let child = Command::new("nsenter")
         .arg(format!("--net={}", ns.path().display()))
         .args(["sleep", "60"])
         .spawn()
-        .unwrap()
+        .unwrap();
+    let want = std::fs::metadata(ns.path())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let joined = || {
+        std::fs::metadata(format!("/proc/{}/ns/net", child.id()))
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == want)
+    };
+    let t = std::time::Instant::now();
+    while !joined() && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(joined(), "the sleeper joined {}", ns.path().display());
+    child
 }
 
 privileged_test! {
