@@ -80,28 +80,31 @@ struct Reaper;
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let me = std::process::id();
-        let Ok(ours) = std::fs::read_link("/proc/self/ns/mnt") else {
-            return;
-        };
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid != me
-                && std::fs::read_link(entry.path().join("ns/mnt")).is_ok_and(|ns| ns == ours)
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        for pid in processes_here() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
+}
+
+/// The other processes of this sandbox: those in its mount namespace (/proc shows every
+/// test's, as there is no pid namespace), this one left out.
+pub fn processes_here() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(ours) = std::fs::read_link("/proc/self/ns/mnt") else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            (pid != me && std::fs::read_link(e.path().join("ns/mnt")).ok()? == ours).then_some(pid)
+        })
+        .collect()
 }
 
 fn prepare_inside() {

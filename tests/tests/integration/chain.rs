@@ -391,20 +391,14 @@ fn ruleset_sorted() -> String {
         .join("\n")
 }
 
-/// The pid of this sandbox's nftables watcher, if any (tests in other sandboxes run
-/// watchers of their own: /proc shows them all, so the mount namespace tells).
+/// The pid of this sandbox's nftables watcher, if any.
 fn watcher() -> Option<u32> {
-    let ours = std::fs::read_link("/proc/self/ns/mnt").ok()?;
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        if std::fs::read_link(e.path().join("ns/mnt")).ok()? != ours {
-            return None;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-        cmd.split(|b| *b == 0)
-            .any(|a| a == b"watch-nftables")
-            .then_some(pid)
-    })
+    podnet_tests::sandbox::processes_here()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"watch-nftables"))
+        })
 }
 
 /// How long until `f` holds, polling every 5 ms for up to 5 s; `None` if it never does.
