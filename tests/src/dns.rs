@@ -54,7 +54,7 @@ fn answer(bytes: &[u8]) -> Option<Answer> {
 }
 
 /// Asks `server` (port 53) for `name` from inside `from`, over UDP or TCP; `None` when
-/// nothing came back within 2 s.
+/// nothing came back within 2 s or the exchange failed ([`try_query`] says why).
 pub fn query(
     from: &NetNs,
     server: &str,
@@ -62,31 +62,76 @@ pub fn query(
     qtype: RecordType,
     tcp: bool,
 ) -> Option<Answer> {
+    try_query(from, server, name, qtype, tcp).ok()
+}
+
+/// Why a query got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// Nothing within 2 s.
+    Timeout,
+    /// The client's own socket failed (bind, send, a receive other than the timeout):
+    /// nothing about the server is known.
+    Socket(String),
+    /// An answer that does not decode.
+    Undecodable(Vec<u8>),
+}
+
+/// [`query`] with the reason when there is no answer.
+pub fn try_query(
+    from: &NetNs,
+    server: &str,
+    name: &str,
+    qtype: RecordType,
+    tcp: bool,
+) -> Result<Answer, NoAnswer> {
     let to: SocketAddr = SocketAddr::new(server.parse().expect("server address"), 53);
     let q = query_bytes(name, qtype);
     let _in = from.enter().expect("enter");
+    let io = |what: &'static str| {
+        move |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NoAnswer::Timeout,
+            _ => NoAnswer::Socket(format!("{what}: {e}")),
+        }
+    };
+    let decoded = |bytes: &[u8]| answer(bytes).ok_or_else(|| NoAnswer::Undecodable(bytes.to_vec()));
     if tcp {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(io("connect"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(io("timeout"))?;
         let mut out = (q.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(&q);
-        s.write_all(&out).ok()?;
+        s.write_all(&out).map_err(io("write"))?;
         let mut len = [0u8; 2];
-        s.read_exact(&mut len).ok()?;
+        s.read_exact(&mut len).map_err(io("read"))?;
         let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf).ok()?;
-        return answer(&buf);
+        s.read_exact(&mut buf).map_err(io("read"))?;
+        return decoded(&buf);
     }
     let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let sock = UdpSocket::bind(bind).ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    sock.send_to(&q, to).ok()?;
+    let sock = UdpSocket::bind(bind).map_err(io("bind"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(io("timeout"))?;
+    sock.send_to(&q, to).map_err(io("send"))?;
     // As a resolver does: only the answer to this query (its id, from the server) counts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let mut buf = [0u8; 4096];
     loop {
-        let (n, from) = sock.recv_from(&mut buf).ok()?;
+        let (n, from) = match sock.recv_from(&mut buf) {
+            // A signal is no answer: wait on for the rest of the 2 s.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(NoAnswer::Timeout);
+                }
+                sock.set_read_timeout(Some(left)).map_err(io("timeout"))?;
+                continue;
+            }
+            r => r.map_err(io("receive"))?,
+        };
         if from == to && n >= 2 && buf[..2] == q[..2] {
-            return answer(&buf[..n]);
+            return decoded(&buf[..n]);
         }
     }
 }
