@@ -63,8 +63,7 @@ impl FirewallConf {
             && chain
                 .chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-            && !nft::OWN_CHAINS.contains(&chain)
-            && !chain.starts_with(nft::COND_CHAIN_PREFIX);
+            && !nft::own_chain(chain);
         if !valid {
             return Err(CniError::invalid_config(format!(
                 "iptablesAdminChainName: {chain:?} is not a chain name podnet can create (1-28 letters, digits, '-' or '_')"

@@ -1,11 +1,12 @@
-//! nftables: batches built by pure functions (text in nft's own syntax, snapshot-tested
-//! without root) and applied in one transaction by [`apply`]; reads go through `nft`.
-//! podnet owns one table per family it needs, `inet podnet` and `bridge podnet`; their
-//! chains and rules are static ([`skeleton_inet`], [`skeleton_bridge`]) and everything
-//! per container lives in set and map elements whose comment names the attachment.
-//! Each attachment's elements are also journaled ([`record`]) so that DEL finds them from
-//! the container id alone and touches only them: no dump, no cost that grows with the
-//! number of containers or published ports.
+//! nftables, podnet's own tables over netlink. podnet owns one table per family it
+//! needs, `inet podnet` and `bridge podnet`; their sets, chains and rules are typed in
+//! [`schema`] and made by [`wire::create_tables`], and everything per container lives in
+//! set and map elements ([`wire`]) whose comment names the attachment, so no `nft`
+//! process runs and no name is ever pasted into nft text. `nft` is left for what is
+//! nft syntax by nature (a network's `conditionsV4`), rules in other tables
+//! ([`hostfw`]) and listings. Each attachment's elements are also journaled
+//! ([`record`]) so that DEL finds them from the container id alone and touches only
+//! them: no dump, no cost that grows with the number of containers or published ports.
 //!
 //! ```text
 //! table inet podnet
@@ -34,6 +35,7 @@
 
 pub mod hostfw;
 pub mod record;
+pub mod schema;
 pub mod watch;
 pub mod wire;
 
@@ -66,6 +68,8 @@ pub enum NftError {
     Lock(#[source] std::io::Error),
     #[error("nftables journal {0}")]
     Journal(std::path::PathBuf, #[source] std::io::Error),
+    #[error("nftables over netlink")]
+    Netlink(#[from] wire::WireError),
 }
 
 impl From<NftError> for cni::CniError {
@@ -230,18 +234,15 @@ pub fn attachment_key(network: &str, container_id: &str, ifname: &str) -> String
     format!("{network} {container_id} {ifname}")
 }
 
-/// Chains of `inet podnet` whose rules podnet owns; any other chain holding rules
-/// (an admin chain a user filled) keeps the table alive when its last element goes.
-pub const OWN_CHAINS: &[&str] = &[
-    "guard",
-    "prerouting",
-    "output",
-    "portmap",
-    "portmap_cond",
-    "postrouting",
-    "forward",
-    "input",
-];
+/// Whether podnet owns the rules of chain `name` of `inet podnet` (the schema's chains
+/// and the conditioned networks'); any other chain holding rules (an admin chain a user
+/// filled) keeps the table alive when its last element goes.
+pub fn own_chain(name: &str) -> bool {
+    name.starts_with(COND_CHAIN_PREFIX)
+        || schema::chains()
+            .iter()
+            .any(|c| c.family == schema::Family::Inet && c.name == name)
+}
 
 /// Prefix of the chains holding a network's `conditionsV4`/`conditionsV6` DNAT rules.
 pub const COND_CHAIN_PREFIX: &str = "pmc_";
@@ -259,171 +260,14 @@ pub fn check_backend(key: &str, value: Option<&str>) -> Result<(), cni::CniError
     }
 }
 
-/// The `inet podnet` table with every set, map and chain; idempotent (each chain's
-/// static rules are flushed and re-added in the same transaction; admin and
-/// conditioned chains are created elsewhere and never flushed here).
-pub fn skeleton_inet() -> Batch {
-    let mut b = Batch::default();
-    b.push(format!("add table inet {TABLE}"));
-    for (name, spec) in [
-        ("masq4", "type ipv4_addr;"),
-        ("masq6", "type ipv6_addr;"),
-        ("local4", "type ipv4_addr . ipv4_addr; flags interval;"),
-        ("local6", "type ipv6_addr . ipv6_addr; flags interval;"),
-        ("pmlocal4", "type ipv4_addr;"),
-        ("pmlocal6", "type ipv6_addr;"),
-        ("pmall4", "type ipv4_addr;"),
-        ("pmall6", "type ipv6_addr;"),
-        ("pmhairpin", "type ifname . ifname;"),
-        ("fw4", "type ipv4_addr;"),
-        ("fw6", "type ipv6_addr;"),
-        ("isolated", "type ifname;"),
-        ("strict", "type ifname;"),
-        ("samebr", "type ifname . ifname;"),
-        ("dns", "type ifname . inet_proto . inet_service;"),
-    ] {
-        b.push(format!("add set inet {TABLE} {name} {{ {spec} }}"));
-    }
-    for line in portmap_maps("") {
-        b.push(line);
-    }
-    b.push(format!(
-        "add map inet {TABLE} admin {{ type ifname : verdict; }}"
-    ));
-    let chains: [(&str, &str, &[&str]); 8] = [
-        // Packets to 127.0.0.0/8 that did not arrive on `lo` are martians, yet the
-        // kernel's check comes after the DNAT in `prerouting` and is lifted by the
-        // `route_localnet` that localhost ports need (CVE-2020-8558): they are dropped
-        // before conntrack, so no neighbour or LAN host reaches a localhost port or a
-        // host service on 127.0.0.1. The host's own localhost traffic is on `lo`.
-        (
-            "guard",
-            "type filter hook prerouting priority raw; policy accept;",
-            &["iifname != \"lo\" ip daddr 127.0.0.0/8 drop"],
-        ),
-        (
-            "prerouting",
-            "type nat hook prerouting priority dstnat; policy accept;",
-            &["fib daddr type local jump portmap"],
-        ),
-        (
-            "output",
-            "type nat hook output priority -100; policy accept;",
-            &["fib daddr type local jump portmap"],
-        ),
-        ("portmap_cond", "", &[]),
-        (
-            "portmap",
-            "",
-            &[
-                "jump portmap_cond",
-                "dnat ip to ip daddr . meta l4proto . th dport map @pm4",
-                "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @pm4any",
-                "dnat ip6 to ip6 daddr . meta l4proto . th dport map @pm6",
-                "meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @pm6any",
-            ],
-        ),
-        (
-            "postrouting",
-            "type nat hook postrouting priority srcnat; policy accept;",
-            &[
-                "ct status dnat ip daddr @pmall4 masquerade",
-                "ct status dnat ip6 daddr @pmall6 masquerade",
-                "ct status dnat ip saddr 127.0.0.0/8 ip daddr @pmlocal4 masquerade",
-                "meta mark & 0x00002000 == 0x00002000 masquerade",
-                "ip saddr . ip daddr @local4 return",
-                "ip6 saddr . ip6 daddr @local6 return",
-                "ip daddr 224.0.0.0/4 return",
-                "ip6 daddr ff00::/8 return",
-                "ip saddr @masq4 masquerade",
-                "ip6 saddr @masq6 masquerade",
-            ],
-        ),
-        (
-            "forward",
-            "type filter hook forward priority filter - 5; policy accept;",
-            &[
-                "ct status dnat iifname . oifname @pmhairpin ip daddr @pmlocal4 meta mark set meta mark | 0x00002000",
-                "ct status dnat iifname . oifname @pmhairpin ip6 daddr @pmlocal6 meta mark set meta mark | 0x00002000",
-                "iifname @isolated oifname @isolated iifname . oifname != @samebr drop",
-                "oifname @strict iifname . oifname != @samebr ct state new ct status ! dnat drop",
-                "iifname vmap @admin",
-                "oifname vmap @admin",
-                "ip saddr @fw4 accept",
-                "ip daddr @fw4 ct state established,related accept",
-                "ip6 saddr @fw6 accept",
-                "ip6 daddr @fw6 ct state established,related accept",
-            ],
-        ),
-        (
-            "input",
-            "type filter hook input priority filter - 5; policy accept;",
-            &["iifname . meta l4proto . th dport @dns accept"],
-        ),
-    ];
-    // Every chain first: rules jump to chains declared after them.
-    for (name, spec, _) in &chains {
-        if spec.is_empty() {
-            b.push(format!("add chain inet {TABLE} {name}"));
-        } else {
-            b.push(format!("add chain inet {TABLE} {name} {{ {spec} }}"));
-        }
-    }
-    for (name, _, rules) in chains {
-        if name == "portmap_cond" {
-            continue; // holds one jump per conditioned network, added once each
-        }
-        b.push(format!("flush chain inet {TABLE} {name}"));
-        for rule in rules {
-            b.push(format!("add rule inet {TABLE} {name} {rule}"));
-        }
-    }
-    b
-}
-
-/// The four port maps; `suffix` is empty for the plain ones, `_<hash>` for a network's
-/// conditioned ones.
+/// The four port maps' `add map` commands under `suffix` (`_<hash>`: a conditioned
+/// network's own, made by `nft` together with its conditions).
 pub fn portmap_maps(suffix: &str) -> Vec<String> {
-    [
-        (
-            "pm4",
-            "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
-        ),
-        (
-            "pm4any",
-            "inet_proto . inet_service : ipv4_addr . inet_service",
-        ),
-        (
-            "pm6",
-            "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
-        ),
-        (
-            "pm6any",
-            "inet_proto . inet_service : ipv6_addr . inet_service",
-        ),
-    ]
-    .iter()
-    .map(|(name, ty)| format!("add map inet {TABLE} {name}{suffix} {{ type {ty}; }}"))
-    .collect()
-}
-
-/// The `bridge podnet` table (MAC spoof check); idempotent.
-pub fn skeleton_bridge() -> Batch {
-    let mut b = Batch::default();
-    b.push(format!("add table bridge {TABLE}"));
-    b.push(format!(
-        "add set bridge {TABLE} macs {{ type ifname . ether_addr; }}"
-    ));
-    b.push(format!("add set bridge {TABLE} checked {{ type ifname; }}"));
-    b.push(format!("add chain bridge {TABLE} prerouting {{ type filter hook prerouting priority -300; policy accept; }}"));
-    b.push(format!("flush chain bridge {TABLE} prerouting"));
-    b.push(format!(
-        "add rule bridge {TABLE} prerouting iifname . ether saddr @macs accept"
-    ));
-    b.push(format!(
-        "add rule bridge {TABLE} prerouting iifname @checked drop"
-    ));
-    b
+    schema::PORT_MAPS
+        .iter()
+        .filter_map(|m| schema::set_def("inet", m))
+        .map(|d| d.nft_text(&format!("{}{suffix}", d.name)))
+        .collect()
 }
 
 /// Masquerade `addrs` (container addresses with their prefix): the entries.
@@ -490,27 +334,39 @@ pub fn query_objects(args: &[&str], kind: &str) -> Result<Vec<Value>, NftError> 
     })
 }
 
-/// Deletes `elements` (GC sweeps); removes a table too when nothing else is left in it.
-pub fn delete_elements(all: &[Element], doomed: &[&Element]) -> Batch {
-    let mut b = Batch::default();
-    for family in ["inet", "bridge"] {
-        let total = all.iter().filter(|e| e.family == family).count();
-        let going: Vec<&&Element> = doomed.iter().filter(|e| e.family == family).collect();
-        if going.is_empty() {
-            continue;
-        }
-        if going.len() == total && family == "bridge" {
-            b.push(format!("delete table {family} {TABLE}"));
-            continue;
-        }
-        for e in going {
-            b.push(format!(
-                "delete element {family} {TABLE} {} {{ {} }}",
-                e.set, e.key
-            ));
-        }
+/// Deletes `doomed` (GC sweeps) over netlink, in one transaction; `bridge podnet`
+/// goes too when nothing else is left in it.
+pub fn delete_elements(all: &[Element], doomed: &[&Element]) -> Result<(), NftError> {
+    if doomed.is_empty() {
+        return Ok(());
     }
-    b
+    let entries: Vec<Entry> = doomed
+        .iter()
+        .map(|e| Entry {
+            family: e.family.clone(),
+            set: e.set.clone(),
+            key: e.key.clone(),
+            ..Entry::inet("", "")
+        })
+        .collect();
+    let bridge_total = all.iter().filter(|e| e.family == "bridge").count();
+    let bridge_going = entries.iter().filter(|e| e.family == "bridge").count();
+    let (ops, drop): (Vec<_>, &[&str]) = if bridge_going > 0 && bridge_going == bridge_total {
+        let ops = entries.iter().filter(|e| e.family != "bridge");
+        (
+            ops.map(|e| (wire::Op::Delete, e, None)).collect(),
+            &["bridge"],
+        )
+    } else {
+        (
+            entries
+                .iter()
+                .map(|e| (wire::Op::Delete, e, None))
+                .collect(),
+            &[],
+        )
+    };
+    Ok(wire::apply_and_drop(&ops, drop)?)
 }
 
 /// GC: releases every journaled attachment of `network` (any owner) not in `valid`,
@@ -543,7 +399,7 @@ pub fn retain_attachments(
         .iter()
         .filter(|e| e.comment.starts_with(&prefix) && !keys.contains(&e.comment))
         .collect();
-    apply(&delete_elements(&all, &doomed))?;
+    delete_elements(&all, &doomed)?;
     Ok(gone)
 }
 
@@ -552,30 +408,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skeleton_and_masq_snapshot() {
-        let sk = skeleton_inet().text();
-        assert!(sk.starts_with("add table inet podnet\n"));
-        assert!(sk.contains("flush chain inet podnet postrouting\nadd rule inet podnet postrouting ct status dnat ip daddr @pmall4 masquerade"));
-        assert!(!sk.contains("flush chain inet podnet portmap_cond"));
-        assert!(sk.contains("add chain inet podnet guard { type filter hook prerouting priority raw; policy accept; }\n"));
-        assert!(
-            sk.contains("add rule inet podnet guard iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n")
-        );
-        let mut r = Record::new("bridge", "net1", "c1", "eth0");
-        r.entries = masq_entries(&[
+    fn masq_entries_and_port_maps() {
+        let e = masq_entries(&[
             "10.88.0.5/16".parse().unwrap(),
             "fd00::5/64".parse().unwrap(),
         ]);
-        let text = r.add_batch(true, true).text();
-        assert!(
-            text.contains("add element inet podnet masq4 { 10.88.0.5 comment \"net1 c1 eth0\" }")
+        assert_eq!(e[0], Entry::inet("masq4", "10.88.0.5"));
+        assert_eq!(e[1], Entry::inet("local4", "10.88.0.5 . 10.88.0.0/16"));
+        assert_eq!(e[3], Entry::inet("local6", "fd00::5 . fd00::/64"));
+        assert_eq!(
+            portmap_maps("_ab")[1],
+            "add map inet podnet pm4any_ab { type inet_proto . inet_service : ipv4_addr . inet_service; }"
         );
-        assert!(text.contains(
-            "add element inet podnet local4 { 10.88.0.5 . 10.88.0.0/16 comment \"net1 c1 eth0\" }"
-        ));
-        assert!(text.contains(
-            "add element inet podnet local6 { fd00::5 . fd00::/64 comment \"net1 c1 eth0\" }"
-        ));
     }
 
     #[test]
@@ -593,17 +437,10 @@ mod tests {
                 comment: "n a eth0".into()
             }
         );
-        let doomed: Vec<&Element> = all.iter().filter(|e| e.comment == "n a eth0").collect();
+        assert_eq!(all.len(), 3);
         assert_eq!(
-            delete_elements(&all, &doomed).0,
-            [
-                "delete element inet podnet masq4 { 10.88.0.5 }",
-                "delete element inet podnet local4 { 10.88.0.5 . 10.88.0.0/16 }"
-            ]
+            spoofchk_entries("veth1234", "02:00:00:00:00:01")[0],
+            Entry::bridge("macs", "\"veth1234\" . 02:00:00:00:00:01")
         );
-        let mut r = Record::new("bridge", "n", "a", "eth0");
-        r.entries = spoofchk_entries("veth1234", "02:00:00:00:00:01");
-        let spoof = r.add_batch(true, true).text();
-        assert!(spoof.contains("add element bridge podnet macs { \"veth1234\" . 02:00:00:00:00:01 comment \"n a eth0\" }"), "{spoof}");
     }
 }

@@ -21,11 +21,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::schema::Family;
 use super::wire::{self, Op};
-use super::{
-    apply, attachment_key, lock, query, query_objects, skeleton_bridge, skeleton_inet, Batch,
-    NftError, COND_CHAIN_PREFIX, OWN_CHAINS, TABLE,
-};
+use super::{apply, attachment_key, lock, query, Batch, NftError, COND_CHAIN_PREFIX, TABLE};
 
 /// Where the records live.
 pub const STATE_DIR: &str = "/run/podnet/nft";
@@ -81,26 +79,6 @@ impl Entry {
         self.exclusive = true;
         self.label = Some(label.into());
         self
-    }
-
-    fn add(&self, comment: &str, exclusive: bool) -> String {
-        let verb = if exclusive { "create" } else { "add" };
-        let value = self
-            .value
-            .as_ref()
-            .map(|v| format!(" : {v}"))
-            .unwrap_or_default();
-        format!(
-            "{verb} element {} {TABLE} {} {{ {} comment \"{comment}\"{value} }}",
-            self.family, self.set, self.key
-        )
-    }
-
-    fn delete(&self) -> String {
-        format!(
-            "delete element {} {TABLE} {} {{ {} }}",
-            self.family, self.set, self.key
-        )
     }
 }
 
@@ -220,62 +198,69 @@ impl Record {
         )
     }
 
-    /// The set-up commands; with `skeleton`, the tables' own too (needed only when a
-    /// table is missing: rewriting base chains costs the kernel an RCU grace period per
-    /// transaction, ~20 ms, so the hot path leaves them alone).
-    fn prelude(&self, skeleton: bool) -> Batch {
+    /// The families of podnet's tables this record's elements live in.
+    fn table_families(&self) -> Vec<Family> {
         let (inet, bridge) = self.families();
-        let mut b = Batch::default();
+        let mut out = Vec::new();
         if inet {
-            if skeleton {
-                b.0.extend(skeleton_inet().0);
-            }
-            b.0.extend(self.setup.iter().cloned());
+            out.push(Family::Inet);
         }
-        if bridge && skeleton {
-            b.0.extend(skeleton_bridge().0);
+        if bridge {
+            out.push(Family::Bridge);
         }
-        b
+        out
     }
 
-    /// The ADD transaction; `exclusive` false turns `create` into `add` (a retry by the
-    /// holder itself).
-    pub fn add_batch(&self, exclusive: bool, skeleton: bool) -> Batch {
-        let mut b = self.prelude(skeleton);
-        let comment = self.comment();
-        for e in &self.entries {
-            b.push(e.add(&comment, exclusive && e.exclusive));
-        }
-        let gc = self.group_comment();
-        for e in &self.group_entries {
-            b.push(e.add(&gc, false));
-        }
-        b
+    /// The record's own set-up (a conditioned network's maps and chain), by `nft`: it
+    /// holds the network's `conditionsV4`/`conditionsV6`, which are nft syntax from the
+    /// config, and no attachment's name.
+    fn setup_batch(&self) -> Batch {
+        Batch(self.setup.clone())
     }
 
-    /// The DEL transaction: every element re-added (so that deleting it is valid) and
-    /// deleted; the group's shared ones only when `with_group`.
-    pub fn del_batch(&self, with_group: bool, skeleton: bool) -> Batch {
-        let mut b = self.prelude(skeleton);
-        let comment = self.comment();
-        let gc = self.group_comment();
+    /// Every element with its comment, as [`wire`] applies them (`op` for the record's
+    /// own, plain add for the group's shared ones).
+    fn ops<'a>(
+        &'a self,
+        op: impl Fn(&Entry) -> Op,
+        comments: &'a (String, String),
+        with_group: bool,
+    ) -> Vec<(Op, &'a Entry, Option<&'a str>)> {
         let group: &[Entry] = if with_group { &self.group_entries } else { &[] };
-        for e in &self.entries {
-            b.push(e.add(&comment, false));
-        }
-        for e in group {
-            b.push(e.add(&gc, false));
-        }
-        for e in self.entries.iter().chain(group) {
-            b.push(e.delete());
-        }
-        b
+        self.entries
+            .iter()
+            .map(|e| (op(e), e, Some(comments.0.as_str())))
+            .chain(
+                group
+                    .iter()
+                    .map(|e| (Op::Add, e, Some(comments.1.as_str()))),
+            )
+            .collect()
     }
 }
 
-/// Adds a record's elements: over netlink ([`wire`]) when podnet can encode them, else
-/// (or when a table or set is missing, or the kernel refuses) through `nft`, which creates
-/// what is missing and words the kernel's refusal.
+/// The tables of `rec` (from the schema, over netlink), then its own set-up.
+fn make_tables(rec: &Record) -> Result<(), NftError> {
+    wire::create_tables(&rec.table_families())?;
+    apply(&rec.setup_batch())
+}
+
+/// After a batch failed with ENOENT (a flushed ruleset, or a conditioned network's maps
+/// not made yet): the record's set-up, and the tables when that is not enough.
+fn make_missing(rec: &Record) -> Result<(), NftError> {
+    if rec.setup.is_empty() || apply(&rec.setup_batch()).is_err() {
+        make_tables(rec)?;
+    }
+    Ok(())
+}
+
+fn is_enoent(e: &wire::WireError) -> bool {
+    e.errno() == Some(nix::libc::ENOENT)
+}
+
+/// Adds a record's elements over netlink ([`wire`]), all or nothing. When a table,
+/// set or chain is missing (first use, after a reboot or a flushed ruleset), the
+/// kernel says ENOENT: what is missing is made and the elements go again.
 ///
 /// `tables_expected` is false when no other record exists: the last DEL removed the
 /// tables (or none were ever made), so they are made first (a transaction bound to
@@ -283,65 +268,38 @@ impl Record {
 /// 10–25 ms here).
 fn add_elements(rec: &Record, exclusive: bool, tables_expected: bool) -> Result<(), NftError> {
     if !tables_expected {
-        // The tables by the one `nft` run they need, which holds no name of any
-        // attachment; the elements then go over netlink like every other ADD's, so no
-        // interface or container name is ever pasted into nft text.
-        apply(&rec.prelude(true))?;
+        make_tables(rec)?;
     }
-    let (comment, gc) = (rec.comment(), rec.group_comment());
-    let ops: Vec<(Op, &Entry, Option<&str>)> = rec
-        .entries
-        .iter()
-        .map(|e| {
-            let op = if exclusive && e.exclusive {
+    let comments = (rec.comment(), rec.group_comment());
+    let ops = rec.ops(
+        |e| {
+            if exclusive && e.exclusive {
                 Op::Create
             } else {
                 Op::Add
-            };
-            (op, e, Some(comment.as_str()))
-        })
-        .chain(
-            rec.group_entries
-                .iter()
-                .map(|e| (Op::Add, e, Some(gc.as_str()))),
-        )
-        .collect();
-    let taken = || NftError::Refused {
-        stderr: "File exists".into(),
-        batch: String::new(),
-    };
-    match wire::apply(&ops) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.errno() == Some(nix::libc::EEXIST) => return Err(taken()),
-        // Something is missing: a chain or map of the record's own (`setup`), or the
-        // tables (a flushed ruleset). Made by `nft` (no attachment's name in it), then
-        // the elements over netlink again.
-        Err(e) if e.errno() == Some(nix::libc::ENOENT) => {
-            let made = if rec.setup.is_empty() {
-                apply(&rec.prelude(true))
-            } else {
-                apply(&rec.prelude(false)).or_else(|_| apply(&rec.prelude(true)))
-            };
-            if made.is_ok() {
-                match wire::apply(&ops) {
-                    Ok(()) => return Ok(()),
-                    Err(e) if e.errno() == Some(nix::libc::EEXIST) => return Err(taken()),
-                    Err(_) => {}
-                }
             }
+        },
+        &comments,
+        true,
+    );
+    match wire::apply(&ops) {
+        Err(e) if is_enoent(&e) => {
+            make_missing(rec)?;
+            Ok(wire::apply(&ops)?)
         }
-        Err(_) => {}
+        other => Ok(other?),
     }
-    // The last resort: `nft`, which creates what is missing and words the refusal.
-    apply_or_create(|sk| rec.add_batch(exclusive, sk))
 }
 
 /// Deletes a record's elements (re-added first in the same transaction, so that the
 /// delete is valid whatever is left), the group's only with `with_group`.
 fn del_elements(rec: &Record, with_group: bool) -> Result<(), NftError> {
     match delete_over_wire(rec, with_group, &[]) {
-        Ok(()) => Ok(()),
-        Err(_) => apply_or_create(|sk| rec.del_batch(with_group, sk)),
+        Err(e) if is_enoent(&e) => {
+            make_missing(rec)?;
+            Ok(delete_over_wire(rec, with_group, &[])?)
+        }
+        other => Ok(other?),
     }
 }
 
@@ -349,54 +307,26 @@ fn del_elements(rec: &Record, with_group: bool) -> Result<(), NftError> {
 /// (keeping `inet podnet` when a user put rules into an admin chain of it), in the same
 /// transaction.
 fn del_elements_and_tables(rec: &Record, with_group: bool) -> Result<(), NftError> {
-    let own = |c: &str| OWN_CHAINS.contains(&c) || c.starts_with(COND_CHAIN_PREFIX);
-    let wired = wire::inet_has_rules_outside(own).and_then(|user_rules| {
-        let drop: &[&str] = if user_rules {
-            &["bridge"]
-        } else {
-            &["bridge", "inet"]
-        };
-        delete_over_wire(rec, with_group, drop)
-    });
-    if wired.is_ok() {
-        return Ok(());
+    let drop: &[&str] = if wire::inet_has_rules_outside(super::own_chain)? {
+        &["bridge"]
+    } else {
+        &["bridge", "inet"]
+    };
+    match delete_over_wire(rec, with_group, drop) {
+        Err(e) if is_enoent(&e) => {
+            make_missing(rec)?;
+            Ok(delete_over_wire(rec, with_group, drop)?)
+        }
+        other => Ok(other?),
     }
-    let tail = drop_tables()?;
-    apply_or_create(|sk| {
-        let mut b = rec.del_batch(with_group, sk);
-        b.0.extend(tail.0.iter().cloned());
-        b
-    })
 }
 
 fn delete_over_wire(rec: &Record, with_group: bool, drop: &[&str]) -> Result<(), wire::WireError> {
-    let (comment, gc) = (rec.comment(), rec.group_comment());
-    let group: &[Entry] = if with_group { &rec.group_entries } else { &[] };
-    let mut ops: Vec<(Op, &Entry, Option<&str>)> = rec
-        .entries
-        .iter()
-        .map(|e| (Op::Add, e, Some(comment.as_str())))
-        .chain(group.iter().map(|e| (Op::Add, e, Some(gc.as_str()))))
-        .collect();
-    ops.extend(
-        rec.entries
-            .iter()
-            .chain(group)
-            .map(|e| (Op::Delete, e, None)),
-    );
+    let comments = (rec.comment(), rec.group_comment());
+    let mut ops = rec.ops(|_| Op::Add, &comments, with_group);
+    let deletes: Vec<_> = ops.iter().map(|(_, e, _)| (Op::Delete, *e, None)).collect();
+    ops.extend(deletes);
     wire::apply_and_drop(&ops, drop)
-}
-
-/// Applies `make(false)` (elements only); when nft answers that a table, set or map is
-/// missing (first use, after a reboot or a flush), applies `make(true)`, which creates
-/// the tables first.
-fn apply_or_create(make: impl Fn(bool) -> Batch) -> Result<(), NftError> {
-    match apply(&make(false)) {
-        Err(NftError::Refused { stderr, .. }) if stderr.contains("No such file or directory") => {
-            apply(&make(true))
-        }
-        other => other,
-    }
 }
 
 fn file_name(container_id: &str, ifname: &str) -> String {
@@ -621,26 +551,6 @@ fn any_record_but(except: &Path) -> bool {
         .any(|owner| read_dir(owner).iter().any(|g| has_other(g, except)))
 }
 
-/// Commands that remove both tables, keeping `inet podnet` (emptied of elements by the
-/// caller) when a user put rules into an admin chain of it. Called only when the last
-/// record goes, so the table read here is small.
-fn drop_tables() -> Result<Batch, NftError> {
-    let mut b = Batch::default();
-    b.push(format!("add table bridge {TABLE}"));
-    b.push(format!("delete table bridge {TABLE}"));
-    let user_rules = query_objects(&["list", "table", "inet", TABLE], "rule")?
-        .iter()
-        .any(|r| {
-            let chain = r["chain"].as_str().unwrap_or_default();
-            !OWN_CHAINS.contains(&chain) && !chain.starts_with(COND_CHAIN_PREFIX)
-        });
-    if !user_rules {
-        b.push(format!("add table inet {TABLE}"));
-        b.push(format!("delete table inet {TABLE}"));
-    }
-    Ok(b)
-}
-
 /// What [`restore`] put back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -699,31 +609,27 @@ fn restore_parts(tables: bool) -> Result<Restored, NftError> {
     Ok(done)
 }
 
-/// The tables (when missing) and the records' own chains by one `nft` run holding no
-/// attachment's name, then every element over netlink (`nft` only if that fails), then
-/// the conditioned-map jumps. Whether tables were made.
+/// The tables (when missing, from the schema over netlink), the records' own set-up,
+/// then every element over netlink, then the conditioned-map jumps. Whether tables
+/// were made.
 fn restore_tables(records: &[Record]) -> Result<bool, NftError> {
-    let (inet, bridge) = records.iter().fold((false, false), |(i, b), r| {
-        let (ri, rb) = r.families();
-        (i || ri, b || rb)
-    });
-    let missing = |family: &str| -> Result<bool, NftError> {
-        Ok(query(&["list", "table", family, TABLE])?.is_none())
-    };
-    let mut b = Batch::default();
-    let mut created = false;
-    if inet && missing("inet")? {
-        b.0.extend(skeleton_inet().0);
-        created = true;
+    let mut families: Vec<Family> = records.iter().flat_map(Record::table_families).collect();
+    families.sort_by_key(|f| f.name());
+    families.dedup();
+    let mut missing = Vec::new();
+    for f in families {
+        if !wire::table_exists(f)? {
+            missing.push(f);
+        }
     }
-    if bridge && missing("bridge")? {
-        b.0.extend(skeleton_bridge().0);
-        created = true;
+    if !missing.is_empty() {
+        wire::create_tables(&missing)?;
     }
+    let mut setup = Batch::default();
     for r in records {
-        b.0.extend(r.prelude(false).0);
+        setup.0.extend(r.setup.iter().cloned());
     }
-    apply(&b)?;
+    apply(&setup)?;
     let comments: Vec<(String, String)> = records
         .iter()
         .map(|r| (r.comment(), r.group_comment()))
@@ -731,25 +637,9 @@ fn restore_tables(records: &[Record]) -> Result<bool, NftError> {
     let ops: Vec<(Op, &Entry, Option<&str>)> = records
         .iter()
         .zip(&comments)
-        .flat_map(|(r, (c, gc))| {
-            let own = r
-                .entries
-                .iter()
-                .map(move |e| (Op::Add, e, Some(c.as_str())));
-            own.chain(
-                r.group_entries
-                    .iter()
-                    .map(move |e| (Op::Add, e, Some(gc.as_str()))),
-            )
-        })
+        .flat_map(|(r, c)| r.ops(|_| Op::Add, c, true))
         .collect();
-    if wire::apply(&ops).is_err() {
-        let mut text = Batch::default();
-        for r in records {
-            text.0.extend(r.add_batch(false, false).0);
-        }
-        apply(&text)?;
-    }
+    wire::apply(&ops)?;
     let add_chain = format!("add chain inet {TABLE} ");
     let mut chains: Vec<&str> = records
         .iter()
@@ -760,7 +650,7 @@ fn restore_tables(records: &[Record]) -> Result<bool, NftError> {
     chains.sort_unstable();
     chains.dedup();
     ensure_cond_jumps(&chains)?;
-    Ok(created)
+    Ok(!missing.is_empty())
 }
 
 /// The responder's port in a dnsname record (`"<bridge>" . udp . 53`).
@@ -842,32 +732,19 @@ mod tests {
     }
 
     #[test]
-    fn add_and_del_batches() {
+    fn add_and_del_operations() {
         let r = rec();
-        let add = r.add_batch(true, true).text();
-        assert!(add.starts_with("add table inet podnet\n"));
-        assert!(add.contains(
-            "create element inet podnet pm4any { tcp . 8080 comment \"net1 c1 eth0\" : 10.88.0.5 . 80 }"
-        ), "{add}");
-        assert!(r
-            .add_batch(false, true)
-            .text()
-            .contains("add element inet podnet pm4any { tcp . 8080 comment"));
-        assert!(
-            !add.contains("bridge podnet"),
+        let c = (r.comment(), r.group_comment());
+        let create = |e: &Entry| if e.exclusive { Op::Create } else { Op::Add };
+        let ops = r.ops(create, &c, true);
+        assert_eq!(ops[0].0, Op::Create, "the host port is exclusive");
+        assert_eq!(ops[1].0, Op::Add);
+        assert_eq!(ops[0].2, Some("net1 c1 eth0"));
+        assert_eq!(
+            r.table_families(),
+            [Family::Inet],
             "no bridge table for inet-only records"
         );
-        let del = r.del_batch(true, true).0;
-        let n = del.len();
-        assert_eq!(
-            del[n - 2],
-            "delete element inet podnet pm4any { tcp . 8080 }"
-        );
-        assert_eq!(
-            del[n - 1],
-            "delete element inet podnet pmlocal4 { 10.88.0.5 }"
-        );
-        assert!(del[n - 4].starts_with("add element inet podnet pm4any"));
     }
 
     #[test]
@@ -876,17 +753,10 @@ mod tests {
         r.group = Some("cni0".into());
         r.group_entries.push(Entry::inet("isolated", "\"cni0\""));
         assert_eq!(r.path(), Path::new("/run/podnet/nft/firewall/cni0/c1.eth0"));
-        assert!(r
-            .add_batch(true, true)
-            .text()
-            .contains("add element inet podnet isolated { \"cni0\" comment \"bridge:cni0\" }"));
-        assert!(!r
-            .del_batch(false, false)
-            .text()
-            .contains("delete element inet podnet isolated"));
-        assert!(r
-            .del_batch(true, false)
-            .text()
-            .contains("delete element inet podnet isolated { \"cni0\" }"));
+        let c = (r.comment(), r.group_comment());
+        let with = r.ops(|_| Op::Add, &c, true);
+        assert_eq!(with.len(), 1);
+        assert_eq!(with[0].2, Some("bridge:cni0"));
+        assert!(r.ops(|_| Op::Add, &c, false).is_empty());
     }
 }

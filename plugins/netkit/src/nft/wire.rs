@@ -2,7 +2,7 @@
 //!
 //! Starting `nft` costs ~3–4 ms per call (library and cache set-up) against ~0.1 ms for
 //! one netlink batch, and three chained plugins pay it on every ADD and DEL. podnet knows
-//! the type of each of its sets (they are static: [`super::skeleton_inet`]), so it encodes
+//! the type of each of its sets (they are static: [`super::schema`]), so it encodes
 //! the elements itself: each field of a concatenation in its own 4-byte-aligned register,
 //! ranges as `KEY`/`KEY_END`, the comment as nft's user-data TLV (so `nft list` shows it).
 //! A set it does not know, or a missing table, is left to the `nft` path.
@@ -16,9 +16,10 @@ use netlink_packet_core::{
     NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, DataAttribute, Hook, ListAttribute, NfTablesMessage,
-    RuleAttribute, RuleMessage, SetElementAttribute, SetElementList, SetElementMessage,
-    TableAttribute, TableMessage, Verdict, VerdictAttribute,
+    ChainAttribute, ChainMessage, DataAttribute, Hook, HookNumber, ListAttribute, NfTablesMessage,
+    RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute, SetElementList,
+    SetElementMessage, SetFlags, SetMessage, TableAttribute, TableMessage, Verdict,
+    VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -26,57 +27,25 @@ use netlink_packet_netfilter::{
 };
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
+use super::schema::{self, Field};
 use super::{Entry, TABLE};
 use crate::release;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// Below the kernel's default socket send buffer (`wmem_default`, 208 KiB).
+const DEFAULT_SNDBUF: usize = 160 * 1024;
 const NFTA_DATA_VALUE: u16 = 1;
 /// nft's user-data type for an element comment (libnftnl `NFTNL_UDATA_SET_ELEM_COMMENT`).
 const UDATA_COMMENT: u8 = 0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    V4,
-    V6,
-    /// An address or prefix in a range field (`10.88.0.0/16`).
-    Net4,
-    Net6,
-    Proto,
-    Port,
-    Ifname,
-    Ether,
-}
-
-/// The key fields, data fields and whether the set holds ranges, of a podnet set.
+/// The key fields and data fields of a podnet set, from the schema (`None` for a set
+/// podnet does not declare).
 fn shape(family: &str, set: &str) -> Option<(&'static [Field], &'static [Field])> {
-    use Field::*;
-    if family == "bridge" {
-        return match set {
-            "macs" => Some((&[Ifname, Ether], &[])),
-            "checked" => Some((&[Ifname], &[])),
-            _ => None,
-        };
-    }
-    // Conditioned port maps (`pm4any_<hash>`) have the plain ones' types.
-    let base = set.split('_').next().unwrap_or(set);
-    Some(match base {
-        "masq4" | "fw4" => (&[V4], &[]),
-        "masq6" | "fw6" => (&[V6], &[]),
-        "local4" => (&[V4, Net4], &[]),
-        "local6" => (&[V6, Net6], &[]),
-        "pmlocal4" | "pmall4" => (&[V4], &[]),
-        "pmlocal6" | "pmall6" => (&[V6], &[]),
-        "pmhairpin" => (&[Ifname, Ifname], &[]),
-        "pm4" => (&[V4, Proto, Port], &[V4, Port]),
-        "pm4any" => (&[Proto, Port], &[V4, Port]),
-        "pm6" => (&[V6, Proto, Port], &[V6, Port]),
-        "pm6any" => (&[Proto, Port], &[V6, Port]),
-        "isolated" | "strict" => (&[Ifname], &[]),
-        "dns" => (&[Ifname, Proto, Port], &[]),
-        "samebr" => (&[Ifname, Ifname], &[]),
+    let def = schema::set_def(family, set)?;
+    Some(match def.data {
+        schema::Data::Fields(d) => (def.key, d),
         // The admin verdict map's data is a verdict, encoded apart.
-        "admin" => (&[Ifname], &[]),
-        _ => return None,
+        schema::Data::None | schema::Data::Verdict => (def.key, &[]),
     })
 }
 
@@ -252,16 +221,6 @@ pub fn apply(ops: &[(Op, &Entry, Option<&str>)]) -> Result<(), WireError> {
 /// `bridge`; created first if missing, as `nft`'s `add table` + `delete table` does), in
 /// one transaction.
 pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Result<(), WireError> {
-    let mut body = Vec::new();
-    let mut seq = 1u32;
-    body.extend(message(
-        NetfilterProtoFamily::Unspec,
-        NFNL_SUBSYS_NFTABLES,
-        NLM_F_REQUEST,
-        seq,
-        ControlMessage::BatchBegin,
-    ));
-    let first = seq + 1;
     let mut msgs = Vec::with_capacity(ops.len() + 2 * drop.len());
     for (op, e, comment) in ops {
         let attrs = element(e, if *op == Op::Delete { None } else { *comment })
@@ -286,21 +245,209 @@ pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Resu
     }
     for family in drop {
         let family = proto_family(family)?;
-        let table = || TableMessage {
-            attributes: vec![TableAttribute::Name(TABLE.to_owned())],
-        };
-        msgs.push((family, NfTablesMessage::NewTable(table()), NLM_F_CREATE));
-        msgs.push((family, NfTablesMessage::DeleteTable(table()), 0));
+        msgs.push((family, NfTablesMessage::NewTable(table_msg()), NLM_F_CREATE));
+        msgs.push((family, NfTablesMessage::DeleteTable(table_msg()), 0));
     }
-    for (family, inner, flags) in msgs {
+    let deletes = !drop.is_empty() || ops.iter().any(|(op, ..)| *op == Op::Delete);
+    transaction(msgs, deletes)
+}
+
+fn table_msg() -> TableMessage {
+    TableMessage {
+        attributes: vec![TableAttribute::Name(TABLE.to_owned())],
+    }
+}
+
+/// `NLM_F_APPEND`: a new rule goes after the chain's last (`nft add rule`).
+const NLM_F_APPEND: u16 = 0x800;
+
+/// Creates podnet's tables of `families` from [`schema`], in one transaction and
+/// idempotently, as `nft`'s `add table`, `add set`, `add chain`, `flush chain` and `add
+/// rule` would: what exists is kept (with its elements), the chains' rules are
+/// rewritten. Nothing in it comes from input.
+pub fn create_tables(families: &[schema::Family]) -> Result<(), WireError> {
+    let mut msgs = Vec::new();
+    let mut set_id = 0u32;
+    for &fam in families {
+        let family = proto_family(fam.name())?;
+        msgs.push((family, NfTablesMessage::NewTable(table_msg()), NLM_F_CREATE));
+        for def in schema::SETS.iter().filter(|d| d.family == fam) {
+            set_id += 1;
+            msgs.push((
+                family,
+                NfTablesMessage::NewSet(set_msg(def, def.name, set_id)),
+                NLM_F_CREATE,
+            ));
+        }
+        let chains: Vec<schema::ChainDef> = schema::chains()
+            .into_iter()
+            .filter(|c| c.family == fam)
+            .collect();
+        for c in &chains {
+            msgs.push((
+                family,
+                NfTablesMessage::NewChain(chain_msg(c)),
+                NLM_F_CREATE,
+            ));
+        }
+        for c in &chains {
+            let Some(rules) = &c.rules else { continue };
+            let in_chain = || {
+                vec![
+                    RuleAttribute::Table(TABLE.to_owned()),
+                    RuleAttribute::Chain(c.name.to_owned()),
+                ]
+            };
+            // Flush, then the rules in order.
+            msgs.push((
+                family,
+                NfTablesMessage::DeleteRule(RuleMessage {
+                    attributes: in_chain(),
+                }),
+                0,
+            ));
+            for r in rules {
+                let mut attributes = in_chain();
+                attributes.push(RuleAttribute::Other(DefaultNla::new(
+                    NFTA_RULE_EXPRESSIONS | schema::NLA_F_NESTED,
+                    schema::encode_rule(r),
+                )));
+                msgs.push((
+                    family,
+                    NfTablesMessage::NewRule(RuleMessage { attributes }),
+                    NLM_F_CREATE | NLM_F_APPEND,
+                ));
+            }
+        }
+    }
+    // Flushed rules are deletions: their memory goes after a grace period.
+    transaction(msgs, true)
+}
+
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_SET_DESC: u16 = 9;
+
+fn set_msg(def: &schema::SetDef, name: &str, id: u32) -> SetMessage {
+    let mut flags = SetFlags::empty();
+    if def.interval {
+        flags |= SetFlags::Interval;
+        if def.key.len() > 1 {
+            flags |= SetFlags::Concat;
+        }
+    }
+    let mut attributes = vec![
+        SetAttribute::Table(TABLE.to_owned()),
+        SetAttribute::Name(name.to_owned()),
+    ];
+    let data = match def.data {
+        schema::Data::None => None,
+        schema::Data::Fields(d) => Some((schema::concat_type(d), schema::concat_len(d))),
+        // NFT_DATA_VERDICT; a verdict has no length.
+        schema::Data::Verdict => Some((0xffff_ff00, 0)),
+    };
+    if data.is_some() {
+        flags |= SetFlags::Map;
+    }
+    attributes.extend([
+        SetAttribute::Flags(flags),
+        SetAttribute::KeyType(schema::concat_type(def.key)),
+        SetAttribute::KeyLen(schema::concat_len(def.key)),
+    ]);
+    if let Some((ty, len)) = data {
+        attributes.extend([SetAttribute::DataType(ty), SetAttribute::DataLen(len)]);
+    }
+    attributes.push(SetAttribute::Id(id));
+    if flags.contains(SetFlags::Concat) {
+        attributes.push(SetAttribute::Other(DefaultNla::new(
+            NFTA_SET_DESC | schema::NLA_F_NESTED,
+            schema::encode_concat_desc(def.key),
+        )));
+    }
+    attributes.push(SetAttribute::UserData(set_userdata(def)));
+    SetMessage { attributes }
+}
+
+/// nft's user data of a set: the key's (and a map's data's) byte order, which `nft
+/// list` needs to print elements (`NFTNL_UDATA_SET_KEYBYTEORDER`, `…DATABYTEORDER`: 1
+/// host, 2 big endian; a concatenation has none of its own).
+fn set_userdata(def: &schema::SetDef) -> Vec<u8> {
+    let order = |fields: &[Field]| -> u32 {
+        match fields {
+            [Field::Ifname | Field::Proto] => 1,
+            [_] => 2,
+            _ => 0,
+        }
+    };
+    let mut ud = Vec::new();
+    let mut tlv = |kind: u8, v: u32| {
+        ud.extend([kind, 4]);
+        ud.extend(v.to_ne_bytes());
+    };
+    tlv(0, order(def.key));
+    if let schema::Data::Fields(d) = def.data {
+        tlv(1, order(d));
+    }
+    ud
+}
+
+fn chain_msg(c: &schema::ChainDef) -> ChainMessage {
+    let mut attributes = vec![
+        ChainAttribute::Table(TABLE.to_owned()),
+        ChainAttribute::Name(c.name.to_owned()),
+    ];
+    if let Some((kind, hook, priority)) = c.base {
+        attributes.extend([
+            ChainAttribute::Hook(vec![
+                Hook::Number(HookNumber::Other(hook)),
+                // Two's complement, as the kernel reads it (a signed 32-bit value).
+                Hook::Priority(priority as u32),
+            ]),
+            ChainAttribute::Policy(1), // NF_ACCEPT
+            ChainAttribute::Type(kind.to_owned()),
+        ]);
+    }
+    ChainMessage { attributes }
+}
+
+/// Whether podnet's table of `family` exists.
+pub fn table_exists(family: schema::Family) -> Result<bool, WireError> {
+    let mut found = false;
+    let get = NfTablesMessage::GetTable(TableMessage { attributes: vec![] });
+    dump(proto_family(family.name())?, get, |_, m| {
+        if let NfTablesMessage::NewTable(t) = m {
+            found |= t
+                .attributes
+                .iter()
+                .any(|a| matches!(a, TableAttribute::Name(n) if n == TABLE));
+        }
+    })?;
+    Ok(found)
+}
+
+/// Sends `msgs` as one nf_tables batch and waits for every ack: all or nothing.
+/// `deletes`: something is deleted (its memory is freed after the socket closes).
+fn transaction(
+    msgs: Vec<(NetfilterProtoFamily, NfTablesMessage, u16)>,
+    deletes: bool,
+) -> Result<(), WireError> {
+    let mut body = Vec::new();
+    let mut seq = 1u32;
+    body.extend(message(
+        NetfilterProtoFamily::Unspec,
+        NFNL_SUBSYS_NFTABLES,
+        NLM_F_REQUEST,
+        seq,
+        ControlMessage::BatchBegin,
+    ));
+    // Only the last message asks for an ack: the kernel reports every failing message
+    // anyway, and a thousand acks would overflow the receive buffer (ENOBUFS).
+    let count = msgs.len();
+    let mut last = None;
+    for (i, (family, inner, flags)) in msgs.into_iter().enumerate() {
         seq += 1;
-        body.extend(message(
-            family,
-            0,
-            NLM_F_REQUEST | NLM_F_ACK | flags,
-            seq,
-            inner,
-        ));
+        let ack = if i + 1 == count { NLM_F_ACK } else { 0 };
+        body.extend(message(family, 0, NLM_F_REQUEST | ack | flags, seq, inner));
+        last = Some(seq);
     }
     seq += 1;
     body.extend(message(
@@ -310,24 +457,40 @@ pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Resu
         seq,
         ControlMessage::BatchEnd,
     ));
-    let want = seq - first; // acks expected: one per message between begin and end
+    let Some(last) = last else {
+        return Ok(());
+    };
 
     let sock = socket()?;
+    // A batch is one datagram: a big one (a thousand published ports) needs a send
+    // buffer that holds it, as nft sets one (forced past the system's cap when allowed).
+    if body.len() > DEFAULT_SNDBUF {
+        let want = body.len() * 2;
+        let forced =
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SndBufForce, &want);
+        if forced.is_err() {
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SndBuf, &want)
+                .map_err(std::io::Error::from)?;
+        }
+    }
+    // The kernel runs the batch within this send: every reply is queued when it returns.
     sock.send(&body, 0)?;
-    let mut acked = 0;
     let mut buf = vec![0u8; 1 << 16];
-    while acked < want {
+    'replies: loop {
         let n = sock.recv(&mut &mut buf[..], 0)?;
         for msg in messages(&buf[..n])? {
             if let NetlinkPayload::Error(e) = msg.payload {
-                match e.code {
-                    None => acked += 1,
-                    Some(_) => return Err(WireError::Kernel(e.to_io())),
+                if e.code.is_some() {
+                    // Any failure aborts the whole batch.
+                    return Err(WireError::Kernel(e.to_io()));
+                }
+                if msg.header.sequence_number == last {
+                    break 'replies;
                 }
             }
         }
     }
-    if !drop.is_empty() || ops.iter().any(|(op, ..)| *op == Op::Delete) {
+    if deletes {
         // What was deleted is gone; closing would wait for the kernel to free it.
         release::note_deletion();
     }
@@ -469,6 +632,8 @@ fn socket() -> Result<Socket, WireError> {
     sock.bind_auto()?;
     sock.connect(&SocketAddr::new(0, 0))?;
     sock.set_rx_buf_sz(1 << 20)?;
+    // Acks without a copy of the request.
+    sock.set_cap_ack(true)?;
     set_timeout(&sock, Duration::from_secs(5))?;
     Ok(sock)
 }
@@ -557,30 +722,14 @@ mod tests {
         );
     }
 
-    /// Every set and map the skeletons declare has a shape here, so no element of
-    /// podnet's ever falls back to spawning `nft`.
+    /// Every set and map of the schema (and a conditioned port map) has a shape, so
+    /// every element of podnet's encodes.
     #[test]
-    fn every_skeleton_set_has_a_wire_shape() {
-        let text = format!(
-            "{}\n{}\n{}",
-            super::super::skeleton_inet().text(),
-            super::super::skeleton_bridge().text(),
-            super::super::portmap_maps("_0123abcd").join("\n")
-        );
-        let mut sets = 0;
-        for line in text.lines() {
-            for (kind, family) in [("set", "inet"), ("map", "inet"), ("set", "bridge")] {
-                let prefix = format!("add {kind} {family} {TABLE} ");
-                if let Some(rest) = line.strip_prefix(&prefix) {
-                    let name = rest.split_whitespace().next().unwrap();
-                    assert!(
-                        shape(family, name).is_some(),
-                        "{family} {name} has no wire shape"
-                    );
-                    sets += 1;
-                }
-            }
+    fn every_schema_set_has_a_wire_shape() {
+        for d in schema::SETS {
+            assert!(shape(d.family.name(), d.name).is_some(), "{}", d.name);
         }
-        assert!(sets >= 20, "{sets} sets found in the skeletons");
+        assert!(shape("inet", "pm6any_0123abcd").is_some());
+        assert!(schema::SETS.len() >= 20);
     }
 }
