@@ -39,7 +39,7 @@ impl Field {
     }
 
     /// The field's own length in bytes.
-    pub fn len(self) -> u32 {
+    pub fn bytes(self) -> u32 {
         match self {
             Field::V4 | Field::Net4 => 4,
             Field::V6 | Field::Net6 => 16,
@@ -70,7 +70,7 @@ pub fn concat_type(fields: &[Field]) -> u32 {
 
 /// A concatenation's length: each field padded to 4 bytes (one register each).
 pub fn concat_len(fields: &[Field]) -> u32 {
-    fields.iter().map(|f| f.len().div_ceil(4) * 4).sum()
+    fields.iter().map(|f| f.bytes().div_ceil(4) * 4).sum()
 }
 
 /// What a map maps to.
@@ -916,7 +916,7 @@ pub fn encode_concat_desc(fields: &[Field]) -> Vec<u8> {
     let mut concat = Nla::default();
     for f in fields {
         let mut field = Nla::default();
-        field.be32(1, f.len());
+        field.be32(1, f.bytes());
         concat.nest(NFTA_LIST_ELEM, field);
     }
     let mut desc = Nla::default();
