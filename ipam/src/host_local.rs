@@ -29,6 +29,14 @@ impl Plugin for HostLocal {
             None => Default::default(),
         };
         let mut store = Store::open(&conf.data_dir, &conf.network)?;
+        // Under the lock: a caller killed before this point may already have sent its
+        // DEL, so a lease written now would never be released.
+        if !cni::runtime::exec::caller_alive() {
+            return Err(CniError::new(
+                ErrorCode::TRY_AGAIN_LATER,
+                "the calling plugin exited before an address was reserved; nothing was reserved",
+            ));
+        }
         let mut reserved = Vec::new();
         let ips = allocate_all(&conf, &mut store, args, &mut reserved);
         let ips = match ips {

@@ -111,6 +111,7 @@ impl PluginExec {
             )
             .env("CNI_IFNAME", call.ifname)
             .env("CNI_ARGS", call.args.to_env())
+            .env(CALLER_PID_ENV, std::process::id().to_string())
             .env(
                 "CNI_PATH",
                 std::env::join_paths(&self.path).unwrap_or_default(),
@@ -153,6 +154,26 @@ fn prefill(feed: &OwnedFd, data: &[u8]) -> usize {
         }
     }
     done
+}
+
+/// The variable in which a plugin started here is told its caller's pid (podnet's own,
+/// not the spec's): a plugin about to make state that only its caller's DEL undoes
+/// (an IPAM lease) first checks, under its lock, that the caller still waits for it. A
+/// caller killed mid-ADD leaves its delegate running, re-parented; without the check the
+/// orphan could write a lease after the DEL the runtime sent meanwhile.
+pub const CALLER_PID_ENV: &str = "PODNET_CALLER_PID";
+
+/// `false` when this process was started by [`PluginExec`] and that caller has exited
+/// since (this process was re-parented); `true` otherwise, also when the variable is
+/// unset (a runtime that is not podnet's).
+pub fn caller_alive() -> bool {
+    match std::env::var(CALLER_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(pid) => std::os::unix::process::parent_id() == pid,
+        None => true,
+    }
 }
 
 /// A plugin started by [`PluginExec::start`].
