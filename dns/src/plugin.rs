@@ -99,10 +99,10 @@ impl DnsnameConf {
     }
 
     pub fn store(&self) -> Store {
-        Store::new(cni::config::dir_or(
-            self.state_dir.as_deref(),
-            crate::store::STATE_DIR,
-        ))
+        match self.state_dir.as_deref() {
+            Some(d) if !d.as_os_str().is_empty() => Store::new(d),
+            _ => Store::default(),
+        }
     }
 }
 

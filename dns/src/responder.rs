@@ -98,7 +98,7 @@ impl Options {
     /// Parses `serve`'s arguments (after `serve`).
     pub fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
-            state_dir: crate::store::STATE_DIR.into(),
+            state_dir: crate::store::state_dir(),
             resolv_conf: "/etc/resolv.conf".into(),
         };
         let mut it = args.iter();

@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
-/// The default state directory.
-pub const STATE_DIR: &str = "/run/podnet/dns";
+/// The default state directory, `<run dir>/dns` ([`netkit::run_dir`]).
+pub fn state_dir() -> PathBuf {
+    netkit::run_dir().join("dns")
+}
 
 /// One network as the responder serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +100,7 @@ fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) ->
 
 impl Default for Store {
     fn default() -> Self {
-        Store::new(STATE_DIR)
+        Store::new(state_dir())
     }
 }
 

@@ -24,6 +24,20 @@ pub use netlink::{
 pub use nix::errno::Errno;
 pub use ns::{NetNs, NsGuard, NETNS_RUN_DIR};
 
+/// The variable that moves podnet's runtime state (nft journals and locks, the DNS
+/// responder's state, portmap's saved sysctls) away from `/run/podnet`: podnet's
+/// netavark backend sets it under Podman's `--config` directory for rootless Podman,
+/// whose user namespace cannot write the host's /run. Only an absolute path counts.
+pub const RUN_DIR_ENV: &str = "PODNET_RUN_DIR";
+
+/// Where podnet keeps its runtime state: `$PODNET_RUN_DIR`, else `/run/podnet`.
+pub fn run_dir() -> std::path::PathBuf {
+    std::env::var_os(RUN_DIR_ENV)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| "/run/podnet".into())
+}
+
 /// Runs a future to completion on a fresh single-threaded runtime: what a plugin
 /// process needs (one netlink conversation, no thread pool to start).
 pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {

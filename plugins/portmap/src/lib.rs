@@ -342,7 +342,10 @@ fn udp_ports(rec: &Record) -> Vec<u16> {
 /// Where portmap keeps, for a host interface whose `route_localnet` it turned on, the
 /// value it had (`0`): `<dir>/<interface>`. Interface names come from the journal, and
 /// were checked by [`CniResult::host_interfaces`] at ADD.
-pub const LOCALNET_DIR: &str = "/run/podnet/portmap-localnet";
+/// Saved `route_localnet` values, `<run dir>/portmap-localnet`.
+pub fn localnet_dir() -> std::path::PathBuf {
+    netkit::run_dir().join("portmap-localnet")
+}
 
 /// Whether the record's IPv4 mappings are reached from 127.0.0.0/8 and masqueraded there
 /// (`snat`): a mapping without `hostIP`, or on a loopback `hostIP`. Only those need
@@ -373,7 +376,7 @@ fn sync_localnet(iface: &str, adding: bool) -> Result<(), CniError> {
     let needed = adding || nft::group("portmap", iface)?.iter().any(needs_localnet);
     let host = NetNs::current()?;
     let key = format!("net/ipv4/conf/{iface}/route_localnet");
-    let saved = std::path::Path::new(LOCALNET_DIR).join(iface);
+    let saved = localnet_dir().join(iface);
     let current = match sysctl::get(&host, &key) {
         Ok(v) => v,
         // The interface is gone (its bridge deleted): nothing to set or give back.
@@ -388,7 +391,7 @@ fn sync_localnet(iface: &str, adding: bool) -> Result<(), CniError> {
     let io =
         |what: &str, e: std::io::Error| CniError::io(format!("{what} {}: {e}", saved.display()));
     if needed && current == "0" {
-        std::fs::create_dir_all(LOCALNET_DIR)
+        std::fs::create_dir_all(localnet_dir())
             .and_then(|()| std::fs::write(&saved, "0\n"))
             .map_err(|e| io("writing", e))?;
         sysctl::set(&host, &key, "1")?;

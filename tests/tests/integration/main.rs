@@ -10,4 +10,5 @@ mod engine;
 mod ipam_interop;
 mod netctl;
 mod netkit;
+mod podman5;
 mod runtime;

@@ -247,7 +247,7 @@ privileged_test! {
         // elements were never applied: the journal is written first). DEL of that
         // attachment removes it, and GC removes any such file.
         let _sb = Sandbox::new();
-        let dir = std::path::Path::new(netkit::nft::record::STATE_DIR).join("portmap/cni0");
+        let dir = netkit::nft::record::state_dir().join("portmap/cni0");
         std::fs::create_dir_all(&dir).unwrap();
         let (mine, other) = (dir.join(".crashed.eth0.tmp"), dir.join(".elsewhere.eth1.tmp"));
         std::fs::write(&mine, "{\"partial").unwrap();

@@ -45,7 +45,6 @@ pub use record::{
 };
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use ipnetwork::IpNetwork;
@@ -54,7 +53,10 @@ use serde_json::Value;
 pub const TABLE: &str = "podnet";
 
 /// Where the lock that serializes read-modify-write sequences on the table lives.
-pub const LOCK_PATH: &str = "/run/podnet/nft.lock";
+/// The table lock, `<run dir>/nft.lock`.
+pub fn lock_path() -> std::path::PathBuf {
+    crate::run_dir().join("nft.lock")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -64,7 +66,7 @@ pub enum NftError {
     Refused { stderr: String, batch: String },
     #[error("nft -j output")]
     Parse(#[source] serde_json::Error),
-    #[error("locking {LOCK_PATH}")]
+    #[error("locking the nft table lock")]
     Lock(#[source] std::io::Error),
     #[error("nftables journal {0}")]
     Journal(std::path::PathBuf, #[source] std::io::Error),
@@ -132,7 +134,8 @@ pub fn apply(batch: &Batch) -> Result<(), NftError> {
 pub struct TableLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
 pub fn lock() -> Result<TableLock, NftError> {
-    let path = Path::new(LOCK_PATH);
+    let path = lock_path();
+    let path = path.as_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(NftError::Lock)?;
     }

@@ -1,7 +1,7 @@
 //! The journal of what each attachment put into podnet's tables.
 //!
 //! A [`Record`] lists an attachment's elements (and the idempotent set-up commands they
-//! need). [`commit`] writes it under [`STATE_DIR`] *before* adding the elements, so a
+//! need). [`commit`] writes it under [`state_dir`] *before* adding the elements, so a
 //! crash at any point leaves a record that [`release`] can undo; [`release`] finds it by
 //! owner, container id and interface alone (a network renamed since ADD still cleans up),
 //! re-adds then deletes its elements in one transaction (deleting an element that is not
@@ -9,7 +9,7 @@
 //! removes the tables when the last record of the host goes. Neither reads the table, so
 //! their cost does not depend on how many containers or ports exist.
 //!
-//! Layout: `<STATE_DIR>/<owner>/<group>/<containerID>.<ifname>` (JSON). `group` is the
+//! Layout: `<state_dir>/<owner>/<group>/<containerID>.<ifname>` (JSON). `group` is the
 //! bridge for owners whose per-bridge elements live as long as the bridge has a
 //! container (the firewall's isolation and admin-chain entries), [`NO_GROUP`] otherwise.
 //! `/run` and the kernel's tables both start empty at boot, so the journal never
@@ -26,7 +26,10 @@ use super::wire::{self, Op};
 use super::{apply, attachment_key, lock, query, Batch, NftError, COND_CHAIN_PREFIX, TABLE};
 
 /// Where the records live.
-pub const STATE_DIR: &str = "/run/podnet/nft";
+/// The journals' directory, `<run dir>/nft` ([`crate::run_dir`]).
+pub fn state_dir() -> PathBuf {
+    crate::run_dir().join("nft")
+}
 
 /// The group of records that have none (`:` can be in no interface name).
 pub const NO_GROUP: &str = ":none";
@@ -180,7 +183,7 @@ impl Record {
     }
 
     fn group_dir(&self) -> PathBuf {
-        Path::new(STATE_DIR)
+        state_dir()
             .join(&self.owner)
             .join(self.group.as_deref().unwrap_or(NO_GROUP))
     }
@@ -341,7 +344,7 @@ fn temp_name(container_id: &str, ifname: &str) -> String {
 /// Removes every journal temporary file: called with the journal lock held, when no
 /// writer can be in the middle of one, so each is what a dead ADD left.
 pub(crate) fn remove_stale_temps() {
-    for owner in read_dir(Path::new(STATE_DIR)) {
+    for owner in read_dir(&state_dir()) {
         for group in read_dir(&owner) {
             for file in read_dir(&group) {
                 if is_tmp(&file) {
@@ -445,7 +448,7 @@ fn holder_conflict(rec: &Record) -> Result<Option<Conflict>, NftError> {
 /// Every record of every owner (GC).
 pub fn all() -> Result<Vec<Record>, NftError> {
     let mut out = Vec::new();
-    for owner in read_dir(Path::new(STATE_DIR)) {
+    for owner in read_dir(&state_dir()) {
         for group in read_dir(&owner) {
             out.extend(records_in(&group)?);
         }
@@ -472,13 +475,13 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
 
 /// The records of `owner` in `group` (the attachments of one host interface).
 pub fn group(owner: &str, group: &str) -> Result<Vec<Record>, NftError> {
-    records_in(&Path::new(STATE_DIR).join(owner).join(group))
+    records_in(&state_dir().join(owner).join(group))
 }
 
 /// The record of (`owner`, container, interface), whichever network or group it is in.
 pub fn find(owner: &str, container_id: &str, ifname: &str) -> Result<Option<Record>, NftError> {
     let name = file_name(container_id, ifname);
-    for group in read_dir(&Path::new(STATE_DIR).join(owner)) {
+    for group in read_dir(&state_dir().join(owner)) {
         if let Some(rec) = read_record(&group.join(&name))? {
             return Ok(Some(rec));
         }
@@ -498,7 +501,7 @@ pub fn release(
         // An ADD that died while writing its journal left only the temporary file: its
         // elements were never applied (the journal comes first).
         let tmp = temp_name(container_id, ifname);
-        for group in read_dir(&Path::new(STATE_DIR).join(owner)) {
+        for group in read_dir(&state_dir().join(owner)) {
             let _ = fs::remove_file(group.join(&tmp));
             let _ = fs::remove_dir(&group);
         }
@@ -546,7 +549,7 @@ pub(super) fn any_record() -> bool {
 
 /// Whether any record other than `except` exists (stops at the first).
 fn any_record_but(except: &Path) -> bool {
-    read_dir(Path::new(STATE_DIR))
+    read_dir(&state_dir())
         .iter()
         .any(|owner| read_dir(owner).iter().any(|g| has_other(g, except)))
 }
@@ -752,7 +755,7 @@ mod tests {
         let mut r = Record::new("firewall", "net1", "c1", "eth0");
         r.group = Some("cni0".into());
         r.group_entries.push(Entry::inet("isolated", "\"cni0\""));
-        assert_eq!(r.path(), Path::new("/run/podnet/nft/firewall/cni0/c1.eth0"));
+        assert_eq!(r.path(), state_dir().join("firewall/cni0/c1.eth0"));
         let c = (r.comment(), r.group_comment());
         let with = r.ops(|_| Op::Add, &c, true);
         assert_eq!(with.len(), 1);

@@ -9,14 +9,13 @@
 //!
 //! It is the plugin binary itself, re-run as `<plugin> watch-nftables` (detached, in its
 //! own process group, stdio closed so that no runtime waits on it). One runs per host:
-//! it holds an exclusive `flock` on [`LOCK_PATH`] for its lifetime; a commit that finds
+//! it holds an exclusive `flock` on [`lock_path`] for its lifetime; a commit that finds
 //! the lock free starts one. It exits when no record is left, deciding that under the
 //! table lock and letting its own lock go first, so a concurrent first ADD either sees
 //! it running or starts the next one.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -27,7 +26,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::{lock, NftError, TABLE};
 
 /// Held by the running watcher.
-pub const LOCK_PATH: &str = "/run/podnet/nft-watch.lock";
+/// The watcher's lock, `<run dir>/nft-watch.lock`.
+pub fn lock_path() -> std::path::PathBuf {
+    crate::run_dir().join("nft-watch.lock")
+}
 /// The argument that makes a plugin binary the watcher.
 pub const ARG: &str = "watch-nftables";
 
@@ -43,7 +45,8 @@ const SETTLE: Duration = Duration::from_millis(20);
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 
 fn watcher_lock(how: FlockArg) -> Option<Flock<File>> {
-    let path = Path::new(LOCK_PATH);
+    let path = lock_path();
+    let path = path.as_path();
     std::fs::create_dir_all(path.parent()?).ok()?;
     let f = OpenOptions::new()
         .create(true)

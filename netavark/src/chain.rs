@@ -1,0 +1,348 @@
+//! One network of a setup, as the conflist of podnet's plugins that wires it (pure).
+//!
+//! Podman 5 has done the IPAM (`static_ips` is always filled), so the chain is
+//! `bridge` with `static` IPAM, then `portmap`, `firewall` and — with `dns_enabled` —
+//! `dnsname`, the same plugins and nft tables a CNI runtime gets. Network options podnet
+//! cannot honour are refused with the option named, never ignored.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde_json::{json, Map, Value};
+
+use crate::types::{Network, PerNetworkOptions, PortMapping};
+use crate::Error;
+
+/// The CNI version of the chains.
+pub const CNI_VERSION: &str = "1.0.0";
+/// Podman's DNS domain.
+pub const DNS_DOMAIN: &str = "dns.podman";
+/// The bridge options netavark knows; each is either honoured or refused by name.
+const BRIDGE_OPTIONS: &[&str] = &[
+    "mode",
+    "mtu",
+    "isolate",
+    "metric",
+    "no_default_route",
+    "vrf",
+    "vlan",
+];
+
+/// What the chain of one network needs besides the network itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Wiring<'a> {
+    pub opts: &'a PerNetworkOptions,
+    pub ports: &'a [PortMapping],
+    /// `--firewall-driver none`: no masquerade, published ports or firewall rules.
+    pub no_firewall: bool,
+    /// podnet's responder port (`NETAVARK_DNS_PORT`).
+    pub dns_port: Option<u16>,
+}
+
+/// The conflist (as JSON) and the capability arguments for one network of a setup.
+pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
+    let field = |f: &str| format!("network_info.{}.{f}", net.name);
+    if net.driver != "bridge" {
+        return Err(Error::Unsupported(format!(
+            "{}: driver {:?}: podnet's backend drives bridge networks (macvlan and ipvlan come with podnet's macvlan and ipvlan plugins)",
+            field("driver"),
+            net.driver
+        )));
+    }
+    for key in net.options.iter().flat_map(|o| o.keys()) {
+        if !BRIDGE_OPTIONS.contains(&key.as_str()) {
+            return Err(Error::Invalid(format!(
+                "{}: unknown bridge option {key:?}",
+                field("options")
+            )));
+        }
+    }
+    for key in ["vrf", "vlan", "metric"] {
+        if net.option(key).is_some() {
+            return Err(Error::Unsupported(format!(
+                "{}: option {key:?} is not supported by podnet's backend yet",
+                field("options")
+            )));
+        }
+    }
+    let unmanaged = match net.option("mode") {
+        None | Some("" | "managed") => false,
+        Some("unmanaged") => true,
+        Some(m) => {
+            return Err(Error::Invalid(format!(
+                "{}: mode {m:?} is neither managed nor unmanaged",
+                field("options.mode")
+            )))
+        }
+    };
+    let isolate = match net.option("isolate") {
+        None | Some("" | "false") => None,
+        Some("true") => Some("same-bridge"),
+        Some("strict") => Some("isolated"),
+        Some(v) => {
+            return Err(Error::Invalid(format!(
+                "{}: {v:?} is not true, false or strict",
+                field("options.isolate")
+            )))
+        }
+    };
+    let no_default_route = match net.option("no_default_route") {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(v) => {
+            return Err(Error::Invalid(format!(
+                "{}: {v:?} is not a boolean",
+                field("options.no_default_route")
+            )))
+        }
+    };
+    let bridge = net
+        .network_interface
+        .clone()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| Error::Invalid(format!("{}: missing", field("network_interface"))))?;
+
+    let addresses = addresses(net, w.opts)?;
+    let mut routes: Vec<Value> = Vec::new();
+    if !net.internal && !no_default_route {
+        if addresses.iter().any(|(a, _)| a.is_ipv4()) {
+            routes.push(json!({ "dst": "0.0.0.0/0" }));
+        }
+        if addresses.iter().any(|(a, _)| a.is_ipv6()) {
+            routes.push(json!({ "dst": "::/0" }));
+        }
+    }
+    for r in net.routes.iter().flatten() {
+        let mut route = json!({ "dst": r.destination.to_string() });
+        if let Some(gw) = r.gateway {
+            route["gw"] = json!(gw.to_string());
+        }
+        routes.push(route);
+    }
+    let ipam = json!({
+        "type": "static",
+        "addresses": addresses.iter().map(|(a, gw)| {
+            let mut v = json!({ "address": a.to_string() });
+            if let Some(gw) = gw { v["gateway"] = json!(gw.to_string()); }
+            v
+        }).collect::<Vec<_>>(),
+        "routes": routes,
+    });
+    let mut bridge_plugin = json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": !unmanaged,
+        "ipMasq": !net.internal && !w.no_firewall,
+        "hairpinMode": true,
+        "ipam": ipam,
+        "capabilities": { "mac": true },
+    });
+    if let Some(mtu) = net.option("mtu").filter(|m| !m.is_empty()) {
+        let mtu: u32 = mtu.parse().map_err(|_| {
+            Error::Invalid(format!("{}: {mtu:?} is not a number", field("options.mtu")))
+        })?;
+        bridge_plugin["mtu"] = json!(mtu);
+    }
+    let mut plugins = vec![bridge_plugin];
+    let mut caps = Map::new();
+    if let Some(mac) = w.opts.static_mac.as_deref().filter(|m| !m.is_empty()) {
+        caps.insert("mac".into(), json!(mac));
+    }
+    if !w.no_firewall {
+        if !net.internal {
+            plugins.push(json!({ "type": "portmap", "capabilities": { "portMappings": true } }));
+            caps.insert("portMappings".into(), port_mappings(w.ports)?);
+        }
+        let mut fw = json!({ "type": "firewall", "backend": "" });
+        if let Some(p) = isolate {
+            fw["ingressPolicy"] = json!(p);
+        }
+        plugins.push(fw);
+    }
+    if net.dns_enabled {
+        let mut dns = json!({
+            "type": "dnsname",
+            "domainName": DNS_DOMAIN,
+            "capabilities": { "aliases": true },
+        });
+        if let Some(servers) = net.network_dns_servers.as_ref().filter(|s| !s.is_empty()) {
+            dns["upstreams"] = json!(servers);
+        }
+        if let Some(port) = w.dns_port {
+            dns["port"] = json!(port);
+        }
+        plugins.push(dns);
+        let aliases = w.opts.aliases.clone().unwrap_or_default();
+        caps.insert("aliases".into(), json!({ net.name.clone(): aliases }));
+    }
+    let list = json!({ "cniVersion": CNI_VERSION, "name": net.name, "plugins": plugins });
+    Ok((list, caps))
+}
+
+/// Each static IP with its subnet's prefix and gateway.
+fn addresses(
+    net: &Network,
+    opts: &PerNetworkOptions,
+) -> Result<Vec<(IpNetwork, Option<IpAddr>)>, Error> {
+    let ips = opts.static_ips.as_deref().unwrap_or_default();
+    if ips.is_empty() {
+        return Err(Error::Invalid(format!(
+            "networks.{}.static_ips: empty; Podman assigns the addresses (host-local IPAM) before setup",
+            net.name
+        )));
+    }
+    ips.iter()
+        .map(|ip| {
+            let s = net
+                .subnets()
+                .iter()
+                .find(|s| s.subnet.contains(*ip))
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "networks.{}.static_ips: {ip} is in no subnet of the network",
+                        net.name
+                    ))
+                })?;
+            let a = IpNetwork::new(*ip, s.subnet.prefix()).expect("the subnet's prefix fits");
+            Ok((a, s.gateway))
+        })
+        .collect()
+}
+
+/// netavark's port mappings (ranges, protocol lists) as CNI `portMappings`.
+fn port_mappings(ports: &[PortMapping]) -> Result<Value, Error> {
+    let mut out = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let n = p.range.max(1);
+        if p.host_port.checked_add(n - 1).is_none() || p.container_port.checked_add(n - 1).is_none()
+        {
+            return Err(Error::Invalid(format!(
+                "port_mappings[{i}].range: {n} ports from {} run past 65535",
+                p.host_port.max(p.container_port)
+            )));
+        }
+        let protocols = if p.protocol.is_empty() {
+            "tcp"
+        } else {
+            &p.protocol
+        };
+        for proto in protocols.split(',') {
+            if !matches!(proto, "tcp" | "udp" | "sctp") {
+                return Err(Error::Invalid(format!(
+                    "port_mappings[{i}].protocol: {proto:?} is not tcp, udp or sctp"
+                )));
+            }
+            for k in 0..n {
+                let host_port = if p.host_port == 0 { 0 } else { p.host_port + k };
+                let mut m = json!({
+                    "hostPort": host_port,
+                    "containerPort": p.container_port + k,
+                    "protocol": proto,
+                });
+                if !p.host_ip.is_empty() {
+                    m["hostIP"] = json!(p.host_ip);
+                }
+                out.push(m);
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::NetworkOptions;
+
+    const HUGO: &str = include_str!("../tests/fixtures/setup-port-mapping.json");
+
+    fn wiring(o: &NetworkOptions) -> (Value, Map<String, Value>) {
+        let n = &o.networks[0];
+        let net = &o.network_info[&n.name];
+        conflist(
+            net,
+            Wiring {
+                opts: &n.opts,
+                ports: o.port_mappings.as_deref().unwrap_or_default(),
+                no_firewall: false,
+                dns_port: None,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn podmans_setup_becomes_podnets_chain() {
+        let o: NetworkOptions = serde_json::from_str(HUGO).unwrap();
+        let (list, caps) = wiring(&o);
+        let types: Vec<&str> = list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["bridge", "portmap", "firewall", "dnsname"]);
+        assert_eq!(list["plugins"][0]["bridge"], "podman1");
+        assert_eq!(
+            list["plugins"][0]["ipam"]["addresses"],
+            json!([{"address": "10.89.0.7/24", "gateway": "10.89.0.1"}])
+        );
+        assert_eq!(
+            caps["portMappings"],
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}])
+        );
+        assert_eq!(caps["aliases"], json!({"blog": ["91816bc9b67a", "front"]}));
+    }
+
+    #[test]
+    fn ranges_protocol_lists_and_bad_options() {
+        let mut o: NetworkOptions = serde_json::from_str(HUGO).unwrap();
+        o.port_mappings.as_mut().unwrap()[0].range = 3;
+        o.port_mappings.as_mut().unwrap()[0].protocol = "tcp,udp".into();
+        let (_, caps) = wiring(&o);
+        assert_eq!(caps["portMappings"].as_array().unwrap().len(), 6);
+        o.port_mappings.as_mut().unwrap()[0].protocol = "icmp".into();
+        let net = &o.network_info["blog"];
+        let w = Wiring {
+            opts: &o.networks[0].opts,
+            ports: o.port_mappings.as_deref().unwrap(),
+            no_firewall: false,
+            dns_port: None,
+        };
+        let e = conflist(net, w).unwrap_err().to_string();
+        assert!(e.contains("port_mappings[0].protocol"), "{e}");
+        let mut net = net.clone();
+        net.options = Some([("isolate".to_string(), "maybe".to_string())].into());
+        let e = conflist(&net, Wiring { ports: &[], ..w })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network_info.blog.options.isolate"), "{e}");
+        net.options = Some([("vlan".to_string(), "5".to_string())].into());
+        let e = conflist(&net, Wiring { ports: &[], ..w })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"vlan\""), "{e}");
+    }
+
+    #[test]
+    fn internal_networks_have_no_route_masquerade_or_ports() {
+        let o: NetworkOptions = serde_json::from_str(HUGO).unwrap();
+        let mut net = o.network_info["blog"].clone();
+        net.internal = true;
+        let w = Wiring {
+            opts: &o.networks[0].opts,
+            ports: o.port_mappings.as_deref().unwrap(),
+            no_firewall: false,
+            dns_port: None,
+        };
+        let (list, caps) = conflist(&net, w).unwrap();
+        assert_eq!(list["plugins"][0]["ipMasq"], false);
+        assert_eq!(list["plugins"][0]["ipam"]["routes"], json!([]));
+        assert!(!caps.contains_key("portMappings"));
+        assert_eq!(
+            list["plugins"].as_array().unwrap().len(),
+            3,
+            "bridge, firewall, dnsname"
+        );
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# A Debian 13 (trixie) root filesystem with Podman 5, netavark, aardvark-dns and pasta, for
+# the Podman 5 tests and benchmarks (tests/src/podman5.rs). Built once with debootstrap and
+# cached: prints the root's path. Rebuilt when missing or when the package list changes.
+#
+#   scripts/trixie-root.sh [DIR]     (default /var/tmp/podnet-trixie)
+set -euo pipefail
+
+root="${1:-/var/tmp/podnet-trixie}"
+packages="podman,netavark,aardvark-dns,passt,runc,conmon,catatonit,uidmap,iproute2,nftables,busybox-static,procps"
+stamp="$root/.podnet-root"
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$packages" ]; then
+  echo "$root"
+  exit 0
+fi
+
+if ! command -v debootstrap >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
+
+# The mirror this machine's own Debian packages come from reaches trixie too.
+mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
+[ -n "$mirror" ] || mirror="$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
+[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+
+tmp="$root.tmp.$$"
+rm -rf "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+debootstrap --variant=minbase --include="$packages" trixie "$tmp" "$mirror" >&2
+# Nothing of the host's: an empty machine-id, and Podman's storage and engine settings of
+# the tests written by the tests themselves.
+echo "$packages" >"$tmp/.podnet-root"
+rm -rf "$root"
+mv "$tmp" "$root"
+trap - EXIT
+echo "$root"
