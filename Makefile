@@ -6,7 +6,8 @@
 #                reference plugins in /usr/lib/cni
 #   make demo    builds the release binaries and runs the seed scenario with `podnet`
 #                (engine-glue) and `netctl` in a throwaway network + mount namespace
-#   make install puts the plugins in $(CNI_BIN_DIR), netctl and podnet in $(BIN_DIR)
+#   make install puts the plugins in $(CNI_BIN_DIR), netctl and podnet in $(BIN_DIR), and
+#                Podman 5's backend (netavark and its plugins) in $(LIBEXEC_DIR)
 #   make fuzz    each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 60) in a
 #                namespace of its own; `make test` runs each for FUZZ_BRIEF seconds
 #   make bench   podnet against the reference plugins, side by side (docs/benchmarks.md)
@@ -20,9 +21,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
+# Podman 5's backend (docs/podman.md): netavark and the plugins it runs, side by side.
+LIBEXEC_DIR ?= /usr/local/libexec/podnet
 PLUGINS := loopback bridge ptp host-device tuning portmap firewall bandwidth dnsname host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
-	runc busybox-static curl procps podman containerd protobuf-compiler
+	runc busybox-static curl procps podman containerd protobuf-compiler debootstrap
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the
 # dynamic loader and starts ~0.35 ms sooner (docs/benchmarks.md). The explicit
@@ -111,6 +114,8 @@ install: release
 	for p in $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(CNI_BIN_DIR)/$$p; done
 	install -D -m 0755 $(RELEASE_DIR)/netctl $(DESTDIR)$(BIN_DIR)/netctl
 	install -D -m 0755 $(RELEASE_DIR)/podnet $(DESTDIR)$(BIN_DIR)/podnet
+	install -d $(DESTDIR)$(LIBEXEC_DIR)
+	for p in netavark $(PLUGINS); do install -m 0755 $(RELEASE_DIR)/$$p $(DESTDIR)$(LIBEXEC_DIR)/$$p; done
 
 # The release artifact in the reference's layout: cni-plugins-linux-<arch>-v<version>.tgz,
 # the plugin binaries at the top level (what cluster installers unpack into /opt/cni/bin),

@@ -8,6 +8,7 @@ mod deploy;
 mod dns;
 mod engine;
 mod ipam_interop;
+mod netavark;
 mod netctl;
 mod netkit;
 mod podman5;

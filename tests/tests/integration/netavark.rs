@@ -1,0 +1,128 @@
+//! podnet's netavark backend driven directly with Podman 5's documents (the recorded
+//! contract's shapes), where Podman's lock would hide a race: parallel setups on one
+//! network without any caller lock.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use hickory_proto::rr::RecordType;
+use podnet_tests::dns::query;
+use podnet_tests::net::{serve_tcp, sh, tcp_hello};
+use podnet_tests::privileged_test;
+use podnet_tests::sandbox::Sandbox;
+use serde_json::{json, Value};
+
+fn netavark(verb: &str, netns: &std::path::Path, doc: &Value) -> (bool, String) {
+    let bin = podnet_tests::subject::workspace_bin("netavark");
+    let mut child = Command::new(bin)
+        .args(["--config", "/run/containers/networks", "--rootless=false"])
+        .arg("--aardvark-binary=/usr/lib/podman/aardvark-dns")
+        .arg(verb)
+        .arg(netns)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netavark runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn doc(i: usize) -> Value {
+    let id = format!("{:064x}", 0xc0ffee_u64 + i as u64);
+    json!({
+        "container_id": id,
+        "container_name": format!("web{i}"),
+        "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 18000 + i, "range": 1, "protocol": "tcp"}],
+        "networks": {"blog": {"static_ips": [format!("10.89.0.{}", 10 + i)], "aliases": [format!("alias{i}"), &id[..12]], "interface_name": "eth0"}},
+        "container_hostname": &id[..12],
+        "network_info": {"blog": {"name": "blog", "id": "8abd79176f370a655d0e9b30e2e83f3f9f67fd006b043f06f29e9756968eda3d",
+            "driver": "bridge", "network_interface": "podman1", "subnets": [{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}],
+            "ipv6_enabled": false, "internal": false, "dns_enabled": true, "ipam_options": {"driver": "host-local"}}}
+    })
+}
+
+privileged_test! {
+    fn twenty_parallel_setups_without_a_lock_lose_no_name_or_port() {
+        const N: usize = 20;
+        let mut sb = Sandbox::new();
+        let nss: Vec<_> = (0..N).map(|_| sb.container("nv")).collect();
+        let outs: Vec<(bool, String)> = std::thread::scope(|s| {
+            let hs: Vec<_> = nss.iter().enumerate()
+                .map(|(i, ns)| s.spawn(move || netavark("setup", ns.path(), &doc(i))))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, (ok, out)) in outs.iter().enumerate() {
+            assert!(ok, "setup {i}: {out}");
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            assert_eq!(v["blog"]["interfaces"]["eth0"]["subnets"][0]["ipnet"], format!("10.89.0.{}/24", 10 + i));
+            assert_eq!(v["blog"]["dns_server_ips"], json!(["10.89.0.1"]));
+            assert_eq!(v["blog"]["dns_search_domains"], json!(["dns.podman"]));
+        }
+        // Every name, alias and published port of every container.
+        for i in 0..N {
+            for name in [format!("web{i}"), format!("alias{i}.dns.podman")] {
+                let a = query(&nss[0], "10.89.0.1", &name, RecordType::A, false);
+                assert_eq!(a.map(|a| a.data), Some(vec![format!("10.89.0.{}", 10 + i)]), "{name}");
+            }
+            serve_tcp(&nss[i], "0.0.0.0:80", &format!("web{i}"));
+        }
+        for i in 0..N {
+            let got = tcp_hello(&sb.host(), &format!("127.0.0.1:{}", 18000 + i));
+            assert_eq!(got.as_deref(), Some(format!("web{i}").as_str()), "port {}", 18000 + i);
+        }
+        std::thread::scope(|s| {
+            for (i, ns) in nss.iter().enumerate() {
+                s.spawn(move || {
+                    let (ok, out) = netavark("teardown", ns.path(), &doc(i));
+                    assert!(ok && out.trim().is_empty(), "teardown {i}: {out}");
+                });
+            }
+        });
+        assert!(query(&nss[0], "10.89.0.1", "web0", RecordType::A, false).is_none(), "names gone");
+        let (exists, links) = sh(None, "ip -o link show podman1");
+        assert!(!exists, "the last teardown removes the bridge: {links}");
+        let rules = sh(None, "nft list ruleset").1;
+        assert!(!rules.contains("10.89.0."), "no element left: {rules}");
+        // A teardown with nothing left to undo succeeds.
+        let (ok, out) = netavark("teardown", nss[0].path(), &doc(0));
+        assert!(ok, "{out}");
+    }
+}
+
+privileged_test! {
+    fn errors_are_json_naming_the_field_and_leave_nothing() {
+        let mut sb = Sandbox::new();
+        let ns = sb.container("bad");
+        let mut d = doc(0);
+        d["port_mappings"][0]["protocol"] = json!("icmp");
+        let (ok, out) = netavark("setup", ns.path(), &d);
+        assert!(!ok);
+        let v: Value = serde_json::from_str(out.trim()).expect("one JSON object on stdout");
+        assert!(v["error"].as_str().unwrap().contains("port_mappings[0].protocol"), "{v}");
+        let mut d = doc(0);
+        d["networks"]["blog"]["static_ips"] = json!(["10.99.0.5"]);
+        let (ok, out) = netavark("setup", ns.path(), &d);
+        assert!(!ok && out.contains("networks.blog.static_ips"), "{out}");
+        d["network_info"]["blog"]["options"] = json!({"vlan": "5"});
+        let (ok, out) = netavark("setup", ns.path(), &d);
+        assert!(!ok && out.contains("vlan"), "{out}");
+        let links = sh(Some(&ns), "ip -o link show eth0").0;
+        assert!(!links, "no interface left in the container");
+        assert!(!sh(None, "nft list ruleset").1.contains("10.89.0."));
+    }
+}
