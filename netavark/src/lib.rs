@@ -175,6 +175,12 @@ impl Backend {
         if opts.networks.is_empty() {
             return Err(Error::Invalid("networks: no network to set up".into()));
         }
+        if opts.dns_servers.as_ref().is_some_and(|s| !s.is_empty()) {
+            // Podman shows the backend's stderr to the user.
+            eprintln!(
+                "podnet: dns_servers (--dns) are not per-container upstreams on podnet's backend yet; this container's queries go to the network's upstreams"
+            );
+        }
         let ports = opts.port_mappings.as_deref().unwrap_or_default();
         let mut args = Vec::new();
         if !opts.container_name.is_empty() {
@@ -244,23 +250,25 @@ impl Backend {
         };
         let _bridges = self.bridge_lock(FlockArg::LockExclusive)?;
         let io = |e: netkit::Error| Error::Io(format!("removing bridge {name}: {e}"));
-        netkit::block_on(async {
-            let nl = netkit::Netlink::open_current().map_err(io)?;
-            let links = nl.link_list().await.map_err(io)?;
-            let Some(br) = links
+        let unused = netkit::block_on(async {
+            let links = netkit::Netlink::open_current()?.link_list().await?;
+            let bridge = links
                 .iter()
                 .find(|l| l.name == name && l.kind.as_deref() == Some("bridge"))
-            else {
-                return Ok(());
-            };
-            if links.iter().any(|l| l.master == Some(br.index)) {
-                return Ok(());
-            }
-            match nl.link_del(br.index).await {
-                Err(e) if e.errno() == Some(netkit::Errno::ENODEV) => Ok(()),
-                r => r.map_err(io),
-            }
+                .map(|b| b.index);
+            Ok::<_, netkit::Error>(bridge.filter(|b| !links.iter().any(|l| l.master == Some(*b))))
         })
+        .map_err(io)?;
+        let Some(index) = unused else {
+            return Ok(());
+        };
+        // Unregistered, without waiting in the kernel's memory clean-up.
+        match netkit::NetNs::current()
+            .and_then(|ns| netkit::unlink::link_del_unwaited(&ns, index, None))
+        {
+            Err(e) if e.errno() == Some(netkit::Errno::ENODEV) => Ok(()),
+            r => r.map_err(io),
+        }
     }
 
     /// `update NAME --network-dns-servers …`: the network's upstreams, for the chains

@@ -103,6 +103,16 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
         ),
         _ => None,
     };
+    // netavark redirects the gateway's port 53 to this port; podnet's responder has no
+    // such redirect yet, and containers always ask port 53: refused rather than broken.
+    let dns_port = match dns_port {
+        None | Some(53) => None,
+        Some(p) => {
+            return Err(Error::Unsupported(format!(
+                "NETAVARK_DNS_PORT: {p}: podnet's backend serves names on port 53 of the gateway only (containers.conf dns_bind_port)"
+            )))
+        }
+    };
     let backend = Backend {
         config: opts
             .config
