@@ -35,8 +35,6 @@ pub struct Wiring<'a> {
     pub ports: &'a [PortMapping],
     /// `--firewall-driver none`: no masquerade, published ports or firewall rules.
     pub no_firewall: bool,
-    /// podnet's responder port (`NETAVARK_DNS_PORT`).
-    pub dns_port: Option<u16>,
 }
 
 /// The conflist (as JSON) and the capability arguments for one network of a setup.
@@ -168,9 +166,6 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
         if let Some(servers) = net.network_dns_servers.as_ref().filter(|s| !s.is_empty()) {
             dns["upstreams"] = json!(servers);
         }
-        if let Some(port) = w.dns_port {
-            dns["port"] = json!(port);
-        }
         plugins.push(dns);
         let aliases = w.opts.aliases.clone().unwrap_or_default();
         caps.insert("aliases".into(), json!({ net.name.clone(): aliases }));
@@ -265,7 +260,6 @@ mod tests {
                 opts: &n.opts,
                 ports: o.port_mappings.as_deref().unwrap_or_default(),
                 no_firewall: false,
-                dns_port: None,
             },
         )
         .unwrap()
@@ -307,7 +301,6 @@ mod tests {
             opts: &o.networks[0].opts,
             ports: o.port_mappings.as_deref().unwrap(),
             no_firewall: false,
-            dns_port: None,
         };
         let e = conflist(net, w).unwrap_err().to_string();
         assert!(e.contains("port_mappings[0].protocol"), "{e}");
@@ -333,7 +326,6 @@ mod tests {
             opts: &o.networks[0].opts,
             ports: o.port_mappings.as_deref().unwrap(),
             no_firewall: false,
-            dns_port: None,
         };
         let (list, caps) = conflist(&net, w).unwrap();
         assert_eq!(list["plugins"][0]["ipMasq"], false);

@@ -165,7 +165,6 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
             opts: &probe,
             ports: &[],
             no_firewall: false,
-            dns_port: None,
         },
     )?;
     let ipam = network.ipam_options.get_or_insert_with(Default::default);

@@ -72,8 +72,6 @@ pub struct Backend {
     pub plugin_path: Vec<PathBuf>,
     /// `--firewall-driver` / `NETAVARK_FW` is `none`.
     pub no_firewall: bool,
-    /// `NETAVARK_DNS_PORT`.
-    pub dns_port: Option<u16>,
 }
 
 impl Backend {
@@ -204,7 +202,6 @@ impl Backend {
                         opts: &n.opts,
                         ports,
                         no_firewall: self.no_firewall,
-                        dns_port: self.dns_port,
                     },
                 )?;
                 let bytes = serde_json::to_vec(&list).expect("JSON values encode");

@@ -105,14 +105,14 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
     };
     // netavark redirects the gateway's port 53 to this port; podnet's responder has no
     // such redirect yet, and containers always ask port 53: refused rather than broken.
-    let dns_port = match dns_port {
-        None | Some(53) => None,
+    match dns_port {
+        None | Some(53) => {}
         Some(p) => {
             return Err(Error::Unsupported(format!(
                 "NETAVARK_DNS_PORT: {p}: podnet's backend serves names on port 53 of the gateway only (containers.conf dns_bind_port)"
             )))
         }
-    };
+    }
     let backend = Backend {
         config: opts
             .config
@@ -121,7 +121,6 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
         rootless: opts.rootless.unwrap_or(false),
         plugin_path: Backend::plugin_path(&opts.plugin_directories),
         no_firewall,
-        dns_port,
     };
     let Some(cmd) = opts.cmd else {
         return Err(Error::Invalid(
@@ -153,7 +152,7 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
         )),
         Cmd::Create => {
             let req = decode("stdin", &input(&opts.file)?)?;
-            let net = podnet_netavark::create::create(req, &mut random)?;
+            let net = podnet_netavark::create::create(req, &mut random_pool()?)?;
             Ok(Some(serde_json::to_string(&net).expect("a network encodes")))
         }
         Cmd::Setup { netns } => {
@@ -187,20 +186,18 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
     }
 }
 
-/// Random bytes for ids and ULA prefixes.
-fn random(buf: &mut [u8]) {
+/// Random bytes for ids and ULA prefixes: `create` takes at most 39.
+fn random_pool() -> Result<impl FnMut(&mut [u8]), Error> {
     use std::io::Read as _;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
+    let mut pool = [0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut pool))
+        .map_err(|e| Error::Io(format!("reading /dev/urandom: {e}")))?;
+    let mut used = 0;
+    Ok(move |buf: &mut [u8]| {
+        for b in buf.iter_mut() {
+            *b = pool[used % pool.len()];
+            used += 1;
         }
-    }
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default()
-        ^ u128::from(std::process::id());
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (seed >> ((i % 16) * 8)) as u8;
-    }
+    })
 }
