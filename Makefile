@@ -25,7 +25,7 @@ BIN_DIR ?= /usr/local/bin
 LIBEXEC_DIR ?= /usr/local/libexec/podnet
 PLUGINS := loopback bridge ptp host-device tuning portmap firewall bandwidth dnsname host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
-	runc busybox-static curl procps podman containerd protobuf-compiler debootstrap
+	runc busybox-static curl procps podman containerd protobuf-compiler debootstrap dnsmasq-base
 
 # Release plugins are linked statically against glibc: a static-pie binary skips the
 # dynamic loader and starts ~0.35 ms sooner (docs/benchmarks.md). The explicit

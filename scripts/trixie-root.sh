@@ -10,7 +10,16 @@ root="${1:-/var/tmp/podnet-trixie}"
 packages="podman,netavark,aardvark-dns,passt,runc,conmon,catatonit,uidmap,iproute2,nftables,busybox-static,procps"
 stamp="$root/.podnet-root"
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$packages" ]; then
+fresh() { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$packages" ]; }
+if fresh; then
+  echo "$root"
+  exit 0
+fi
+# One build at a time (the tests ask in parallel); a waiter finds the root built.
+mkdir -p "$(dirname "$root")"
+exec 9>"$root.lock"
+flock 9
+if fresh; then
   echo "$root"
   exit 0
 fi
@@ -27,7 +36,13 @@ mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/n
 tmp="$root.tmp.$$"
 rm -rf "$tmp"
 trap 'rm -rf "$tmp"' EXIT
-debootstrap --variant=minbase --include="$packages" trixie "$tmp" "$mirror" >&2
+# The mirror sometimes fails a request: three tries, a few seconds apart.
+for try in 1 2 3; do
+  rm -rf "$tmp"
+  debootstrap --variant=minbase --include="$packages" trixie "$tmp" "$mirror" >&2 && break
+  [ "$try" = 3 ] && { echo "debootstrap of trixie from $mirror failed 3 times" >&2; exit 1; }
+  sleep $((try * 5))
+done
 # Nothing of the host's: an empty machine-id, and Podman's storage and engine settings of
 # the tests written by the tests themselves.
 echo "$packages" >"$tmp/.podnet-root"

@@ -58,6 +58,33 @@ pub struct RuntimeConfig {
     /// `{network: [alias, …]}`.
     #[serde(default)]
     pub aliases: HashMap<String, Vec<String>>,
+    /// The `dns` capability (CNI's conventions): `servers` become this container's own
+    /// upstreams; `searches` and `options` are the runtime's resolv.conf business.
+    #[serde(default)]
+    pub dns: DnsCapability,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DnsCapability {
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+/// The container's own upstreams from `runtimeConfig.dns.servers` (pure).
+pub fn own_upstreams(conf: &DnsnameConf) -> Result<Vec<IpAddr>, CniError> {
+    let mut out = Vec::new();
+    for (i, s) in conf.runtime_config.dns.servers.iter().enumerate() {
+        let ip: IpAddr = s.trim().parse().map_err(|_| {
+            CniError::invalid_config(format!(
+                "runtimeConfig.dns.servers[{i}]: {:?} is not an IP address",
+                cni::validate::echo(s)
+            ))
+        })?;
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
 }
 
 /// CNI_ARGS keys the plugin knows (Podman's).
@@ -435,6 +462,7 @@ impl Plugin for Dnsname {
             ifname: args.ifname.clone(),
             names,
             ips: container_ips(&prev),
+            upstreams: own_upstreams(&conf)?,
             seq: now_seq(),
         };
         let store = conf.store();
@@ -576,5 +604,31 @@ impl Plugin for Dnsname {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dns_capability_gives_the_containers_own_upstreams() {
+        let c = DnsnameConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"dnsname",
+                 "runtimeConfig":{"dns":{"servers":["192.0.2.53"," 2001:db8::53","192.0.2.53"],"searches":["x"]}}}"#,
+        )
+        .unwrap();
+        let want: Vec<IpAddr> = vec![
+            "192.0.2.53".parse().unwrap(),
+            "2001:db8::53".parse().unwrap(),
+        ];
+        assert_eq!(own_upstreams(&c).unwrap(), want);
+        let c = DnsnameConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"dnsname","runtimeConfig":{"dns":{"servers":["dns.example"]}}}"#,
+        )
+        .unwrap();
+        let e = own_upstreams(&c).unwrap_err();
+        assert_eq!(e.code, ErrorCode::INVALID_NETWORK_CONFIG);
+        assert!(e.msg.contains("runtimeConfig.dns.servers[0]"), "{e:?}");
     }
 }

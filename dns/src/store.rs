@@ -53,6 +53,10 @@ pub struct Attachment {
     /// Lowercase names: the container name, its aliases, the short id.
     pub names: Vec<String>,
     pub ips: Vec<IpAddr>,
+    /// This container's own upstream resolvers (Podman's `--dns`, the `dns` capability):
+    /// what it asks that is not ours goes there instead of to the network's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<IpAddr>,
     /// Registration order (nanoseconds since the epoch): of two attachments holding one
     /// name (a container being replaced), the newer answers.
     pub seq: u128,
@@ -311,6 +315,7 @@ mod tests {
             ifname: "eth0".into(),
             names: vec![name.into()],
             ips: vec![ip.parse().unwrap()],
+            upstreams: vec![],
             seq: 1,
         }
     }

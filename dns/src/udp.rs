@@ -392,6 +392,7 @@ mod tests {
                     ifname: "eth0".into(),
                     names: vec!["hugo".into()],
                     ips: vec!["10.89.0.10".parse().unwrap()],
+                    upstreams: vec![],
                     seq: 1,
                 },
             );

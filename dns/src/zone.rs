@@ -63,6 +63,8 @@ struct Entry {
     cid_len: usize,
     names: Box<[Box<str>]>,
     ips: Box<[IpAddr]>,
+    /// The container's own upstreams (usually none: the network's).
+    upstreams: Box<[IpAddr]>,
     seq: u128,
 }
 
@@ -77,6 +79,7 @@ impl Entry {
             ifname: self.key[self.cid_len + 1..].to_owned(),
             names: self.names.iter().map(|n| n.to_string()).collect(),
             ips: self.ips.to_vec(),
+            upstreams: self.upstreams.to_vec(),
             seq: self.seq,
         }
     }
@@ -163,6 +166,7 @@ impl Net {
             cid_len: a.container_id.len(),
             names: a.names.into_iter().map(String::into_boxed_str).collect(),
             ips: a.ips.into_boxed_slice(),
+            upstreams: a.upstreams.into_boxed_slice(),
             seq: a.seq,
         });
     }
@@ -276,12 +280,20 @@ impl Zone {
     /// Decides the answer to `qname` (lowercase, no trailing dot) asked by `src`.
     pub fn lookup(&self, src: IpAddr, qname: &str, qtype: QType) -> Answer {
         let view = self.view(src);
+        // The asking container's own upstreams, else those of the networks it sees.
         let upstreams = || Answer::Forward {
-            upstreams: view
+            upstreams: match view
                 .iter()
-                .filter_map(|n| n.conf.as_ref())
-                .flat_map(|c| c.upstreams.iter().copied())
-                .collect(),
+                .filter_map(|n| n.ips.get(&src).and_then(|slots| n.newest(slots)))
+                .find(|e| !e.upstreams.is_empty())
+            {
+                Some(e) => e.upstreams.to_vec(),
+                None => view
+                    .iter()
+                    .filter_map(|n| n.conf.as_ref())
+                    .flat_map(|c| c.upstreams.iter().copied())
+                    .collect(),
+            },
         };
         if view.is_empty() {
             return Answer::Refused;
@@ -418,6 +430,7 @@ mod tests {
             ifname: "eth0".into(),
             names: names.iter().map(|n| n.to_string()).collect(),
             ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            upstreams: vec![],
             seq,
         }
     }
@@ -535,6 +548,31 @@ mod tests {
         );
         assert_eq!(
             z.lookup(ip("10.2.0.99"), "example.com", QType::A),
+            Answer::Forward {
+                upstreams: vec![ip("10.9.9.9")]
+            }
+        );
+    }
+
+    #[test]
+    fn a_container_with_its_own_upstreams_forwards_there() {
+        let mut z = zone();
+        let mut a = att("c9", &["dig"], &["10.2.0.9"], 9);
+        a.upstreams = vec![ip("192.0.2.53")];
+        z.insert("b", a);
+        assert_eq!(
+            z.lookup(ip("10.2.0.9"), "example.com", QType::A),
+            Answer::Forward {
+                upstreams: vec![ip("192.0.2.53")]
+            }
+        );
+        // Its names are still answered locally; its neighbours keep the network's.
+        assert_eq!(
+            z.lookup(ip("10.2.0.9"), "db", QType::A),
+            Answer::Addrs(vec![ip("10.2.0.5")])
+        );
+        assert_eq!(
+            z.lookup(ip("10.2.0.5"), "example.com", QType::A),
             Answer::Forward {
                 upstreams: vec![ip("10.9.9.9")]
             }

@@ -63,7 +63,7 @@ struct IpamWire {
     #[serde(default, deserialize_with = "cni::gojson::ip")]
     gateway: Option<IpAddr>,
     #[serde(default)]
-    routes: Vec<RouteWire>,
+    routes: Vec<Route>,
     data_dir: Option<PathBuf>,
     resolv_conf: Option<PathBuf>,
 }
@@ -78,13 +78,6 @@ struct RangeWire {
     range_end: Option<IpAddr>,
     #[serde(default, deserialize_with = "cni::gojson::ip")]
     gateway: Option<IpAddr>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RouteWire {
-    dst: IpNetwork,
-    #[serde(default, deserialize_with = "cni::gojson::ip")]
-    gw: Option<IpAddr>,
 }
 
 /// host-local's validated configuration.
@@ -146,11 +139,7 @@ impl HostLocalConf {
         Ok(HostLocalConf {
             network: net.name,
             range_sets,
-            routes: ipam
-                .routes
-                .into_iter()
-                .map(|r| Route::new(r.dst, r.gw))
-                .collect(),
+            routes: ipam.routes,
             data_dir: cni::config::dir_or(ipam.data_dir.as_deref(), DEFAULT_DATA_DIR),
             resolv_conf: ipam.resolv_conf,
             requested: requested_ips(args, net.args, net.runtime_config.ips)?,

@@ -30,7 +30,7 @@ struct IpamWire {
     #[serde(default)]
     addresses: Vec<AddressWire>,
     #[serde(default)]
-    routes: Vec<RouteWire>,
+    routes: Vec<Route>,
     #[serde(default)]
     dns: Dns,
 }
@@ -40,13 +40,6 @@ struct AddressWire {
     address: String,
     #[serde(default, deserialize_with = "cni::gojson::ip")]
     gateway: Option<IpAddr>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RouteWire {
-    dst: IpNetwork,
-    #[serde(default, deserialize_with = "cni::gojson::ip")]
-    gw: Option<IpAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,11 +155,7 @@ impl Static {
                 args.version
             )));
         }
-        let routes = ipam
-            .routes
-            .iter()
-            .map(|r| Route::new(r.dst, r.gw))
-            .collect();
+        let routes = ipam.routes.clone();
         Ok(CniResult {
             ips,
             routes,

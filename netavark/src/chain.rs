@@ -13,8 +13,10 @@ use serde_json::{json, Map, Value};
 use crate::types::{Network, PerNetworkOptions, PortMapping};
 use crate::Error;
 
-/// The CNI version of the chains.
-pub const CNI_VERSION: &str = "1.0.0";
+/// The CNI version of the chains (1.1.0: route metrics reach the bridge plugin).
+pub const CNI_VERSION: &str = "1.1.0";
+/// netavark's route metric where the network (`metric`) or the route sets none.
+pub const DEFAULT_METRIC: u32 = 100;
 /// Podman's DNS domain.
 pub const DNS_DOMAIN: &str = "dns.podman";
 /// The bridge options netavark knows; each is either honoured or refused by name.
@@ -33,6 +35,8 @@ const BRIDGE_OPTIONS: &[&str] = &[
 pub struct Wiring<'a> {
     pub opts: &'a PerNetworkOptions,
     pub ports: &'a [PortMapping],
+    /// The container's own upstream resolvers (`dns_servers`, Podman's `--dns`).
+    pub dns_servers: &'a [IpAddr],
     /// `--firewall-driver none`: no masquerade, published ports or firewall rules.
     pub no_firewall: bool,
 }
@@ -55,7 +59,7 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
             )));
         }
     }
-    for key in ["vrf", "vlan", "metric"] {
+    for key in ["vrf", "vlan"] {
         if net.option(key).is_some() {
             return Err(Error::Unsupported(format!(
                 "{}: option {key:?} is not supported by podnet's backend yet",
@@ -100,14 +104,23 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
         .filter(|b| !b.is_empty())
         .ok_or_else(|| Error::Invalid(format!("{}: missing", field("network_interface"))))?;
 
+    let metric = match net.option("metric").filter(|m| !m.is_empty()) {
+        None => DEFAULT_METRIC,
+        Some(m) => m.parse::<u32>().map_err(|_| {
+            Error::Invalid(format!(
+                "{}: {m:?} is not a number",
+                field("options.metric")
+            ))
+        })?,
+    };
     let addresses = addresses(net, w.opts)?;
     let mut routes: Vec<Value> = Vec::new();
     if !net.internal && !no_default_route {
         if addresses.iter().any(|(a, _)| a.is_ipv4()) {
-            routes.push(json!({ "dst": "0.0.0.0/0" }));
+            routes.push(json!({ "dst": "0.0.0.0/0", "priority": metric }));
         }
         if addresses.iter().any(|(a, _)| a.is_ipv6()) {
-            routes.push(json!({ "dst": "::/0" }));
+            routes.push(json!({ "dst": "::/0", "priority": metric }));
         }
     }
     for r in net.routes.iter().flatten() {
@@ -115,6 +128,7 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
         if let Some(gw) = r.gateway {
             route["gw"] = json!(gw.to_string());
         }
+        route["priority"] = json!(r.metric.unwrap_or(DEFAULT_METRIC));
         routes.push(route);
     }
     let ipam = json!({
@@ -161,12 +175,15 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
         let mut dns = json!({
             "type": "dnsname",
             "domainName": DNS_DOMAIN,
-            "capabilities": { "aliases": true },
+            "capabilities": { "aliases": true, "dns": true },
         });
         if let Some(servers) = net.network_dns_servers.as_ref().filter(|s| !s.is_empty()) {
             dns["upstreams"] = json!(servers);
         }
         plugins.push(dns);
+        if !w.dns_servers.is_empty() {
+            caps.insert("dns".into(), json!({ "servers": w.dns_servers }));
+        }
         let aliases = w.opts.aliases.clone().unwrap_or_default();
         caps.insert("aliases".into(), json!({ net.name.clone(): aliases }));
     }
@@ -259,6 +276,7 @@ mod tests {
             Wiring {
                 opts: &n.opts,
                 ports: o.port_mappings.as_deref().unwrap_or_default(),
+                dns_servers: &[],
                 no_firewall: false,
             },
         )
@@ -300,6 +318,7 @@ mod tests {
         let w = Wiring {
             opts: &o.networks[0].opts,
             ports: o.port_mappings.as_deref().unwrap(),
+            dns_servers: &[],
             no_firewall: false,
         };
         let e = conflist(net, w).unwrap_err().to_string();
@@ -318,6 +337,36 @@ mod tests {
     }
 
     #[test]
+    fn metrics_and_the_containers_own_dns_servers() {
+        let o: NetworkOptions = serde_json::from_str(HUGO).unwrap();
+        let mut net = o.network_info["blog"].clone();
+        let servers: Vec<IpAddr> = vec!["192.0.2.53".parse().unwrap()];
+        let w = Wiring {
+            opts: &o.networks[0].opts,
+            ports: &[],
+            dns_servers: &servers,
+            no_firewall: false,
+        };
+        let (list, caps) = conflist(&net, w).unwrap();
+        assert_eq!(
+            list["cniVersion"], "1.1.0",
+            "route priorities need 1.1.0 results"
+        );
+        assert_eq!(
+            list["plugins"][0]["ipam"]["routes"],
+            json!([{"dst": "0.0.0.0/0", "priority": 100}])
+        );
+        assert_eq!(caps["dns"], json!({"servers": ["192.0.2.53"]}));
+        assert_eq!(list["plugins"][3]["capabilities"]["dns"], true);
+        net.options = Some([("metric".to_string(), "250".to_string())].into());
+        let (list, _) = conflist(&net, w).unwrap();
+        assert_eq!(list["plugins"][0]["ipam"]["routes"][0]["priority"], 250);
+        net.options = Some([("metric".to_string(), "-1".to_string())].into());
+        let e = conflist(&net, w).unwrap_err().to_string();
+        assert!(e.contains("network_info.blog.options.metric"), "{e}");
+    }
+
+    #[test]
     fn internal_networks_have_no_route_masquerade_or_ports() {
         let o: NetworkOptions = serde_json::from_str(HUGO).unwrap();
         let mut net = o.network_info["blog"].clone();
@@ -325,6 +374,7 @@ mod tests {
         let w = Wiring {
             opts: &o.networks[0].opts,
             ports: o.port_mappings.as_deref().unwrap(),
+            dns_servers: &[],
             no_firewall: false,
         };
         let (list, caps) = conflist(&net, w).unwrap();

@@ -164,6 +164,7 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
         crate::chain::Wiring {
             opts: &probe,
             ports: &[],
+            dns_servers: &[],
             no_firewall: false,
         },
     )?;

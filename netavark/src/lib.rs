@@ -173,13 +173,8 @@ impl Backend {
         if opts.networks.is_empty() {
             return Err(Error::Invalid("networks: no network to set up".into()));
         }
-        if opts.dns_servers.as_ref().is_some_and(|s| !s.is_empty()) {
-            // Podman shows the backend's stderr to the user.
-            eprintln!(
-                "podnet: dns_servers (--dns) are not per-container upstreams on podnet's backend yet; this container's queries go to the network's upstreams"
-            );
-        }
         let ports = opts.port_mappings.as_deref().unwrap_or_default();
+        let dns_servers = opts.dns_servers.as_deref().unwrap_or_default();
         let mut args = Vec::new();
         if !opts.container_name.is_empty() {
             args.push(("K8S_POD_NAME".to_string(), opts.container_name.clone()));
@@ -201,6 +196,7 @@ impl Backend {
                     chain::Wiring {
                         opts: &n.opts,
                         ports,
+                        dns_servers,
                         no_firewall: self.no_firewall,
                     },
                 )?;

@@ -16,10 +16,19 @@ ip link set lo up
 ip link add hostlan0 type veth peer name hostlan1
 ip addr add 192.168.77.1/24 dev hostlan0
 ip link set hostlan0 up
-ip link set hostlan1 up
 ip route add default via 192.168.77.254 dev hostlan0 onlink
 
 mount -t proc proc "$r/proc"
+# The "LAN" on the other end: its own namespace with a DNS server (the machine's dnsmasq)
+# at 192.168.77.53 that alone knows only.upstream.test, for `--dns`.
+unshare --net sleep infinity &
+lan=$!
+while [ "$(readlink "$r/proc/$lan/ns/net")" = "$(readlink /proc/self/ns/net)" ]; do sleep 0.05; done
+ip link set hostlan1 netns "$lan"
+nsenter --net="$r/proc/$lan/ns/net" sh -c 'ip link set lo up && ip addr add 192.168.77.53/24 dev hostlan1 && ip link set hostlan1 up'
+nsenter --net="$r/proc/$lan/ns/net" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+  --listen-address=192.168.77.53 --address=/only.upstream.test/192.168.77.99 \
+  --user=root --pid-file= 2>/dev/null &
 mount --rbind /sys "$r/sys"
 mount -t tmpfs -o mode=755 tmpfs "$r/dev"
 for d in null zero full random urandom tty; do

@@ -46,6 +46,15 @@ done
 case "$out" in *"hello from podman 5"*) ok "the host fetches the published port" ;;
   *) fail "the host fetches the published port" "$out" ;; esac
 
+# --dns on a network with names: the container's own upstream answers what is not ours.
+check "--dns: the container's own upstream" "192.168.77.99" \
+  $P run --rm --network blog --dns 192.168.77.53 $IMG nslookup only.upstream.test
+check "--dns: local names still answered" "10.89.0.10" \
+  $P run --rm --network blog --dns 192.168.77.53 $IMG nslookup hugo
+check "network create -o metric=250" "metered" $P network create metered -o metric=250 --subnet 10.91.0.0/24
+check "the default route has the metric" "metric 250" $P run --rm --network metered $IMG ip -4 route show default
+check "without the option: netavark's 100" "metric 100" $P run --rm --network blog $IMG ip -4 route show default
+
 check "a second network" "other" $P network create other --subnet 10.90.0.0/24
 refuse "DNS isolation: other does not resolve hugo" $P run --rm --network other $IMG nslookup hugo
 check "a container on both networks resolves hugo" "10.89.0.10" \
@@ -61,11 +70,11 @@ check "restart keeps the name" "10.89.0.10" $P exec front-web nslookup hugo
 
 $P rm -af -t 0 >/dev/null 2>&1
 $P pod rm -af -t 0 >/dev/null 2>&1
-check "network rm" "blog" $P network rm blog other
+check "network rm" "blog" $P network rm blog other metered
 if [ "$mode" = rootful ]; then
   links="$(ip -o link | grep -v -e ' lo:' -e hostlan || true)"
   [ -z "$links" ] && ok "removal leaves no link" || fail "removal leaves no link" "$links"
-  rules="$(nft list ruleset 2>&1 | grep -e "10\.89\." -e "10\.90\." || true)"
+  rules="$(nft list ruleset 2>&1 | grep -e "10\.89\." -e "10\.90\." -e "10\.91\." || true)"
   [ -z "$rules" ] && ok "removal leaves no rule" || fail "removal leaves no rule" "$rules"
   netns="$(ls /run/netns 2>/dev/null || true)"
   [ -z "$netns" ] && ok "removal leaves no netns" || fail "removal leaves no netns" "$netns"

@@ -100,6 +100,7 @@ pub async fn point_to_point(
         gateway: None,
         oif: Some(index),
         scope: 253,
+        priority: None,
     })
     .await
 }
@@ -195,7 +196,8 @@ pub async fn add_routes(nl: &Netlink, index: u32, result: &cni::CniResult) -> cr
             dst: r.dst,
             gateway,
             oif: Some(index),
-            scope: 0,
+            scope: r.scope.unwrap_or(0),
+            priority: r.priority,
         })
         .await?;
     }

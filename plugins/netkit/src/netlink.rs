@@ -64,6 +64,9 @@ pub struct RouteSpec {
     pub oif: Option<u32>,
     /// `RT_SCOPE_*`: 0 universe, 253 link, 254 host.
     pub scope: u8,
+    /// The metric (`ip route … metric N`); `None`: the kernel's default, 0 for IPv4 and
+    /// 1024 for IPv6.
+    pub priority: Option<u32>,
 }
 
 /// `IP/32` (`IP/128`): the prefix naming one address.
@@ -677,6 +680,9 @@ fn route_message(route: &RouteSpec) -> Result<RouteMessage> {
     if let Some(oif) = route.oif {
         b = b.output_interface(oif);
     }
+    if let Some(p) = route.priority {
+        b = b.priority(p);
+    }
     // `boot`, as `ip route add` marks routes it adds.
     Ok(b.scope(RouteScope::from(route.scope))
         .protocol(RouteProtocol::Boot)
@@ -699,11 +705,13 @@ fn route_from(m: &RouteMessage) -> Option<RouteSpec> {
     let mut dst = None;
     let mut gateway = None;
     let mut oif = None;
+    let mut priority = None;
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(d) => dst = ip(d),
             RouteAttribute::Gateway(g) => gateway = ip(g),
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => priority = Some(*p),
             _ => {}
         }
     }
@@ -718,6 +726,7 @@ fn route_from(m: &RouteMessage) -> Option<RouteSpec> {
         gateway,
         oif,
         scope: u8::from(m.header.scope),
+        priority,
     })
 }
 
@@ -834,6 +843,7 @@ mod tests {
             gateway: Some("10.0.0.1".parse().unwrap()),
             oif: Some(3),
             scope: 0,
+            priority: None,
         };
         let back = route_from(&route_message(&r).unwrap()).unwrap();
         assert_eq!(back, r);
@@ -842,6 +852,7 @@ mod tests {
             gateway: None,
             oif: Some(4),
             scope: 253,
+            priority: None,
         };
         assert_eq!(route_from(&route_message(&host).unwrap()).unwrap(), host);
     }

@@ -166,6 +166,7 @@ async fn finish(
             gateway: None,
             oif: Some(hv.index),
             scope: 254,
+            priority: None,
         };
         cx.host.route_add(&route).await?;
         attach::enable_forwarding(ip.address.is_ipv4())?;
@@ -222,6 +223,7 @@ async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Resu
                 gateway: None,
                 oif: Some(c.index),
                 scope: 253,
+                priority: None,
             })
             .await?;
         cx.ctr
@@ -230,6 +232,7 @@ async fn configure_container(cx: &Ctx<'_>, c: &Link, result: &CniResult) -> Resu
                 gateway: Some(gw),
                 oif: Some(c.index),
                 scope: 0,
+                priority: None,
             })
             .await?;
     }

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use hickory_proto::rr::RecordType;
-use podnet_tests::dns::query;
-use podnet_tests::net::{serve_tcp, sh, tcp_hello};
+use podnet_tests::dns::{query, serve_upstream};
+use podnet_tests::net::{outside, serve_tcp, sh, tcp_hello};
 use podnet_tests::privileged_test;
 use podnet_tests::sandbox::Sandbox;
 use serde_json::{json, Value};
@@ -124,5 +124,43 @@ privileged_test! {
         let links = sh(Some(&ns), "ip -o link show eth0").0;
         assert!(!links, "no interface left in the container");
         assert!(!sh(None, "nft list ruleset").1.contains("10.89.0."));
+    }
+}
+
+privileged_test! {
+    fn a_networks_metric_and_a_containers_own_dns_servers() {
+        let mut sb = Sandbox::new();
+        let out = outside(&mut sb);
+        assert!(sh(Some(&out), "ip addr add 192.0.2.2/24 dev eth0").0);
+        serve_upstream(&out, "192.0.2.1", "192.0.2.77");
+        serve_upstream(&out, "192.0.2.2", "192.0.2.88");
+        let (own, plain) = (sb.container("own"), sb.container("plain"));
+        let mut docs = [doc(0), doc(1)];
+        for d in &mut docs {
+            d["network_info"]["blog"]["options"] = json!({"metric": "250"});
+            d["network_info"]["blog"]["network_dns_servers"] = json!(["192.0.2.1"]);
+            d["network_info"]["blog"]["routes"] = json!([{"destination": "198.51.100.0/24", "gateway": "10.89.0.1"}]);
+        }
+        docs[0]["dns_servers"] = json!(["192.0.2.2"]);
+        for (ns, d) in [(&own, &docs[0]), (&plain, &docs[1])] {
+            let (ok, out) = netavark("setup", ns.path(), d);
+            assert!(ok, "{out}");
+        }
+        let routes = sh(Some(&own), "ip -4 route show").1;
+        assert!(routes.contains("default via 10.89.0.1 dev eth0 proto boot metric 250")
+            || routes.contains("default via 10.89.0.1 dev eth0 metric 250"), "{routes}");
+        // A route of the network without its own metric gets netavark's 100.
+        assert!(routes.contains("198.51.100.0/24 via 10.89.0.1 dev eth0") && routes.contains("metric 100"), "{routes}");
+        // --dns: that container's forwarded queries go to its own upstream, its
+        // neighbour's to the network's; names stay local for both.
+        let a = |ns| query(ns, "10.89.0.1", "example.com", RecordType::A, false).map(|a| a.data);
+        assert_eq!(a(&own), Some(vec!["192.0.2.88".to_string()]));
+        assert_eq!(a(&plain), Some(vec!["192.0.2.77".to_string()]));
+        let web1 = query(&own, "10.89.0.1", "web1", RecordType::A, false).map(|a| a.data);
+        assert_eq!(web1, Some(vec!["10.89.0.11".to_string()]));
+        for (ns, d) in [(&own, &docs[0]), (&plain, &docs[1])] {
+            let (ok, out) = netavark("teardown", ns.path(), d);
+            assert!(ok, "{out}");
+        }
     }
 }

@@ -97,7 +97,7 @@ privileged_test! {
             cnl.addr_add(c.index, caddr).await.unwrap();
             cnl.addr_add(c.index, caddr).await.unwrap(); // idempotent
             hnl.addr_add(h.index, "10.77.0.1/24".parse().unwrap()).await.unwrap();
-            let route = RouteSpec { dst: "10.99.0.0/16".parse().unwrap(), gateway: Some("10.77.0.1".parse().unwrap()), oif: None, scope: 0 };
+            let route = RouteSpec { dst: "10.99.0.0/16".parse().unwrap(), gateway: Some("10.77.0.1".parse().unwrap()), oif: None, scope: 0, priority: None };
             cnl.route_add(&route).await.unwrap();
             let routes = cnl.route_list().await.unwrap();
             assert!(routes.iter().any(|r| r.dst == route.dst && r.gateway == route.gateway && r.oif == Some(c.index)), "{routes:?}");
@@ -117,7 +117,7 @@ privileged_test! {
         netkit::block_on(async {
             let cnl = Netlink::open_in(&ctr).unwrap();
             let c = cnl.link_require("eth0").await.unwrap();
-            let route = RouteSpec { dst: "10.99.0.0/16".parse().unwrap(), gateway: Some("10.77.0.1".parse().unwrap()), oif: None, scope: 0 };
+            let route = RouteSpec { dst: "10.99.0.0/16".parse().unwrap(), gateway: Some("10.77.0.1".parse().unwrap()), oif: None, scope: 0, priority: None };
             cnl.route_del(&route).await.unwrap();
             cnl.route_del(&route).await.unwrap(); // gone: fine
             cnl.addr_del(c.index, "10.77.0.2/24".parse().unwrap()).await.unwrap();
@@ -147,7 +147,7 @@ privileged_test! {
             cnl.link_set_up(c.index).await.unwrap();
             cnl.addr_add(c.index, "10.78.0.2/24".parse().unwrap()).await.unwrap();
             hnl.addr_add(h.index, "10.78.0.1/32".parse().unwrap()).await.unwrap();
-            let route = RouteSpec { dst: "10.78.0.2/32".parse().unwrap(), gateway: None, oif: Some(h.index), scope: 253 };
+            let route = RouteSpec { dst: "10.78.0.2/32".parse().unwrap(), gateway: None, oif: Some(h.index), scope: 253, priority: None };
             hnl.route_add(&route).await.unwrap();
             (h.index, c.index)
         });
