@@ -100,6 +100,7 @@ fn handler() -> &'static dns::answer::Handler {
                         ifname: "eth0".into(),
                         names: vec![n.to_string(), format!("{n}-alias")],
                         ips: vec![host],
+                        upstreams: vec![],
                         seq: i as u128,
                     },
                 );
