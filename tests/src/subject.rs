@@ -35,6 +35,10 @@ pub enum Deviation {
     /// host-device DEL fails when there is nothing left to give back: the interface or the
     /// container's namespace is already gone (DEL twice, or after the netns died).
     HostDeviceDelNotIdempotent,
+    /// macvlan DEL deletes whatever link is named `CNI_IFNAME` in the container, another
+    /// plugin's too (the DEL a runtime sends after an ADD refused because the name was
+    /// taken).
+    MacvlanDelRemovesAnyInterface,
     /// tuning DEL restores link settings but leaves the sysctls it changed.
     TuningKeepsSysctls,
     /// tuning (1.1.1) predates `txQLen`: the key is accepted and ignored.
@@ -71,6 +75,7 @@ pub const KNOWN_PLUGINS: &[&str] = &[
     "bridge",
     "ptp",
     "host-device",
+    "macvlan",
     "host-local",
     "static",
     "portmap",

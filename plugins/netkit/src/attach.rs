@@ -216,3 +216,56 @@ pub async fn ensure_ifname_free(ctr: &Netlink, args: &CmdArgs, ns: &NetNs) -> Re
     }
     Ok(())
 }
+
+/// An interface that carries the result's addresses itself (macvlan and the other
+/// links made on a parent): IPv6 enabled on it where the result has IPv6 addresses,
+/// with optimistic DAD (RFC 4429: the address is usable at once and a duplicate on the
+/// LAN is still detected, where the reference waits up to 5 s for DAD to settle) and
+/// the addresses kept across down/up; gratuitous ARP and unsolicited NA when it comes
+/// up; the addresses; up; the result's routes.
+pub async fn configure_interface(
+    ctr: &Netlink,
+    ns: &NetNs,
+    index: u32,
+    ifname: &str,
+    result: &cni::CniResult,
+) -> Result<(), CniError> {
+    if result.ips.iter().any(|i| i.address.is_ipv6()) {
+        let conf = |k: &str| format!("net/ipv6/conf/{ifname}/{k}");
+        crate::sysctl::set(ns, &conf("disable_ipv6"), "0")?;
+        crate::sysctl::set(ns, &conf("keep_addr_on_down"), "1")?;
+        crate::sysctl::set(ns, &conf("ndisc_notify"), "1")?;
+        // Kernels built without CONFIG_IPV6_OPTIMISTIC_DAD lack the keys: DAD runs as usual.
+        for k in ["optimistic_dad", "use_optimistic"] {
+            let _ = crate::sysctl::set(ns, &conf(k), "1");
+        }
+    }
+    if result.ips.iter().any(|i| i.address.is_ipv4()) {
+        ctr.link_set_arp_notify(index).await?;
+    }
+    add_addresses(ctr, index, result).await?;
+    ctr.link_set_up(index).await?;
+    add_routes(ctr, index, result).await?;
+    Ok(())
+}
+
+/// Deletes `CNI_IFNAME` in the container only when it is a link of `kind`: a DEL never
+/// removes an interface another plugin made (the runtime sends DEL after an ADD that
+/// was refused because the name was taken). No netns, a namespace or a link that is
+/// gone: nothing to do.
+pub fn remove_container_link_of_kind(args: &CmdArgs, kind: &str) -> Result<(), CniError> {
+    let Some(ns) = open_netns_if_present(args)? else {
+        return Ok(());
+    };
+    let index: crate::Result<Option<u32>> = crate::block_on(async {
+        let ctr = Netlink::open_in(&ns)?;
+        let link = ctr.link_get(&args.ifname).await?;
+        Ok(link
+            .filter(|l| l.kind.as_deref() == Some(kind))
+            .map(|l| l.index))
+    });
+    match index? {
+        Some(i) => crate::unlink::link_del_unwaited(&ns, i, None).map_err(CniError::from),
+        None => Ok(()),
+    }
+}

@@ -12,15 +12,15 @@ use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoMacVlan, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
 use crate::error::{Error, Result};
@@ -54,6 +54,9 @@ pub struct Link {
     pub promisc: bool,
     pub allmulti: bool,
     pub txqlen: u32,
+    /// A macvlan's mode as `ip -d link` names it (`bridge`, `private`, `vepa`,
+    /// `passthru`, `source`); `None` for other kinds.
+    pub mode: Option<String>,
 }
 
 /// A route as read back or to be added.
@@ -120,6 +123,30 @@ pub struct VethOptions {
     pub peer_mac: Option<[u8; 6]>,
     pub master: Option<u32>,
     pub up: bool,
+}
+
+/// A macvlan to create: its mode and, where set, MTU, MAC, broadcast queue length and
+/// the namespace it is born in (by default the socket's own).
+#[derive(Debug, Clone, Default)]
+pub struct MacvlanOptions<'a> {
+    /// `bridge`, `private`, `vepa`, `passthru` or `source` ([`macvlan_mode`]).
+    pub mode: &'a str,
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub bc_queue_len: Option<u32>,
+    pub netns: Option<&'a NetNs>,
+}
+
+/// The macvlan mode `name` (as `ip link … type macvlan mode NAME` takes it).
+pub fn macvlan_mode(name: &str) -> Option<MacVlanMode> {
+    Some(match name {
+        "bridge" => MacVlanMode::Bridge,
+        "private" => MacVlanMode::Private,
+        "vepa" => MacVlanMode::Vepa,
+        "passthru" => MacVlanMode::Passthrough,
+        "source" => MacVlanMode::Source,
+        _ => return None,
+    })
 }
 
 /// How [`Netlink::addr_request`] adds an address.
@@ -268,6 +295,56 @@ impl Netlink {
             format!("link add {name} type veth peer name {peer}"),
         )
         .await
+    }
+
+    /// `ip link add NAME link PARENT [netns NS] [mtu N] [address MAC] type macvlan mode
+    /// MODE [bcqueuelen N]`: born down, in `opts.netns` when given (the parent is looked
+    /// up in this socket's namespace), so its name is checked only there.
+    pub async fn link_add_macvlan(
+        &self,
+        name: &str,
+        parent: u32,
+        opts: &MacvlanOptions<'_>,
+    ) -> Result<()> {
+        let mode = macvlan_mode(opts.mode).ok_or_else(|| Error::Invalid {
+            what: "macvlan mode",
+            value: opts.mode.into(),
+        })?;
+        let mut msg = LinkMacVlan::new(name, parent, mode);
+        if let Some(len) = opts.bc_queue_len {
+            msg = msg.append_info_data(InfoMacVlan::BcQueueLen(len));
+        }
+        if let Some(mtu) = opts.mtu {
+            msg = msg.mtu(mtu);
+        }
+        if let Some(mac) = opts.mac {
+            msg = msg.address(mac.to_vec());
+        }
+        if let Some(ns) = opts.netns {
+            msg = msg.setns_by_fd(ns.as_fd().as_raw_fd());
+        }
+        self.link_add(
+            msg.build(),
+            format!(
+                "link add {name} link index {parent} type macvlan mode {}",
+                opts.mode
+            ),
+        )
+        .await
+    }
+
+    /// The link of the first default route of the main table (IPv4 first), as the
+    /// reference plugins pick a `master` that is not given.
+    pub async fn default_route_link(&self) -> Result<Option<Link>> {
+        let routes = self.route_list().await?;
+        let oif = routes
+            .iter()
+            .find(|r| r.dst.prefix() == 0)
+            .and_then(|r| r.oif);
+        match oif {
+            Some(i) => self.link_by_index(i).await,
+            None => Ok(None),
+        }
     }
 
     /// `ip link add NAME type bridge [mtu N] [vlan_filtering 1] [address MAC]`.
@@ -752,6 +829,7 @@ fn link_from(m: &LinkMessage) -> Link {
         promisc: m.header.flags.contains(LinkFlags::Promisc),
         allmulti: m.header.flags.contains(LinkFlags::Allmulti),
         txqlen: 0,
+        mode: None,
     };
     for a in &m.attributes {
         match a {
@@ -764,8 +842,15 @@ fn link_from(m: &LinkMessage) -> Link {
             LinkAttribute::TxQueueLen(q) => link.txqlen = *q,
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
-                    if let LinkInfo::Kind(k) = info {
-                        link.kind = Some(kind_name(k));
+                    match info {
+                        LinkInfo::Kind(k) => link.kind = Some(kind_name(k)),
+                        LinkInfo::Data(InfoData::MacVlan(data)) => {
+                            link.mode = data.iter().find_map(|d| match d {
+                                InfoMacVlan::Mode(m) => Some(m.to_string()),
+                                _ => None,
+                            });
+                        }
+                        _ => {}
                     }
                 }
             }

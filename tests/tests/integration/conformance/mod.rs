@@ -11,6 +11,7 @@ mod host_device;
 mod host_local;
 mod localhost;
 mod loopback;
+mod macvlan;
 mod podman_chain;
 mod protocol;
 mod ptp;

@@ -1,0 +1,4 @@
+//! The `macvlan` CNI plugin.
+fn main() {
+    cni::skel::run(macvlan::Macvlan)
+}
