@@ -42,6 +42,21 @@ pub struct NetworkSpec {
     pub mtu: Option<u32>,
     /// Default: the first free `cni-podmanN`.
     pub bridge: Option<String>,
+    /// `-d`: [`BRIDGE`] (also when empty) or [`MACVLAN`].
+    pub driver: String,
+    /// `-o parent=IF` (macvlan): the parent; none: the default route's interface.
+    pub parent: Option<String>,
+    /// `-o mode=M` (macvlan): `bridge`, `private`, `vepa`, `passthru`, `source`.
+    pub mode: Option<String>,
+}
+
+pub const BRIDGE: &str = "bridge";
+pub const MACVLAN: &str = "macvlan";
+
+impl NetworkSpec {
+    pub fn is_macvlan(&self) -> bool {
+        self.driver == MACVLAN
+    }
 }
 
 /// What `network ls` and `inspect` show, read back from a conflist (podnet's or anyone's).
@@ -64,8 +79,9 @@ pub struct Subnet {
     pub gateway: Option<IpAddr>,
 }
 
-/// The conflist for `spec` with subnets, gateways and bridge already chosen.
-pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
+/// host-local over the spec's subnets, as Podman 4.3 writes it: a gateway per range and
+/// default routes unless internal.
+fn host_local(spec: &NetworkSpec) -> Value {
     let ranges: Vec<Value> = spec
         .subnets
         .iter()
@@ -93,6 +109,14 @@ pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
         }
         ipam["routes"] = json!(routes);
     }
+    ipam
+}
+
+/// The conflist for `spec` with subnets, gateways and bridge already chosen.
+pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
+    if spec.is_macvlan() {
+        return macvlan_conflist(spec);
+    }
     let mut bridge_plugin = json!({
         "type": "bridge",
         "bridge": bridge,
@@ -103,7 +127,7 @@ pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
     if let Some(mtu) = spec.mtu {
         bridge_plugin["mtu"] = json!(mtu);
     }
-    bridge_plugin["ipam"] = ipam;
+    bridge_plugin["ipam"] = host_local(spec);
     // Podman 4.3 passes `--ip` as runtimeConfig.ips.
     bridge_plugin["capabilities"] = json!({ "ips": true });
     let mut firewall = json!({ "type": "firewall", "backend": "" });
@@ -124,6 +148,38 @@ pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
         }));
     }
     json!({ "cniVersion": CNI_VERSION, "name": spec.name, "plugins": plugins })
+}
+
+/// Podman 4.3's macvlan network: the one plugin, `master` empty for the default route's
+/// interface, `dhcp` IPAM without subnets, the driver options kept under
+/// `args.podman_options` (where Podman reads them back).
+fn macvlan_conflist(spec: &NetworkSpec) -> Value {
+    let mut plugin = json!({
+        "type": MACVLAN,
+        "master": spec.parent.clone().unwrap_or_default(),
+    });
+    if spec.subnets.is_empty() {
+        plugin["ipam"] = json!({ "type": "dhcp" });
+    } else {
+        plugin["ipam"] = host_local(spec);
+    }
+    let mut options = serde_json::Map::new();
+    if let Some(mtu) = spec.mtu {
+        plugin["mtu"] = json!(mtu);
+        options.insert("mtu".into(), json!(mtu.to_string()));
+    }
+    if let Some(mode) = &spec.mode {
+        plugin["mode"] = json!(mode);
+        options.insert("mode".into(), json!(mode));
+    }
+    if !spec.subnets.is_empty() {
+        plugin["capabilities"] = json!({ "ips": true });
+    }
+    let mut list = json!({ "cniVersion": CNI_VERSION, "name": spec.name, "plugins": [plugin] });
+    if !options.is_empty() {
+        list["args"] = json!({ "podman_options": options });
+    }
+    list
 }
 
 fn gateway_of(spec: &NetworkSpec, i: usize) -> IpAddr {
@@ -184,7 +240,14 @@ pub fn info(list: &NetConfList, file: PathBuf) -> NetworkInfo {
             .and_then(|p| p.get("bridge"))
             .and_then(Value::as_str)
             .map(str::to_owned),
-        internal: main.is_some_and(|p| p.get("isGateway") != Some(&Value::Bool(true))),
+        internal: main.is_some_and(|p| match p.get("type").and_then(Value::as_str) {
+            Some(BRIDGE) => p.get("isGateway") != Some(&Value::Bool(true)),
+            // Other drivers: internal when IPAM gives no route out (dhcp always may).
+            _ => p.get("ipam").is_some_and(|i| {
+                i.get("type").and_then(Value::as_str) == Some("host-local")
+                    && i.get("routes").is_none()
+            }),
+        }),
         dns_enabled: dns.is_some(),
         dns_domain: dns.map(|p| {
             p.get("domainName")
@@ -285,6 +348,28 @@ pub fn create(config: &Config, mut spec: NetworkSpec) -> Result<NetworkInfo> {
         .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
         .collect();
     check_subnets(&spec, &existing)?;
+    if spec.is_macvlan() {
+        check_macvlan(&spec)?;
+        // As Podman 4.3: no name service on a macvlan network (no bridge to serve on),
+        // and without subnets the addresses come from the LAN's DHCP server.
+        spec.disable_dns = true;
+        return write(config, &spec, "");
+    }
+    if !spec.driver.is_empty() && spec.driver != BRIDGE {
+        return Err(Error::invalid(
+            "--driver",
+            format!("{:?}: known drivers are bridge and macvlan", spec.driver),
+        ));
+    }
+    if let Some(o) = [
+        ("parent", spec.parent.is_some()),
+        ("mode", spec.mode.is_some()),
+    ]
+    .iter()
+    .find(|(_, set)| *set)
+    {
+        return Err(Error::invalid(format!("-o {}", o.0), "only for -d macvlan"));
+    }
     // As Podman's CNI backend: an internal network has no gateway address on its bridge
     // for a responder to listen on, so DNS is off.
     spec.disable_dns |= spec.internal;
@@ -314,6 +399,57 @@ fn write(config: &Config, spec: &NetworkSpec, bridge: &str) -> Result<NetworkInf
     let bytes = serde_json::to_vec_pretty(&value).expect("a conflist serializes");
     write_atomic(&file, &bytes)?;
     Ok(info(&list, file))
+}
+
+/// A macvlan network's options: a parent that exists here (the default route's
+/// interface when none is given), a known mode, no bridge options.
+fn check_macvlan(spec: &NetworkSpec) -> Result<()> {
+    if spec.bridge.is_some() || spec.isolate {
+        let o = if spec.isolate { "isolate" } else { "bridge" };
+        return Err(Error::invalid(
+            format!("-o {o}"),
+            "not an option of -d macvlan",
+        ));
+    }
+    if let Some(mode) = &spec.mode {
+        if netkit::macvlan_mode(mode).is_none() {
+            return Err(Error::invalid(
+                "-o mode",
+                format!("{mode:?}: bridge, private, vepa, passthru or source"),
+            ));
+        }
+    }
+    if spec.subnets.is_empty() && (spec.ipv6 || !spec.ip_ranges.is_empty()) {
+        return Err(Error::invalid(
+            "--subnet",
+            "-d macvlan without --subnet takes its addresses from DHCP: give --subnet for --ipv6 or --ip-range",
+        ));
+    }
+    let found = netkit::block_on(async {
+        let nl = netkit::Netlink::open_current()?;
+        match &spec.parent {
+            Some(p) => {
+                cni::validate::interface_name(p).map_err(|e| netkit::Error::Invalid {
+                    what: "interface name",
+                    value: e.msg,
+                })?;
+                nl.link_get(p).await
+            }
+            None => nl.default_route_link().await,
+        }
+    });
+    match (found, &spec.parent) {
+        (Ok(Some(_)), _) => Ok(()),
+        (Ok(None), Some(p)) => Err(Error::invalid(
+            "-o parent",
+            format!("no interface {p:?} on this host"),
+        )),
+        (Ok(None), None) => Err(Error::invalid(
+            "-o parent",
+            "not given, and this host has no default route to take it from",
+        )),
+        (Err(e), _) => Err(Error::invalid("-o parent", e.to_string())),
+    }
 }
 
 fn check_subnets(spec: &NetworkSpec, existing: &[NetworkInfo]) -> Result<()> {
@@ -460,6 +596,61 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(conflist(&web(), "cni-podman1"), fixture);
+    }
+
+    #[test]
+    fn macvlan_networks_are_podman4s_key_for_key() {
+        let fixture = |f: &str| -> Value {
+            let path = format!("{}/../tests/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        };
+        let lan = NetworkSpec {
+            name: "mv".into(),
+            driver: MACVLAN.into(),
+            parent: Some("vx0".into()),
+            mode: Some("private".into()),
+            mtu: Some(1400),
+            subnets: vec!["192.168.5.0/24".parse().unwrap()],
+            disable_dns: true,
+            ..NetworkSpec::default()
+        };
+        assert_eq!(conflist(&lan, ""), fixture("podman4-macvlan.conflist"));
+        let dhcp = NetworkSpec {
+            name: "mv2".into(),
+            driver: MACVLAN.into(),
+            disable_dns: true,
+            ..NetworkSpec::default()
+        };
+        assert_eq!(
+            conflist(&dhcp, ""),
+            fixture("podman4-macvlan-dhcp.conflist")
+        );
+        let internal = NetworkSpec {
+            name: "mv3".into(),
+            subnets: vec!["fd10::/64".parse().unwrap()],
+            internal: true,
+            ..dhcp.clone()
+        };
+        assert_eq!(
+            conflist(&internal, ""),
+            fixture("podman4-macvlan-internal.conflist")
+        );
+        for (spec, internal) in [(&lan, false), (&dhcp, false), (&internal, true)] {
+            let v = conflist(spec, "");
+            let i = info(
+                &NetConfList::from_bytes(v.to_string().as_bytes()).unwrap(),
+                "x".into(),
+            );
+            assert_eq!(
+                (
+                    i.driver.as_str(),
+                    i.bridge.as_deref(),
+                    i.internal,
+                    i.dns_enabled
+                ),
+                ("macvlan", None, internal, false)
+            );
+        }
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub fn parse_publish(s: &str) -> Result<PortMapping> {
 }
 
 /// One `podnet network create -o KEY[=VALUE]` driver option (`isolate`, `mtu`, `bridge`;
-/// a bare key means `true`), applied to `spec`.
+/// for macvlan `parent` and `mode`; a bare key means `true`), applied to `spec`.
 pub fn apply_network_option(spec: &mut NetworkSpec, o: &str) -> Result<()> {
     let (k, v) = o.split_once('=').unwrap_or((o, "true"));
     let bad = |why: &str| Error::invalid(format!("-o {o}"), why);
@@ -174,7 +174,9 @@ pub fn apply_network_option(spec: &mut NetworkSpec, o: &str) -> Result<()> {
         "isolate" => spec.isolate = v.parse().map_err(|_| bad("isolate is true or false"))?,
         "mtu" => spec.mtu = Some(v.parse().map_err(|_| bad("mtu is a number"))?),
         "bridge" => spec.bridge = Some(v.to_owned()),
-        _ => return Err(bad("known options: isolate, mtu, bridge")),
+        "parent" => spec.parent = Some(v.to_owned()),
+        "mode" => spec.mode = Some(v.to_owned()),
+        _ => return Err(bad("known options: isolate, mtu, bridge, parent, mode")),
     }
     Ok(())
 }

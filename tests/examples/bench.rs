@@ -230,38 +230,94 @@ fn bridge_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
 
 /// ptp + host-local ADD and DEL of one container.
 fn ptp_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
+    one_container_rows(dirs, iterations, "ptp", 83, json!({}))
+}
+
+/// macvlan + host-local ADD and DEL of one container, on a veth whose peer is in a
+/// namespace of its own (the "LAN").
+fn macvlan_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
+    let lan = NetNs::create_named("bench-mvlan").expect("bench namespace");
+    netkit::block_on(async {
+        let nl = netkit::Netlink::open_current()?;
+        nl.link_add_veth("bench-mvp", "eth0", &lan, &netkit::VethOptions::default())
+            .await?;
+        let p = nl.link_require("bench-mvp").await?;
+        nl.link_set_up(p.index).await
+    })
+    .expect("the macvlan parent");
+    let rows = one_container_rows(
+        dirs,
+        iterations,
+        "macvlan",
+        91,
+        json!({"master": "bench-mvp"}),
+    );
+    drop(lan);
+    let _ = NetNs::delete_named("bench-mvlan");
+    rows
+}
+
+/// `plugin` + host-local (10.`net`.0.0/16 and the next /16 for the reference) ADD, DEL
+/// and ADD's CPU time, one container at a time; `extra` keys go into the config.
+fn one_container_rows(
+    dirs: [&Path; 2],
+    iterations: usize,
+    plugin: &str,
+    net: usize,
+    extra: serde_json::Value,
+) -> Vec<String> {
+    let ns_name = |i: usize| format!("bench-{plugin}{i}");
     let nss: Vec<NetNs> = (0..2)
-        .map(|i| NetNs::create_named(&format!("bench-ptp{i}")).expect("bench namespace"))
+        .map(|i| NetNs::create_named(&ns_name(i)).expect("bench namespace"))
         .collect();
     let conf = |side: usize| {
-        json!({"cniVersion": "1.0.0", "name": format!("benchptp{side}"), "type": "ptp",
+        let mut c = json!({"cniVersion": "1.0.0", "name": format!("bench{plugin}{side}"), "type": plugin,
                "ipam": {"type": "host-local", "dataDir": format!("{BENCH_DATA}{side}"),
-                        "ranges": [[{"subnet": format!("10.{}.0.0/16", 83 + side)}]]}})
+                        "ranges": [[{"subnet": format!("10.{}.0.0/16", net + side)}]]}});
+        for (k, v) in extra.as_object().expect("an object") {
+            c[k] = v.clone();
+        }
+        c
     };
     let call = |d: &Path, cmd: &str| {
         let side = side_of(dirs, d);
-        Call::new(&d.join("ptp"), cmd, nss[side].path(), "eth0", &conf(side))
+        Call::new(&d.join(plugin), cmd, nss[side].path(), "eth0", &conf(side))
     };
     for d in dirs {
         timed(&call(d, "ADD"));
         timed(&call(d, "DEL"));
     }
-    let add = row("ptp+host-local ADD", dirs, iterations, |d, _| {
-        let took = timed(&call(d, "ADD"));
-        timed(&call(d, "DEL"));
-        took
-    });
-    let del = row("ptp+host-local DEL", dirs, iterations, |d, _| {
-        timed(&call(d, "ADD"));
-        timed(&call(d, "DEL"))
-    });
-    let cpu = row("ptp+host-local ADD, CPU time", dirs, iterations, |d, _| {
-        let used = cpu_of(|| timed(&call(d, "ADD")));
-        timed(&call(d, "DEL"));
-        used
-    });
+    let add = row(
+        &format!("{plugin}+host-local ADD"),
+        dirs,
+        iterations,
+        |d, _| {
+            let took = timed(&call(d, "ADD"));
+            timed(&call(d, "DEL"));
+            took
+        },
+    );
+    let del = row(
+        &format!("{plugin}+host-local DEL"),
+        dirs,
+        iterations,
+        |d, _| {
+            timed(&call(d, "ADD"));
+            timed(&call(d, "DEL"))
+        },
+    );
+    let cpu = row(
+        &format!("{plugin}+host-local ADD, CPU time"),
+        dirs,
+        iterations,
+        |d, _| {
+            let used = cpu_of(|| timed(&call(d, "ADD")));
+            timed(&call(d, "DEL"));
+            used
+        },
+    );
     for i in 0..2 {
-        let _ = NetNs::delete_named(&format!("bench-ptp{i}"));
+        let _ = NetNs::delete_named(&ns_name(i));
     }
     vec![add, del, cpu]
 }
@@ -666,7 +722,7 @@ fn main() {
         .get(3)
         .map(|s| s.parse().expect("ITERATIONS is a number"))
         .unwrap_or(300);
-    // An optional section name runs only that part: `podman`, `bridge` (bridge and ptp),
+    // An optional section name runs only that part: `podman`, `bridge` (bridge, ptp, macvlan),
     // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once), `bandwidth`.
     let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
@@ -725,7 +781,11 @@ fn main() {
     if only == Some("bridge") {
         println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
         println!("|---|---|---|---|---|---|");
-        for r in bridge_rows(dirs, n).into_iter().chain(ptp_rows(dirs, n)) {
+        for r in bridge_rows(dirs, n)
+            .into_iter()
+            .chain(ptp_rows(dirs, n))
+            .chain(macvlan_rows(dirs, n))
+        {
             println!("{r}");
         }
         return;
@@ -755,6 +815,7 @@ fn main() {
     }
     rows.extend(bridge_rows(dirs, n));
     rows.extend(ptp_rows(dirs, n));
+    rows.extend(macvlan_rows(dirs, n));
     rows.extend(bandwidth_rows(dirs, n));
     let parallel = parallel_row(dirs, 50, 5);
     let (podman, chain_add) = podman_rows(dirs, n.min(200));

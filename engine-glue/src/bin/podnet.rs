@@ -142,6 +142,9 @@ enum NetworkCmd {
     /// Create a network: a conflist with Podman 4's chain.
     Create {
         name: String,
+        /// bridge, or macvlan (-o parent=IF -o mode=M; without --subnet: DHCP).
+        #[arg(short = 'd', long, default_value = "bridge")]
+        driver: String,
         #[arg(long)]
         subnet: Vec<ipnetwork::IpNetwork>,
         #[arg(long)]
@@ -157,7 +160,7 @@ enum NetworkCmd {
         /// No dnsname plugin.
         #[arg(long = "disable-dns")]
         disable_dns: bool,
-        /// Driver options: isolate=true|false, mtu=N, bridge=NAME.
+        /// Driver options: isolate=true|false, mtu=N, bridge=NAME; macvlan: parent=IF, mode=M.
         #[arg(short = 'o', long = "opt", value_delimiter = ',')]
         opts: Vec<String>,
     },
@@ -423,6 +426,7 @@ fn network(engine: &Engine, cmd: NetworkCmd) -> Result<u8, Error> {
     match cmd {
         NetworkCmd::Create {
             name,
+            driver,
             subnet,
             gateway,
             ip_range,
@@ -439,6 +443,7 @@ fn network(engine: &Engine, cmd: NetworkCmd) -> Result<u8, Error> {
                 ipv6,
                 internal,
                 disable_dns,
+                driver,
                 ..NetworkSpec::default()
             };
             for o in &opts {

@@ -448,3 +448,44 @@ privileged_test! {
         assert!(!routes.contains("default") && routes.contains("dev eth0"), "{routes}");
     }
 }
+
+privileged_test! {
+    /// `network create -d macvlan` writes Podman 4.3's macvlan conflist: containers on
+    /// the parent's LAN reach each other and the LAN, which reaches them; Podman reads
+    /// the network; bad options are refused by name; removal leaves nothing.
+    fn macvlan_networks_put_containers_on_the_lan() {
+        let mut sb = Sandbox::new();
+        let lan = sb.container("lan");
+        let parent = podnet_tests::random_name("mvp");
+        podnet_tests::net::wire(&lan, &parent, "10.97.0.254/24", "10.97.0.1/24");
+        let p = Podnet::new();
+        for (opt, needle) in [("parent=nope0", "nope0"), ("mode=l3", "mode"), ("isolate=true", "isolate")] {
+            let err = p.fails(&["network", "create", "bad", "-d", "macvlan", "--subnet", "10.97.0.0/24", "-o", opt]);
+            assert!(err.contains(needle), "{opt}: {err}");
+        }
+        assert!(p.fails(&["network", "create", "bad", "-o", "mode=private"]).contains("-d macvlan"));
+        p.ok(&["network", "create", "lan", "-d", "macvlan", "-o", &format!("parent={parent}"), "-o", "mode=bridge",
+               "--subnet", "10.97.0.0/24", "--gateway", "10.97.0.1"]);
+        let ls = p.ok(&["network", "ls"]);
+        assert!(ls.lines().any(|l| l.starts_with("lan") && l.contains("macvlan")), "{ls}");
+        assert!(podman_ok(&["network", "inspect", "lan"]).contains("\"driver\": \"macvlan\""), "Podman reads it");
+        p.detached(&["--name", "m1", "--network", "lan", "--ip", "10.97.0.10", "--", "sleep", "3600"]);
+        p.detached(&["--name", "m2", "--network", "lan", "--", "sleep", "3600"]);
+        assert_eq!(p.addresses("m1"), ["10.97.0.10/24"]);
+        let m2 = p.addresses("m2")[0].split('/').next().unwrap().to_owned();
+        let (ok, out) = p.exec("m1", &format!("ping -c 1 -W 2 {m2} && ping -c 1 -W 2 10.97.0.1"));
+        assert!(ok, "m1 reaches m2 and the LAN: {out}");
+        let netns = NetNs::open(p.inspect("m1")["NetNS"].as_str().unwrap()).unwrap();
+        let details = sh(Some(&netns), "ip -d link show eth0").1;
+        assert!(details.contains("macvlan mode bridge"), "{details}");
+        assert!(podnet_tests::net::ping(&lan, "10.97.0.10"), "the LAN reaches m1");
+        let (_, routes) = p.exec("m2", "ip route");
+        assert!(routes.contains("default via 10.97.0.1"), "{routes}");
+        p.ok(&["rm", "-f", "m1", "m2"]);
+        p.ok(&["network", "rm", "lan"]);
+        assert!(leases("lan").is_empty());
+        let (_, links) = sh(None, "ip -o link show");
+        assert!(links.contains(&parent), "the parent stays: {links}");
+        nothing_left("lan");
+    }
+}
