@@ -29,6 +29,11 @@ const BRIDGE_OPTIONS: &[&str] = &[
     "vrf",
     "vlan",
 ];
+/// The macvlan options netavark knows.
+const MACVLAN_OPTIONS: &[&str] = &["mode", "mtu", "metric", "no_default_route", "bclim"];
+/// netavark's default route metric on macvlan networks (below the bridges' 100, so the
+/// LAN is preferred: containers/podman#23984).
+pub const MACVLAN_METRIC: u32 = 99;
 
 /// What the chain of one network needs besides the network itself.
 #[derive(Debug, Clone, Copy)]
@@ -43,77 +48,69 @@ pub struct Wiring<'a> {
 
 /// The conflist (as JSON) and the capability arguments for one network of a setup.
 pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
-    let field = |f: &str| format!("network_info.{}.{f}", net.name);
-    if net.driver != "bridge" {
-        return Err(Error::Unsupported(format!(
-            "{}: driver {:?}: podnet's backend drives bridge networks (macvlan and ipvlan come with podnet's macvlan and ipvlan plugins)",
-            field("driver"),
-            net.driver
-        )));
+    match net.driver.as_str() {
+        "bridge" => bridge(net, w),
+        "macvlan" => macvlan(net, w),
+        d => Err(Error::Unsupported(format!(
+            "{}: driver {d:?}: podnet's backend drives bridge and macvlan networks",
+            field(net, "driver"),
+        ))),
     }
+}
+
+fn field(net: &Network, f: &str) -> String {
+    format!("network_info.{}.{f}", net.name)
+}
+
+/// Every option is one the driver knows (`known`), and none of `refused` is set.
+fn check_options(net: &Network, known: &[&str], refused: &[&str]) -> Result<(), Error> {
     for key in net.options.iter().flat_map(|o| o.keys()) {
-        if !BRIDGE_OPTIONS.contains(&key.as_str()) {
+        if !known.contains(&key.as_str()) {
             return Err(Error::Invalid(format!(
-                "{}: unknown bridge option {key:?}",
-                field("options")
+                "{}: unknown {} option {key:?}",
+                field(net, "options"),
+                net.driver
             )));
         }
     }
-    for key in ["vrf", "vlan"] {
+    for key in refused {
         if net.option(key).is_some() {
             return Err(Error::Unsupported(format!(
                 "{}: option {key:?} is not supported by podnet's backend yet",
-                field("options")
+                field(net, "options")
             )));
         }
     }
-    let unmanaged = match net.option("mode") {
-        None | Some("" | "managed") => false,
-        Some("unmanaged") => true,
-        Some(m) => {
-            return Err(Error::Invalid(format!(
-                "{}: mode {m:?} is neither managed nor unmanaged",
-                field("options.mode")
-            )))
-        }
-    };
-    let isolate = match net.option("isolate") {
-        None | Some("" | "false") => None,
-        Some("true") => Some("same-bridge"),
-        Some("strict") => Some("isolated"),
-        Some(v) => {
-            return Err(Error::Invalid(format!(
-                "{}: {v:?} is not true, false or strict",
-                field("options.isolate")
-            )))
-        }
-    };
+    Ok(())
+}
+
+/// A numeric option (`mtu`, `metric`), empty meaning unset.
+fn number_option(net: &Network, key: &str) -> Result<Option<u32>, Error> {
+    match net.option(key).filter(|m| !m.is_empty()) {
+        None => Ok(None),
+        Some(m) => m.parse::<u32>().map(Some).map_err(|_| {
+            Error::Invalid(format!(
+                "{}: {m:?} is not a number",
+                field(net, &format!("options.{key}"))
+            ))
+        }),
+    }
+}
+
+/// The static IPAM of a container: its addresses (with gateways unless `internal`), the
+/// default routes at `metric` unless internal or `no_default_route`, the network's routes.
+fn static_ipam(net: &Network, opts: &PerNetworkOptions, metric: u32) -> Result<Value, Error> {
     let no_default_route = match net.option("no_default_route") {
         None | Some("" | "false" | "0") => false,
         Some("true" | "1") => true,
         Some(v) => {
             return Err(Error::Invalid(format!(
                 "{}: {v:?} is not a boolean",
-                field("options.no_default_route")
+                field(net, "options.no_default_route")
             )))
         }
     };
-    let bridge = net
-        .network_interface
-        .clone()
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| Error::Invalid(format!("{}: missing", field("network_interface"))))?;
-
-    let metric = match net.option("metric").filter(|m| !m.is_empty()) {
-        None => DEFAULT_METRIC,
-        Some(m) => m.parse::<u32>().map_err(|_| {
-            Error::Invalid(format!(
-                "{}: {m:?} is not a number",
-                field("options.metric")
-            ))
-        })?,
-    };
-    let addresses = addresses(net, w.opts)?;
+    let addresses = addresses(net, opts)?;
     let mut routes: Vec<Value> = Vec::new();
     if !net.internal && !no_default_route {
         if addresses.iter().any(|(a, _)| a.is_ipv4()) {
@@ -131,15 +128,56 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
         route["priority"] = json!(r.metric.unwrap_or(DEFAULT_METRIC));
         routes.push(route);
     }
-    let ipam = json!({
+    Ok(json!({
         "type": "static",
         "addresses": addresses.iter().map(|(a, gw)| {
             let mut v = json!({ "address": a.to_string() });
-            if let Some(gw) = gw { v["gateway"] = json!(gw.to_string()); }
+            if let Some(gw) = gw.filter(|_| !net.internal || net.driver == "bridge") {
+                v["gateway"] = json!(gw.to_string());
+            }
             v
         }).collect::<Vec<_>>(),
         "routes": routes,
-    });
+    }))
+}
+
+/// The container's own MAC (`static_mac`) as the `mac` capability.
+fn mac_capability(w: &Wiring<'_>, caps: &mut Map<String, Value>) {
+    if let Some(mac) = w.opts.static_mac.as_deref().filter(|m| !m.is_empty()) {
+        caps.insert("mac".into(), json!(mac));
+    }
+}
+
+fn bridge(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
+    check_options(net, BRIDGE_OPTIONS, &["vrf", "vlan"])?;
+    let unmanaged = match net.option("mode") {
+        None | Some("" | "managed") => false,
+        Some("unmanaged") => true,
+        Some(m) => {
+            return Err(Error::Invalid(format!(
+                "{}: mode {m:?} is neither managed nor unmanaged",
+                field(net, "options.mode")
+            )))
+        }
+    };
+    let isolate = match net.option("isolate") {
+        None | Some("" | "false") => None,
+        Some("true") => Some("same-bridge"),
+        Some("strict") => Some("isolated"),
+        Some(v) => {
+            return Err(Error::Invalid(format!(
+                "{}: {v:?} is not true, false or strict",
+                field(net, "options.isolate")
+            )))
+        }
+    };
+    let bridge = net
+        .network_interface
+        .clone()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| Error::Invalid(format!("{}: missing", field(net, "network_interface"))))?;
+    let metric = number_option(net, "metric")?.unwrap_or(DEFAULT_METRIC);
+    let ipam = static_ipam(net, w.opts, metric)?;
     let mut bridge_plugin = json!({
         "type": "bridge",
         "bridge": bridge,
@@ -149,17 +187,12 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
         "ipam": ipam,
         "capabilities": { "mac": true },
     });
-    if let Some(mtu) = net.option("mtu").filter(|m| !m.is_empty()) {
-        let mtu: u32 = mtu.parse().map_err(|_| {
-            Error::Invalid(format!("{}: {mtu:?} is not a number", field("options.mtu")))
-        })?;
+    if let Some(mtu) = number_option(net, "mtu")? {
         bridge_plugin["mtu"] = json!(mtu);
     }
     let mut plugins = vec![bridge_plugin];
     let mut caps = Map::new();
-    if let Some(mac) = w.opts.static_mac.as_deref().filter(|m| !m.is_empty()) {
-        caps.insert("mac".into(), json!(mac));
-    }
+    mac_capability(&w, &mut caps);
     if !w.no_firewall {
         if !net.internal {
             plugins.push(json!({ "type": "portmap", "capabilities": { "portMappings": true } }));
@@ -188,6 +221,50 @@ pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Valu
         caps.insert("aliases".into(), json!({ net.name.clone(): aliases }));
     }
     let list = json!({ "cniVersion": CNI_VERSION, "name": net.name, "plugins": plugins });
+    Ok((list, caps))
+}
+
+/// A macvlan network as netavark wires it: the container on the parent's LAN
+/// (`network_interface`, empty for the default route's interface) with Podman's
+/// addresses, the default route at metric 99, no NAT, published ports or names (as
+/// netavark: port mappings and DNS are bridge features). `dhcp` IPAM is refused.
+fn macvlan(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
+    check_options(net, MACVLAN_OPTIONS, &["bclim"])?;
+    if let Some(d) = net
+        .ipam_options
+        .as_ref()
+        .and_then(|o| o.get("driver"))
+        .filter(|d| !matches!(d.as_str(), "" | "host-local"))
+    {
+        return Err(Error::Unsupported(format!(
+            "{}: driver {d:?}: podnet's backend takes macvlan addresses from Podman (host-local); it has no DHCP client yet",
+            field(net, "ipam_options")
+        )));
+    }
+    let mode = net
+        .option("mode")
+        .filter(|m| !m.is_empty())
+        .unwrap_or("bridge");
+    if netkit::macvlan_mode(mode).is_none() {
+        return Err(Error::Invalid(format!(
+            "{}: {mode:?} is not bridge, private, vepa, passthru or source",
+            field(net, "options.mode")
+        )));
+    }
+    let metric = number_option(net, "metric")?.unwrap_or(MACVLAN_METRIC);
+    let mut plugin = json!({
+        "type": "macvlan",
+        "master": net.network_interface.clone().unwrap_or_default(),
+        "mode": mode,
+        "ipam": static_ipam(net, w.opts, metric)?,
+        "capabilities": { "mac": true },
+    });
+    if let Some(mtu) = number_option(net, "mtu")? {
+        plugin["mtu"] = json!(mtu);
+    }
+    let mut caps = Map::new();
+    mac_capability(&w, &mut caps);
+    let list = json!({ "cniVersion": CNI_VERSION, "name": net.name, "plugins": [plugin] });
     Ok((list, caps))
 }
 
@@ -386,5 +463,65 @@ mod tests {
             3,
             "bridge, firewall, dnsname"
         );
+    }
+
+    #[test]
+    fn macvlan_networks_are_the_macvlan_plugin_alone() {
+        let o: NetworkOptions = serde_json::from_str(HUGO).unwrap();
+        let mut net = o.network_info["blog"].clone();
+        net.driver = "macvlan".into();
+        net.network_interface = Some("enp1s0".into());
+        net.options = Some([("mode".to_string(), "private".to_string())].into());
+        let w = Wiring {
+            opts: &o.networks[0].opts,
+            ports: o.port_mappings.as_deref().unwrap(),
+            dns_servers: &[],
+            no_firewall: false,
+        };
+        let (list, caps) = conflist(&net, w).unwrap();
+        let plugins = list["plugins"].as_array().unwrap();
+        assert_eq!(plugins.len(), 1, "no ports, firewall or names: {list}");
+        let m = &plugins[0];
+        assert_eq!(
+            (m["type"].as_str(), m["master"].as_str(), m["mode"].as_str()),
+            (Some("macvlan"), Some("enp1s0"), Some("private"))
+        );
+        assert_eq!(
+            m["ipam"]["addresses"],
+            json!([{"address": "10.89.0.7/24", "gateway": "10.89.0.1"}])
+        );
+        assert_eq!(
+            m["ipam"]["routes"][0],
+            json!({"dst": "0.0.0.0/0", "priority": 99})
+        );
+        assert!(!caps.contains_key("portMappings") && !caps.contains_key("aliases"));
+        // Internal: no gateway, no default route.
+        net.internal = true;
+        let (list, _) = conflist(&net, w).unwrap();
+        assert_eq!(
+            list["plugins"][0]["ipam"]["addresses"],
+            json!([{"address": "10.89.0.7/24"}])
+        );
+        assert_eq!(list["plugins"][0]["ipam"]["routes"], json!([]));
+        // Refused by name: an unknown mode, bridge options, bclim, DHCP.
+        for (key, value, needle) in [
+            ("mode", "l2", "options.mode"),
+            ("isolate", "true", "unknown macvlan option"),
+            ("bclim", "1", "bclim"),
+        ] {
+            let mut n = net.clone();
+            n.options = Some([(key.to_string(), value.to_string())].into());
+            let e = conflist(&n, w).unwrap_err().message();
+            assert!(e.contains(needle), "{key}: {e}");
+        }
+        let mut n = net.clone();
+        n.ipam_options = Some([("driver".to_string(), "dhcp".to_string())].into());
+        assert!(conflist(&n, w)
+            .unwrap_err()
+            .message()
+            .contains("ipam_options"));
+        let mut n = net.clone();
+        n.driver = "ipvlan".into();
+        assert!(conflist(&n, w).unwrap_err().message().contains("driver"));
     }
 }

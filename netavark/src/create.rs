@@ -39,9 +39,9 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
     if network.driver.is_empty() {
         network.driver = "bridge".into();
     }
-    if network.driver != "bridge" {
+    if network.driver != "bridge" && network.driver != "macvlan" {
         return Err(Error::Unsupported(format!(
-            "network.driver: {:?}: podnet's backend creates bridge networks",
+            "network.driver: {:?}: podnet's backend creates bridge and macvlan networks",
             network.driver
         )));
     }
@@ -49,6 +49,9 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
         let mut id = [0u8; 32];
         random(&mut id);
         network.id = id.iter().map(|b| format!("{b:02x}")).collect();
+    }
+    if network.driver == "macvlan" {
+        return macvlan(network, &used.subnets);
     }
     let iface = match network.network_interface.as_deref() {
         Some(i) if !i.is_empty() => {
@@ -75,14 +78,7 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
 
     let mut subnets = network.subnets.take().unwrap_or_default();
     let taken: Vec<IpNetwork> = used.subnets.clone();
-    for (i, s) in subnets.iter().enumerate() {
-        if let Some(t) = taken.iter().find(|t| overlaps(t, &s.subnet)) {
-            return Err(Error::Invalid(format!(
-                "network.subnets[{i}].subnet: {} overlaps {t}, used by another network",
-                s.subnet
-            )));
-        }
-    }
+    check_overlaps(&subnets, &taken)?;
     if !subnets.iter().any(|s| s.subnet.is_ipv4()) && (subnets.is_empty() || !network.ipv6_enabled)
     {
         let pools: Vec<(IpNetwork, u8)> = if options.subnet_pools.is_empty() {
@@ -130,25 +126,7 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
             lease_range: None,
         });
     }
-    for (i, s) in subnets.iter_mut().enumerate() {
-        let net = IpNetwork::new(s.subnet.network(), s.subnet.prefix()).expect("valid");
-        if net != s.subnet {
-            return Err(Error::Invalid(format!(
-                "network.subnets[{i}].subnet: {} has host bits set (the network is {net})",
-                s.subnet
-            )));
-        }
-        match s.gateway {
-            Some(gw) if !s.subnet.contains(gw) => {
-                return Err(Error::Invalid(format!(
-                    "network.subnets[{i}].gateway: {gw} is not in {}",
-                    s.subnet
-                )))
-            }
-            Some(_) => {}
-            None => s.gateway = Some(nth(&s.subnet, 1)),
-        }
-    }
+    complete_subnets(&mut subnets, true)?;
     network.ipv6_enabled |= subnets.iter().any(|s| s.subnet.is_ipv6());
     network.subnets = Some(subnets);
     // The network's options are checked as setup checks them.
@@ -172,6 +150,136 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
     ipam.entry("driver".into())
         .or_insert_with(|| "host-local".into());
     Ok(network)
+}
+
+fn check_overlaps(subnets: &[Subnet], taken: &[IpNetwork]) -> Result<(), Error> {
+    for (i, s) in subnets.iter().enumerate() {
+        if let Some(t) = taken.iter().find(|t| overlaps(t, &s.subnet)) {
+            return Err(Error::Invalid(format!(
+                "network.subnets[{i}].subnet: {} overlaps {t}, used by another network",
+                s.subnet
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// No host bits, gateways inside their subnet; a missing gateway is the subnet's first
+/// address when `add_gateway`.
+fn complete_subnets(subnets: &mut [Subnet], add_gateway: bool) -> Result<(), Error> {
+    for (i, s) in subnets.iter_mut().enumerate() {
+        let net = IpNetwork::new(s.subnet.network(), s.subnet.prefix()).expect("valid");
+        if net != s.subnet {
+            return Err(Error::Invalid(format!(
+                "network.subnets[{i}].subnet: {} has host bits set (the network is {net})",
+                s.subnet
+            )));
+        }
+        match s.gateway {
+            Some(gw) if !s.subnet.contains(gw) => {
+                return Err(Error::Invalid(format!(
+                    "network.subnets[{i}].gateway: {gw} is not in {}",
+                    s.subnet
+                )))
+            }
+            Some(_) => {}
+            None if add_gateway => s.gateway = Some(nth(&s.subnet, 1)),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// A macvlan network as netavark completes it: no DNS (netavark has none for
+/// macvlan), `host-local` IPAM over the given subnets (gateways added unless internal)
+/// or, without subnets, `dhcp`; the parent (`network_interface`, empty for the default
+/// route's interface) and the options checked. Whether the parent exists is the
+/// caller's check ([`parent_exists`]).
+fn macvlan(mut network: Network, taken: &[IpNetwork]) -> Result<Network, Error> {
+    if let Some(i) = network
+        .network_interface
+        .as_deref()
+        .filter(|i| !i.is_empty())
+    {
+        netkit_name(i)?;
+    }
+    network.dns_enabled = false;
+    let mut subnets = network.subnets.take().unwrap_or_default();
+    check_overlaps(&subnets, taken)?;
+    complete_subnets(&mut subnets, !network.internal)?;
+    network.ipv6_enabled |= subnets.iter().any(|s| s.subnet.is_ipv6());
+    let ipam = network.ipam_options.get_or_insert_with(Default::default);
+    let driver = ipam.get("driver").cloned().unwrap_or_default();
+    match (driver.as_str(), subnets.is_empty()) {
+        ("", true) => {
+            ipam.insert("driver".into(), "dhcp".into());
+        }
+        ("", false) => {
+            ipam.insert("driver".into(), "host-local".into());
+        }
+        ("host-local", true) => {
+            return Err(Error::Invalid(
+                "network.subnets: the host-local IPAM driver needs at least one subnet".into(),
+            ))
+        }
+        ("dhcp", false) => {
+            return Err(Error::Invalid(
+                "network.ipam_options.driver: dhcp takes no subnets".into(),
+            ))
+        }
+        ("host-local" | "dhcp" | "none", _) => {}
+        (d, _) => {
+            return Err(Error::Invalid(format!(
+                "network.ipam_options.driver: {d:?} is not host-local, dhcp or none"
+            )))
+        }
+    }
+    network.subnets = Some(subnets);
+    for (key, value) in network.options.iter().flatten() {
+        match key.as_str() {
+            "mode" if !value.is_empty() && netkit::macvlan_mode(value).is_none() => {
+                return Err(Error::Invalid(format!(
+                    "network.options.mode: {value:?} is not bridge, private, vepa, passthru or source"
+                )))
+            }
+            "mtu" | "metric" if !value.is_empty() && value.parse::<u32>().is_err() => {
+                return Err(Error::Invalid(format!(
+                    "network.options.{key}: {value:?} is not a number"
+                )))
+            }
+            "bclim" if value.parse::<i32>().is_err() => {
+                return Err(Error::Invalid(format!(
+                    "network.options.bclim: {value:?} is not a number"
+                )))
+            }
+            "mode" | "mtu" | "metric" | "no_default_route" | "bclim" => {}
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "network.options: unknown macvlan option {key:?}"
+                )))
+            }
+        }
+    }
+    Ok(network)
+}
+
+/// `network_interface` names a link of the calling namespace (or is unset).
+pub fn parent_exists(network: &Network) -> Result<(), Error> {
+    let Some(parent) = network
+        .network_interface
+        .as_deref()
+        .filter(|i| !i.is_empty())
+    else {
+        return Ok(());
+    };
+    let found = netkit::block_on(async { netkit::Netlink::open_current()?.link_get(parent).await })
+        .map_err(|e| Error::Io(format!("network.network_interface: {e}")))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(Error::Invalid(format!(
+            "network.network_interface: parent interface {parent:?} does not exist"
+        ))),
+    }
 }
 
 fn netkit_name(name: &str) -> Result<(), Error> {
@@ -261,11 +369,63 @@ mod tests {
         .to_string();
         assert!(e.contains("options.isolate"), "{e}");
         let e = create(
-            req(json!({"network": {"name": "x", "driver": "macvlan"}})),
+            req(json!({"network": {"name": "x", "driver": "ipvlan"}})),
             &mut zero,
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("network.driver"), "{e}");
+    }
+
+    #[test]
+    fn macvlan_networks_as_netavark_completes_them() {
+        let dhcp = create(
+            req(json!({"network": {"name": "lan", "driver": "macvlan", "network_interface": "enp1s0", "dns_enabled": true}})),
+            &mut zero,
+        )
+        .unwrap();
+        assert_eq!(dhcp.ipam_options.as_ref().unwrap()["driver"], "dhcp");
+        assert!(!dhcp.dns_enabled && dhcp.subnets().is_empty());
+        assert_eq!(
+            dhcp.network_interface.as_deref(),
+            Some("enp1s0"),
+            "the parent, not a bridge name"
+        );
+        let lan = create(
+            req(json!({"network": {"name": "lan", "driver": "macvlan", "options": {"mode": "private"},
+                                   "subnets": [{"subnet": "192.168.5.0/24"}]}})),
+            &mut zero,
+        )
+        .unwrap();
+        assert_eq!(lan.ipam_options.as_ref().unwrap()["driver"], "host-local");
+        assert_eq!(lan.subnets()[0].gateway.unwrap().to_string(), "192.168.5.1");
+        for (v, needle) in [
+            (json!({"options": {"mode": "l2"}}), "options.mode"),
+            (
+                json!({"options": {"isolate": "true"}}),
+                "unknown macvlan option",
+            ),
+            (
+                json!({"ipam_options": {"driver": "host-local"}}),
+                "needs at least one subnet",
+            ),
+            (
+                json!({"ipam_options": {"driver": "dhcp"}, "subnets": [{"subnet": "10.1.0.0/24"}]}),
+                "dhcp takes no subnets",
+            ),
+            (json!({"subnets": [{"subnet": "10.88.1.0/24"}]}), "overlaps"),
+        ] {
+            let mut n = json!({"name": "lan", "driver": "macvlan"});
+            for (k, x) in v.as_object().unwrap() {
+                n[k] = x.clone();
+            }
+            let e = create(
+                req(json!({"network": n, "used": {"subnets": ["10.88.0.0/16"]}})),
+                &mut zero,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(needle), "{v}: {e}");
+        }
     }
 }

@@ -205,7 +205,9 @@ impl Backend {
                     network: n.name.clone(),
                     source,
                 })?;
-                let managed = !matches!(net.option("mode"), Some("unmanaged"));
+                // Only a bridge network's own bridge is the backend's to remove.
+                let managed =
+                    net.driver == "bridge" && !matches!(net.option("mode"), Some("unmanaged"));
                 Ok(Plan {
                     network: n.name.clone(),
                     bridge: net.network_interface.clone().filter(|_| managed),

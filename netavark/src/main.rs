@@ -153,6 +153,9 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
         Cmd::Create => {
             let req = decode("stdin", &input(&opts.file)?)?;
             let net = podnet_netavark::create::create(req, &mut random_pool()?)?;
+            if net.driver != "bridge" {
+                podnet_netavark::create::parent_exists(&net)?;
+            }
             Ok(Some(serde_json::to_string(&net).expect("a network encodes")))
         }
         Cmd::Setup { netns } => {

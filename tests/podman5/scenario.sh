@@ -55,6 +55,17 @@ check "network create -o metric=250" "metered" $P network create metered -o metr
 check "the default route has the metric" "metric 250" $P run --rm --network metered $IMG ip -4 route show default
 check "without the option: netavark's 100" "metric 100" $P run --rm --network blog $IMG ip -4 route show default
 
+if [ "$mode" = rootful ]; then
+  # A macvlan network on the host's LAN link: the container is a station of the LAN
+  # (the dnsmasq there answers it directly), its default route at netavark's metric 99.
+  check "network create -d macvlan" "lan" \
+    $P network create -d macvlan -o parent=hostlan0 --subnet 192.168.77.0/24 --gateway 192.168.77.254 lan
+  check "a macvlan container reaches the LAN" "192.168.77.99" \
+    $P run --rm --network lan --ip 192.168.77.20 $IMG nslookup only.upstream.test 192.168.77.53
+  check "macvlan: the default route at metric 99" "metric 99" $P run --rm --network lan $IMG ip -4 route show default
+  check "network rm of the macvlan network" "lan" $P network rm lan
+fi
+
 check "a second network" "other" $P network create other --subnet 10.90.0.0/24
 refuse "DNS isolation: other does not resolve hugo" $P run --rm --network other $IMG nslookup hugo
 check "a container on both networks resolves hugo" "10.89.0.10" \

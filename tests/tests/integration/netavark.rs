@@ -164,3 +164,52 @@ privileged_test! {
         }
     }
 }
+
+privileged_test! {
+    fn macvlan_networks_put_containers_on_the_parents_lan() {
+        let mut sb = Sandbox::new();
+        let lan = sb.container("lan");
+        let parent = podnet_tests::random_name("mvp");
+        podnet_tests::net::wire(&lan, &parent, "10.96.0.254/24", "10.96.0.1/24");
+        let nss: Vec<_> = (0..2).map(|_| sb.container("nm")).collect();
+        let doc = |i: usize| {
+            let id = format!("{:064x}", 0xfeed_u64 + i as u64);
+            json!({
+                "container_id": id, "container_name": format!("m{i}"),
+                "networks": {"lan": {"static_ips": [format!("10.96.0.{}", 10 + i)], "interface_name": "eth0",
+                                     "static_mac": format!("02:42:0a:60:00:{:02x}", 10 + i)}},
+                "network_info": {"lan": {"name": "lan", "id": "9abd79176f370a655d0e9b30e2e83f3f9f67fd006b043f06f29e9756968eda3d",
+                    "driver": "macvlan", "network_interface": parent, "options": {"mode": "bridge"},
+                    "subnets": [{"subnet": "10.96.0.0/24", "gateway": "10.96.0.1"}],
+                    "ipv6_enabled": false, "internal": false, "dns_enabled": false, "ipam_options": {"driver": "host-local"}}}
+            })
+        };
+        for (i, ns) in nss.iter().enumerate() {
+            let (ok, out) = netavark("setup", ns.path(), &doc(i));
+            assert!(ok, "setup {i}: {out}");
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            let eth0 = &v["lan"]["interfaces"]["eth0"];
+            assert_eq!(eth0["subnets"][0]["ipnet"], format!("10.96.0.{}/24", 10 + i), "{v}");
+            assert_eq!(eth0["mac_address"], format!("02:42:0a:60:00:{:02x}", 10 + i), "{v}");
+        }
+        let details = sh(Some(&nss[0]), "ip -d link show eth0; ip route").1;
+        assert!(details.contains("macvlan mode bridge"), "{details}");
+        assert!(details.contains("default via 10.96.0.1 dev eth0") && details.contains("metric 99"), "{details}");
+        assert!(sh(Some(&nss[0]), "ping -c 1 -W 2 10.96.0.11 && ping -c 1 -W 2 10.96.0.1").0, "to the other container and the LAN");
+        assert!(podnet_tests::net::ping(&lan, "10.96.0.10"), "the LAN reaches the container");
+        let (_, tables) = sh(None, "nft list tables");
+        assert!(!tables.contains("podnet"), "no NAT or filter for macvlan: {tables}");
+        for (i, ns) in nss.iter().enumerate() {
+            let (ok, out) = netavark("teardown", ns.path(), &doc(i));
+            assert!(ok, "teardown {i}: {out}");
+            assert!(!sh(Some(ns), "ip link show eth0").0, "the macvlan is gone");
+        }
+        assert!(sh(None, &format!("ip link show {parent}")).0, "the parent stays");
+        // DHCP networks are refused by name.
+        let mut dhcp = doc(0);
+        dhcp["network_info"]["lan"]["ipam_options"]["driver"] = json!("dhcp");
+        let (ok, out) = netavark("setup", nss[0].path(), &dhcp);
+        assert!(!ok && out.contains("ipam_options") && out.contains("\"error\""), "{out}");
+        assert!(!sh(Some(&nss[0]), "ip link show eth0").0);
+    }
+}
