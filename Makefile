@@ -37,7 +37,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 # A private network and mount namespace with its own /run and /var/lib.
 SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec "$$@"' sandbox
 
-.PHONY: all deps toolchain build release test lint unit conformance fuzz fuzz-brief demo install dist bench bench-dns bench-engine bench-cri clean
+.PHONY: all deps toolchain build release test lint unit conformance podman5-root fuzz fuzz-brief demo install dist bench bench-dns bench-engine bench-cri clean
 
 all: build
 
@@ -69,7 +69,13 @@ lint: toolchain
 	@command -v cargo-deny >/dev/null || $(CARGO) install --locked cargo-deny
 	$(CARGO) deny check licenses bans
 
-unit: build
+# The Debian 13 root of the Podman 5 tests (scripts/trixie-root.sh), built here in the
+# machine's own network namespace and cached under /var/tmp: the tests run in network
+# namespaces of their own, which reach no mirror.
+podman5-root: deps
+	scripts/trixie-root.sh >/dev/null
+
+unit: build podman5-root
 	$(CARGO) test --workspace
 
 # The key-case runs re-encode every plugin config the suites send with its keys upper-,

@@ -24,6 +24,11 @@ if fresh; then
   exit 0
 fi
 
+# The tests call this from network namespaces of their own, which reach no mirror.
+if [ -z "$(ip route show default 2>/dev/null)" ] && [ -z "$(ip -6 route show default 2>/dev/null)" ]; then
+  echo "$root is not built and this network namespace has no route to a mirror: build it first (make podman5-root)" >&2
+  exit 1
+fi
 if ! command -v debootstrap >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 fi
