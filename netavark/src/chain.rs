@@ -31,9 +31,9 @@ const BRIDGE_OPTIONS: &[&str] = &[
 ];
 /// The macvlan options netavark knows.
 const MACVLAN_OPTIONS: &[&str] = &["mode", "mtu", "metric", "no_default_route", "bclim"];
-/// netavark's default route metric on macvlan networks (below the bridges' 100, so the
-/// LAN is preferred: containers/podman#23984).
-pub const MACVLAN_METRIC: u32 = 99;
+/// The default route metric on macvlan networks: 100 as on bridges, what netavark 1.14
+/// (Podman 5.4's, the recorded contract) uses; netavark 2.0 lowered it to 99.
+pub const MACVLAN_METRIC: u32 = DEFAULT_METRIC;
 
 /// What the chain of one network needs besides the network itself.
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +226,7 @@ fn bridge(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), E
 
 /// A macvlan network as netavark wires it: the container on the parent's LAN
 /// (`network_interface`, empty for the default route's interface) with Podman's
-/// addresses, the default route at metric 99, no NAT, published ports or names (as
+/// addresses, the default route at [`MACVLAN_METRIC`], no NAT, published ports or names (as
 /// netavark: port mappings and DNS are bridge features). `dhcp` IPAM is refused.
 fn macvlan(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
     check_options(net, MACVLAN_OPTIONS, &["bclim"])?;
@@ -492,7 +492,7 @@ mod tests {
         );
         assert_eq!(
             m["ipam"]["routes"][0],
-            json!({"dst": "0.0.0.0/0", "priority": 99})
+            json!({"dst": "0.0.0.0/0", "priority": 100})
         );
         assert!(!caps.contains_key("portMappings") && !caps.contains_key("aliases"));
         // Internal: no gateway, no default route.

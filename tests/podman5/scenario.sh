@@ -57,12 +57,12 @@ check "without the option: netavark's 100" "metric 100" $P run --rm --network bl
 
 if [ "$mode" = rootful ]; then
   # A macvlan network on the host's LAN link: the container is a station of the LAN
-  # (the dnsmasq there answers it directly), its default route at netavark's metric 99.
+  # (the dnsmasq there answers it directly), its default route at netavark 1.14's metric.
   check "network create -d macvlan" "lan" \
     $P network create -d macvlan -o parent=hostlan0 --subnet 192.168.77.0/24 --gateway 192.168.77.254 lan
   check "a macvlan container reaches the LAN" "192.168.77.99" \
     $P run --rm --network lan --ip 192.168.77.20 $IMG nslookup only.upstream.test 192.168.77.53
-  check "macvlan: the default route at metric 99" "metric 99" $P run --rm --network lan $IMG ip -4 route show default
+  check "the macvlan default route at metric 100" "metric 100" $P run --rm --network lan $IMG ip -4 route show default
   check "network rm of the macvlan network" "lan" $P network rm lan
 fi
 

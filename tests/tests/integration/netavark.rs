@@ -194,7 +194,7 @@ privileged_test! {
         }
         let details = sh(Some(&nss[0]), "ip -d link show eth0; ip route").1;
         assert!(details.contains("macvlan mode bridge"), "{details}");
-        assert!(details.contains("default via 10.96.0.1 dev eth0") && details.contains("metric 99"), "{details}");
+        assert!(details.contains("default via 10.96.0.1 dev eth0") && details.contains("metric 100"), "{details}");
         assert!(sh(Some(&nss[0]), "ping -c 1 -W 2 10.96.0.11 && ping -c 1 -W 2 10.96.0.1").0, "to the other container and the LAN");
         assert!(podnet_tests::net::ping(&lan, "10.96.0.10"), "the LAN reaches the container");
         let (_, tables) = sh(None, "nft list tables");
