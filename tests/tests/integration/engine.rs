@@ -348,27 +348,47 @@ privileged_test! {
 /// machine needs is set in a containers.conf of the sandbox (runc, cgroupfs, file
 /// events, ulimits below the machine's hard limits, vfs storage).
 fn podman(args: &[&str]) -> (bool, String) {
-    const DIR: &str = "/run/podnet-test/podman";
-    if !Path::new(DIR).join("containers.conf").exists() {
-        std::fs::create_dir_all(DIR).unwrap();
+    let network = format!(
+        "network_backend = \"cni\"\ncni_plugin_dirs = [\"{}\"]\nnetwork_config_dir = \"{}\"\n",
+        podnet_tests::subject::default_dir().display(),
+        podnet_tests::engine::NETCONF
+    );
+    podman_in("/run/podnet-test/podman", "", &network, args)
+}
+
+/// Podman 4.3 with its netavark backend, the `netavark` it finds first podnet's
+/// (`helper_binaries_dir`: this build's directory before Podman's own).
+fn podman_netavark(args: &[&str]) -> (bool, String) {
+    let engine = format!(
+        "helper_binaries_dir = [\"{}\", \"/usr/lib/podman\"]\n",
+        podnet_tests::subject::default_dir().display()
+    );
+    let network =
+        "network_backend = \"netavark\"\nnetwork_config_dir = \"/run/podnet-test/netavark-net\"\n";
+    podman_in("/run/podnet-test/podman-netavark", &engine, network, args)
+}
+
+/// Podman with its configuration in `dir` (written on first use): vfs storage under the
+/// sandbox's /var/lib, cgroupfs, runc, the given `[engine]` and `[network]` lines.
+fn podman_in(dir: &str, engine: &str, network: &str, args: &[&str]) -> (bool, String) {
+    if !Path::new(dir).join("containers.conf").exists() {
+        std::fs::create_dir_all(dir).unwrap();
         let conf = format!(
             "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\npids_limit = 0\n\
-             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n\
-             [network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\"]\nnetwork_config_dir = \"{}\"\n",
-            podnet_tests::subject::default_dir().display(),
-            podnet_tests::engine::NETCONF
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n{engine}\
+             [network]\n{network}"
         );
-        std::fs::write(Path::new(DIR).join("containers.conf"), conf).unwrap();
+        std::fs::write(Path::new(dir).join("containers.conf"), conf).unwrap();
         std::fs::write(
-            Path::new(DIR).join("storage.conf"),
+            Path::new(dir).join("storage.conf"),
             "[storage]\ndriver = \"vfs\"\ngraphroot = \"/var/lib/containers/storage\"\nrunroot = \"/run/containers/storage\"\n",
         )
         .unwrap();
     }
     let out = std::process::Command::new("podman")
         .args(args)
-        .env("CONTAINERS_CONF", format!("{DIR}/containers.conf"))
-        .env("CONTAINERS_STORAGE_CONF", format!("{DIR}/storage.conf"))
+        .env("CONTAINERS_CONF", format!("{dir}/containers.conf"))
+        .env("CONTAINERS_STORAGE_CONF", format!("{dir}/storage.conf"))
         .output()
         .unwrap_or_else(|e| panic!("podman is installed (make deps): {e}"));
     let text = format!(
@@ -487,5 +507,37 @@ privileged_test! {
         let (_, links) = sh(None, "ip -o link show");
         assert!(links.contains(&parent), "the parent stays: {links}");
         nothing_left("lan");
+    }
+}
+
+privileged_test! {
+    /// Podman 4.3 with `network_backend = "netavark"` and podnet's `netavark` first in
+    /// `helper_binaries_dir`: a network, a container with `--ip`, a neighbour resolving
+    /// it by name through podnet's responder, podnet's nft table; removal leaves nothing.
+    fn podman_4_with_the_netavark_backend_runs_on_podnets() {
+        let _sb = Sandbox::new();
+        let p = Podnet::new(); // builds the busybox root filesystem
+        let _ = p.ok(&["network", "ls"]);
+        let ok = |args: &[&str]| {
+            let (ok, out) = podman_netavark(args);
+            assert!(ok, "podman {args:?}: {out}");
+            out
+        };
+        ok(&["network", "create", "blog", "--subnet", "10.89.0.0/24"]);
+        ok(&["run", "-d", "--name", "hugo", "--network", "blog", "--ip", "10.89.0.10", "--rootfs", ROOTFS, "sleep", "600"]);
+        let ip = ok(&["inspect", "hugo", "--format", "{{.NetworkSettings.Networks.blog.IPAddress}}"]);
+        assert_eq!(ip.trim(), "10.89.0.10");
+        let answer = ok(&["run", "--rm", "--network", "blog", "--rootfs", ROOTFS, "nslookup", "hugo"]);
+        assert!(answer.contains("10.89.0.10"), "{answer}");
+        let (_, tables) = sh(None, "nft list tables");
+        assert!(tables.contains("table inet podnet"), "podnet's backend ran: {tables}");
+        let (_, procs) = sh(None, "ps -eo args");
+        assert!(procs.contains("dnsname serve") && !procs.contains("aardvark-dns"), "podnet's responder: {procs}");
+        ok(&["rm", "-f", "-t", "0", "hugo"]);
+        ok(&["network", "rm", "blog"]);
+        let (_, tables) = sh(None, "nft list tables");
+        assert!(!tables.contains("podnet"), "{tables}");
+        let (_, links) = sh(None, "ip -o link show");
+        assert!(!links.contains("veth") && !links.contains("podman1"), "{links}");
     }
 }
