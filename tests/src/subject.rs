@@ -39,6 +39,14 @@ pub enum Deviation {
     /// plugin's too (the DEL a runtime sends after an ADD refused because the name was
     /// taken).
     MacvlanDelRemovesAnyInterface,
+    /// sbr DEL removes the rules but leaves the routes in the tables it made (they go
+    /// only with the interface).
+    SbrDelLeavesTable,
+    /// sbr picks a table that routes of another table already use: it looks for the id
+    /// only among rules and the main table's routes.
+    SbrTableInUseByRoutes,
+    /// sbr 1.1.1 predates the `table` key: it ignores it and builds table 100.
+    SbrWithoutTableKey,
     /// tuning DEL restores link settings but leaves the sysctls it changed.
     TuningKeepsSysctls,
     /// tuning (1.1.1) predates `txQLen`: the key is accepted and ignored.
@@ -76,6 +84,7 @@ pub const KNOWN_PLUGINS: &[&str] = &[
     "ptp",
     "host-device",
     "macvlan",
+    "sbr",
     "host-local",
     "static",
     "portmap",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod netlink;
 pub mod nft;
 pub mod ns;
+pub mod policy;
 pub mod release;
 pub mod sysctl;
 pub mod tc;

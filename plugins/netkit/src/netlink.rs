@@ -721,29 +721,17 @@ impl Netlink {
 
     /// `ip route show` (main table, both families).
     pub async fn route_list(&self) -> Result<Vec<RouteSpec>> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut filter = RouteMessageBuilder::<IpAddr>::new().build();
-            filter.header.address_family = family;
-            let msgs: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(filter)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(nl("route show"))?;
-            out.extend(
-                msgs.iter()
-                    .filter(|m| m.header.table == 254 || table_of(m) == Some(254))
-                    .filter_map(route_from),
-            );
-        }
-        Ok(out)
+        Ok(self
+            .route_messages_all_tables()
+            .await?
+            .iter()
+            .filter(|m| m.header.table == 254 || table_of(m) == Some(254))
+            .filter_map(route_from)
+            .collect())
     }
 }
 
-fn route_message(route: &RouteSpec) -> Result<RouteMessage> {
+pub(crate) fn route_message(route: &RouteSpec) -> Result<RouteMessage> {
     let invalid = |_| Error::Invalid {
         what: "route",
         value: format!("{:?}", route),
@@ -773,7 +761,7 @@ fn table_of(m: &RouteMessage) -> Option<u32> {
     })
 }
 
-fn route_from(m: &RouteMessage) -> Option<RouteSpec> {
+pub(crate) fn route_from(m: &RouteMessage) -> Option<RouteSpec> {
     let ip = |a: &RouteAddress| match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
@@ -896,7 +884,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
     Ok(mac)
 }
 
-fn is_nodev(e: &rtnetlink::Error) -> bool {
+pub(crate) fn is_nodev(e: &rtnetlink::Error) -> bool {
     use nix::errno::Errno;
     matches!(e, rtnetlink::Error::NetlinkError(m)
         if m.code.map(|c| Errno::from_raw(-c.get())).is_some_and(|c| matches!(c, Errno::ENODEV | Errno::ENOENT | Errno::ESRCH | Errno::EADDRNOTAVAIL)))

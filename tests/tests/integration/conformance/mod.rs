@@ -15,5 +15,6 @@ mod macvlan;
 mod podman_chain;
 mod protocol;
 mod ptp;
+mod sbr;
 mod static_ipam;
 mod tuning;

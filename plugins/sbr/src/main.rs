@@ -1,0 +1,4 @@
+//! The `sbr` CNI plugin.
+fn main() {
+    cni::skel::run(sbr::Sbr)
+}
