@@ -14,6 +14,8 @@
 #   make bench-dns  the DNS responder against dnsmasq (reference dnsname) and aardvark-dns
 #   make bench-cri  containerd's CRI RunPodSandbox/StopPodSandbox/RemovePodSandbox on
 #                podnet's plugins against the reference's
+#   make bench-podman5  podman run -d/rm -f on Podman 5 with podnet's backend against
+#                netavark 1.14's
 #   make bench-engine  podnet run/rm against Podman 4.3 on podnet's, the reference's and
 #                netavark's network stacks
 
@@ -37,7 +39,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 # A private network and mount namespace with its own /run and /var/lib.
 SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec "$$@"' sandbox
 
-.PHONY: all deps toolchain build release test lint unit conformance podman5-root fuzz fuzz-brief demo install dist bench bench-dns bench-engine bench-cri clean
+.PHONY: all deps toolchain build release test lint unit conformance podman5-root bench-podman5 fuzz fuzz-brief demo install dist bench bench-dns bench-engine bench-cri clean
 
 all: build
 
@@ -144,6 +146,9 @@ bench: deps release
 
 bench-cri: deps release
 	$(SANDBOX) $(RELEASE_DIR)/examples/bench_cri $(RELEASE_DIR) /usr/lib/cni $(or $(ROUNDS),30)
+
+bench-podman5: deps release podman5-root
+	scripts/bench-podman5.sh $(RELEASE_DIR) $(or $(ROUNDS),25)
 
 bench-engine: deps release
 	$(SANDBOX) scripts/bench-engine.sh $(RELEASE_DIR) $(or $(ROUNDS),30)
