@@ -523,34 +523,14 @@ async fn check_kernel(
             args.ifname, conf.bridge
         )));
     }
-    let have: Vec<IpNetwork> = ctr
-        .addr_list(Some(c.index))
-        .await?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
-    for ip in &prev.ips {
-        let ours = ip
-            .interface
+    let ours = prev.ips.iter().filter(|ip| {
+        ip.interface
             .and_then(|i| prev.interfaces.get(i))
-            .is_some_and(|i| i.name == args.ifname && i.sandbox.is_some());
-        if ours && !have.contains(&ip.address) {
-            return Err(failed(format!(
-                "address {} is missing on {:?}",
-                ip.address, args.ifname
-            )));
-        }
-    }
+            .is_some_and(|i| i.name == args.ifname && i.sandbox.is_some())
+    });
+    attach::check_addresses(&ctr, c.index, &args.ifname, ours).await?;
     if !conf.disable_container_interface {
-        let routes = ctr.route_list().await?;
-        for r in &prev.routes {
-            if !routes.iter().any(|have| have.dst == r.dst) {
-                return Err(failed(format!(
-                    "route to {} is missing in the container",
-                    r.dst
-                )));
-            }
-        }
+        attach::check_routes(&ctr, &prev.routes).await?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
-use cni::{delegate, CniError, CniResult, Dns, ErrorCode, Interface};
+use cni::{delegate, CniError, CniResult, Dns, ErrorCode};
 use ipnetwork::IpNetwork;
 use netkit::{attach, Link, NetNs, Netlink};
 use serde::{Deserialize, Serialize};
@@ -206,21 +206,8 @@ impl Plugin for HostDevice {
                 .link_get(&args.ifname)
                 .await?
                 .ok_or_else(|| failed(format!("{:?} is missing in the container", args.ifname)))?;
-            let have: Vec<IpNetwork> = ctr
-                .addr_list(Some(c.index))
-                .await?
-                .into_iter()
-                .map(|(_, a)| a)
-                .collect();
-            for ip in args.prev_result.iter().flat_map(|r| r.ips.iter()) {
-                if !have.contains(&ip.address) {
-                    return Err(failed(format!(
-                        "address {} is missing on {:?}",
-                        ip.address, args.ifname
-                    )));
-                }
-            }
-            Ok(())
+            let ips = args.prev_result.iter().flat_map(|r| r.ips.iter());
+            attach::check_addresses(&ctr, c.index, &args.ifname, ips).await
         })
     }
 
@@ -285,25 +272,19 @@ async fn move_in(
     ctr.link_set_name(c.index, &args.ifname).await?;
     ctr.link_set_alias(c.index, &dev.name).await?;
     ctr.link_set_up(c.index).await?;
-    let mut result = match &conf.ipam {
+    let result = match &conf.ipam {
         Some(i) => delegate::add(&i.plugin_type, args)?,
         None => CniResult::default(),
     };
     attach::add_addresses(ctr, c.index, &result).await?;
     attach::add_routes(ctr, c.index, &result).await?;
-    result.interfaces = vec![Interface {
-        name: args.ifname.clone(),
-        mac: Some(c.mac.clone()),
-        sandbox: Some(ns.path().display().to_string()),
-        ..Default::default()
-    }];
-    for ip in &mut result.ips {
-        ip.interface = Some(0);
-    }
-    if !conf.dns.is_empty() {
-        result.dns = conf.dns.clone();
-    }
-    Ok(result)
+    Ok(attach::container_result(
+        result,
+        &args.ifname,
+        &c,
+        ns,
+        &conf.dns,
+    ))
 }
 
 async fn refuse_default_route(host: &Netlink, conf: &Conf, dev: &Link) -> Result<(), CniError> {

@@ -12,8 +12,7 @@
 #![forbid(unsafe_code)]
 
 use cni::skel::{CmdArgs, Command, GcArgs, Plugin, StatusArgs};
-use cni::{delegate, CniError, CniResult, Dns, ErrorCode, Interface};
-use ipnetwork::IpNetwork;
+use cni::{delegate, CniError, CniResult, Dns, ErrorCode};
 use netkit::{attach, Link, MacvlanOptions, NetNs, Netlink};
 use serde::Deserialize;
 
@@ -288,7 +287,7 @@ async fn make_link(cx: &Ctx<'_>, master: &Link, mac: Option<[u8; 6]>) -> Result<
 }
 
 async fn finish(cx: &Ctx<'_>, c: &Link, ipam: Option<CniResult>) -> Result<CniResult, CniError> {
-    let mut result = match ipam {
+    let result = match ipam {
         Some(r) => {
             if r.ips.is_empty() {
                 return Err(CniError::invalid_config(format!(
@@ -304,19 +303,13 @@ async fn finish(cx: &Ctx<'_>, c: &Link, ipam: Option<CniResult>) -> Result<CniRe
             CniResult::default()
         }
     };
-    result.interfaces = vec![Interface {
-        name: cx.args.ifname.clone(),
-        mac: Some(c.mac.clone()),
-        sandbox: Some(cx.ns.path().display().to_string()),
-        ..Default::default()
-    }];
-    for ip in &mut result.ips {
-        ip.interface = Some(0);
-    }
-    if !cx.conf.dns.is_empty() {
-        result.dns = cx.conf.dns.clone();
-    }
-    Ok(result)
+    Ok(attach::container_result(
+        result,
+        &cx.args.ifname,
+        c,
+        cx.ns,
+        &cx.conf.dns,
+    ))
 }
 
 async fn undo(cx: &Ctx<'_>) {
@@ -389,33 +382,12 @@ async fn check_kernel(
             )));
         }
     }
-    let have: Vec<IpNetwork> = ctr
-        .addr_list(Some(c.index))
-        .await?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
-    for ip in prev
+    let ips = prev
         .ips
         .iter()
-        .filter(|i| i.interface.is_none_or(|i| i == ours))
-    {
-        if !have.contains(&ip.address) {
-            return Err(failed(format!(
-                "address {} is missing on {:?}",
-                ip.address, args.ifname
-            )));
-        }
-    }
-    let routes = ctr.route_list().await?;
-    for r in &prev.routes {
-        if !routes.iter().any(|have| have.dst == r.dst) {
-            return Err(failed(format!(
-                "route to {} is missing in the container",
-                r.dst
-            )));
-        }
-    }
+        .filter(|i| i.interface.is_none_or(|i| i == ours));
+    attach::check_addresses(&ctr, c.index, &args.ifname, ips).await?;
+    attach::check_routes(&ctr, &prev.routes).await?;
     Ok(())
 }
 

@@ -269,3 +269,64 @@ pub fn remove_container_link_of_kind(args: &CmdArgs, kind: &str) -> Result<(), C
         None => Ok(()),
     }
 }
+
+/// CHECK's read-back of the addresses: each of `ips` must be on link `index` (code 120
+/// naming the one missing).
+pub async fn check_addresses<'a>(
+    ctr: &Netlink,
+    index: u32,
+    ifname: &str,
+    ips: impl IntoIterator<Item = &'a cni::IpConfig>,
+) -> Result<(), CniError> {
+    let have: Vec<ipnetwork::IpNetwork> = ctr
+        .addr_list(Some(index))
+        .await?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    match ips.into_iter().find(|ip| !have.contains(&ip.address)) {
+        Some(ip) => Err(CniError::new(
+            ErrorCode::CHECK_FAILED,
+            format!("address {} is missing on {ifname:?}", ip.address),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// CHECK's read-back of the routes: a route to each destination of `routes` must be in
+/// the container (code 120 naming the one missing).
+pub async fn check_routes(ctr: &Netlink, routes: &[cni::Route]) -> Result<(), CniError> {
+    let have = ctr.route_list().await?;
+    match routes.iter().find(|r| !have.iter().any(|h| h.dst == r.dst)) {
+        Some(r) => Err(CniError::new(
+            ErrorCode::CHECK_FAILED,
+            format!("route to {} is missing in the container", r.dst),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The result of a plugin whose only interface is the container's (`c`, named
+/// `CNI_IFNAME` in `ns`): that interface first, every address on it, the config's
+/// `dns` when it has one.
+pub fn container_result(
+    mut result: cni::CniResult,
+    ifname: &str,
+    c: &crate::Link,
+    ns: &NetNs,
+    dns: &cni::Dns,
+) -> cni::CniResult {
+    result.interfaces = vec![cni::Interface {
+        name: ifname.to_owned(),
+        mac: Some(c.mac.clone()),
+        sandbox: Some(ns.path().display().to_string()),
+        ..Default::default()
+    }];
+    for ip in &mut result.ips {
+        ip.interface = Some(0);
+    }
+    if !dns.is_empty() {
+        result.dns = dns.clone();
+    }
+    result
+}

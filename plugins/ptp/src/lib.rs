@@ -267,12 +267,6 @@ async fn check_kernel(args: &CmdArgs, ns: &NetNs, prev: &CniResult) -> Result<()
         None => None,
     };
     let hv = hv.ok_or_else(|| failed(format!("the host end of {:?} is missing", args.ifname)))?;
-    let have: Vec<IpNetwork> = ctr
-        .addr_list(Some(c.index))
-        .await?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
     let host_have: Vec<IpNetwork> = host
         .addr_list(Some(hv.index))
         .await?
@@ -280,13 +274,8 @@ async fn check_kernel(args: &CmdArgs, ns: &NetNs, prev: &CniResult) -> Result<()
         .map(|(_, a)| a)
         .collect();
     let routes = ctr.route_list().await?;
+    attach::check_addresses(&ctr, c.index, &args.ifname, &prev.ips).await?;
     for ip in &prev.ips {
-        if !have.contains(&ip.address) {
-            return Err(failed(format!(
-                "address {} is missing on {:?}",
-                ip.address, args.ifname
-            )));
-        }
         if let Some(gw) = ip.gateway {
             if !host_have.contains(&host_prefix(gw)) {
                 return Err(failed(format!(
@@ -305,13 +294,5 @@ async fn check_kernel(args: &CmdArgs, ns: &NetNs, prev: &CniResult) -> Result<()
             }
         }
     }
-    for r in &prev.routes {
-        if !routes.iter().any(|have| have.dst == r.dst) {
-            return Err(failed(format!(
-                "route to {} is missing in the container",
-                r.dst
-            )));
-        }
-    }
-    Ok(())
+    attach::check_routes(&ctr, &prev.routes).await
 }
