@@ -25,7 +25,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
 # Podman 5's backend (docs/podman.md): netavark and the plugins it runs, side by side.
 LIBEXEC_DIR ?= /usr/local/libexec/podnet
-PLUGINS := loopback bridge ptp host-device macvlan sbr tuning portmap firewall bandwidth dnsname host-local static
+PLUGINS := loopback bridge ptp host-device macvlan sbr tap tuning portmap firewall bandwidth dnsname host-local static
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
 	runc busybox-static curl procps podman containerd protobuf-compiler debootstrap dnsmasq-base
 

@@ -85,6 +85,7 @@ pub const KNOWN_PLUGINS: &[&str] = &[
     "host-device",
     "macvlan",
     "sbr",
+    "tap",
     "host-local",
     "static",
     "portmap",

@@ -93,24 +93,8 @@ impl MacvlanConf {
     /// The container's MAC, as the reference picks it: `runtimeConfig.mac` over
     /// `CNI_ARGS MAC=` over the `mac` key.
     pub fn container_mac(&self, args: &CmdArgs) -> Result<Option<[u8; 6]>, CniError> {
-        let from_rt = self
-            .runtime_config
-            .as_ref()
-            .and_then(|r| r.mac.clone())
-            .filter(|m| !m.is_empty())
-            .map(|m| ("runtimeConfig.mac", m));
-        let from_env = args
-            .args
-            .get("MAC")
-            .filter(|m| !m.is_empty())
-            .map(|m| ("CNI_ARGS MAC", m.to_owned()));
-        let from_conf = (!self.mac.is_empty()).then(|| ("mac", self.mac.clone()));
-        match from_rt.or(from_env).or(from_conf) {
-            None => Ok(None),
-            Some((key, m)) => netkit::parse_mac(&m)
-                .map(Some)
-                .map_err(|_| CniError::invalid_config(format!("{key}: invalid MAC address {m:?}"))),
-        }
+        let rt = self.runtime_config.as_ref().and_then(|r| r.mac.as_deref());
+        attach::chosen_mac(args, rt, &self.mac)
     }
 
     fn ipam_type(&self) -> Option<&str> {
@@ -200,11 +184,15 @@ impl Plugin for Macvlan {
             let link = make_link(&cx, &master, mac).await;
             let ipam = pending.map(delegate::Pending::result).transpose();
             let outcome = match (link, ipam) {
-                (Ok(c), Ok(ipam)) => finish(&cx, &c, ipam).await,
+                (Ok(c), Ok(ipam)) => {
+                    let ipam = ipam.map(|r| (conf.ipam_type().unwrap_or_default(), r));
+                    attach::finish_container_link(&cx.ctr, &ns, &c, &args.ifname, ipam, &conf.dns)
+                        .await
+                }
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
             if outcome.is_err() {
-                undo(&cx).await;
+                attach::undo_container_link(&cx.ctr, args, "macvlan", conf.ipam_type()).await;
             }
             outcome
         })
@@ -212,18 +200,7 @@ impl Plugin for Macvlan {
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
         let conf = MacvlanConf::decode(&args.stdin)?;
-        let pending = conf
-            .ipam_type()
-            .filter(|t| !t.is_empty())
-            .map(|t| delegate::start(t, Command::Del, args));
-        let mut failures: Vec<CniError> = attach::remove_container_link_of_kind(args, "macvlan")
-            .err()
-            .into_iter()
-            .collect();
-        if let Some(p) = pending {
-            failures.extend(p.and_then(delegate::Pending::done).err());
-        }
-        CniError::join(failures)
+        attach::del_container_link(args, "macvlan", conf.ipam_type())
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
@@ -286,43 +263,6 @@ async fn make_link(cx: &Ctx<'_>, master: &Link, mac: Option<[u8; 6]>) -> Result<
     Ok(cx.ctr.link_require(&cx.args.ifname).await?)
 }
 
-async fn finish(cx: &Ctx<'_>, c: &Link, ipam: Option<CniResult>) -> Result<CniResult, CniError> {
-    let result = match ipam {
-        Some(r) => {
-            if r.ips.is_empty() {
-                return Err(CniError::invalid_config(format!(
-                    "ipam: plugin {:?} returned no addresses",
-                    cx.conf.ipam_type().unwrap_or_default()
-                )));
-            }
-            attach::configure_interface(&cx.ctr, cx.ns, c.index, &cx.args.ifname, &r).await?;
-            r
-        }
-        None => {
-            cx.ctr.link_set_up(c.index).await?;
-            CniResult::default()
-        }
-    };
-    Ok(attach::container_result(
-        result,
-        &cx.args.ifname,
-        c,
-        cx.ns,
-        &cx.conf.dns,
-    ))
-}
-
-async fn undo(cx: &Ctx<'_>) {
-    if let Ok(Some(c)) = cx.ctr.link_get(&cx.args.ifname).await {
-        if c.kind.as_deref() == Some("macvlan") {
-            let _ = cx.ctr.link_del(c.index).await;
-        }
-    }
-    if let Some(t) = cx.conf.ipam_type() {
-        let _ = delegate::del(t, cx.args);
-    }
-}
-
 async fn check_kernel(
     args: &CmdArgs,
     conf: &MacvlanConf,
@@ -330,18 +270,8 @@ async fn check_kernel(
     prev: &CniResult,
 ) -> Result<(), CniError> {
     let failed = |m: String| CniError::new(ErrorCode::CHECK_FAILED, m);
-    let sandbox = ns.path().display().to_string();
-    let ours = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == args.ifname && i.sandbox.as_deref() == Some(sandbox.as_str()))
-        .ok_or_else(|| {
-            failed(format!(
-                "prevResult has no interface {:?} in sandbox {sandbox}",
-                args.ifname
-            ))
-        })?;
     let ctr = Netlink::open_in(ns)?;
+    let (ours, c) = attach::check_container_link(&ctr, args, ns, prev, "macvlan").await?;
     let parent_nl = if conf.link_in_container {
         ctr.clone()
     } else {
@@ -350,18 +280,6 @@ async fn check_kernel(
     parent(&parent_nl, conf, where_(conf))
         .await
         .map_err(|e| failed(e.msg))?;
-    let c = ctr.link_get(&args.ifname).await?.ok_or_else(|| {
-        failed(format!(
-            "interface {:?} is missing in the container",
-            args.ifname
-        ))
-    })?;
-    if c.kind.as_deref() != Some("macvlan") {
-        return Err(failed(format!(
-            "interface {:?} is not a macvlan",
-            args.ifname
-        )));
-    }
     if c.mode.as_deref() != Some(conf.mode.as_str()) {
         return Err(failed(format!(
             "macvlan {:?} is in mode {}, the config says {}",
@@ -369,18 +287,6 @@ async fn check_kernel(
             c.mode.as_deref().unwrap_or("unknown"),
             conf.mode
         )));
-    }
-    if let Some(mac) = prev.interfaces[ours]
-        .mac
-        .as_deref()
-        .filter(|m| !m.is_empty())
-    {
-        if !mac.eq_ignore_ascii_case(&c.mac) {
-            return Err(failed(format!(
-                "interface {:?} has MAC {}, prevResult says {mac}",
-                args.ifname, c.mac
-            )));
-        }
     }
     let ips = prev
         .ips

@@ -330,3 +330,146 @@ pub fn container_result(
     }
     result
 }
+
+/// The container's MAC as the reference plugins that take one pick it:
+/// `runtimeConfig.mac` (the `mac` capability) over `CNI_ARGS MAC=` over the config's
+/// `mac` key. An invalid one is refused naming where it came from (code 7).
+pub fn chosen_mac(
+    args: &CmdArgs,
+    runtime: Option<&str>,
+    conf: &str,
+) -> Result<Option<[u8; 6]>, CniError> {
+    let from_rt = runtime
+        .filter(|m| !m.is_empty())
+        .map(|m| ("runtimeConfig.mac", m));
+    let from_env = args
+        .args
+        .get("MAC")
+        .filter(|m| !m.is_empty())
+        .map(|m| ("CNI_ARGS MAC", m));
+    let from_conf = (!conf.is_empty()).then_some(("mac", conf));
+    match from_rt.or(from_env).or(from_conf) {
+        None => Ok(None),
+        Some((key, m)) => crate::parse_mac(m)
+            .map(Some)
+            .map_err(|_| CniError::invalid_config(format!("{key}: invalid MAC address {m:?}"))),
+    }
+}
+
+/// The end of ADD for a plugin whose link `c` (`CNI_IFNAME`) was made in the
+/// container with an optional IPAM: with IPAM's result (`ipam_type`'s, which must hold
+/// an address) the link is configured as [`configure_interface`] does; without, it is
+/// only brought up (L2). The result as [`container_result`] shapes it.
+pub async fn finish_container_link(
+    ctr: &Netlink,
+    ns: &NetNs,
+    c: &crate::Link,
+    ifname: &str,
+    ipam: Option<(&str, cni::CniResult)>,
+    dns: &cni::Dns,
+) -> Result<cni::CniResult, CniError> {
+    let result = match ipam {
+        Some((ipam_type, r)) => {
+            if r.ips.is_empty() {
+                return Err(CniError::invalid_config(format!(
+                    "ipam: plugin {ipam_type:?} returned no addresses"
+                )));
+            }
+            configure_interface(ctr, ns, c.index, ifname, &r).await?;
+            r
+        }
+        None => {
+            ctr.link_set_up(c.index).await?;
+            cni::CniResult::default()
+        }
+    };
+    Ok(container_result(result, ifname, c, ns, dns))
+}
+
+/// Undoes a failed ADD of a plugin that makes a link of `kind` in the container: the
+/// link (only when it is one of `kind`: the name may be another plugin's) and the lease.
+pub async fn undo_container_link(
+    ctr: &Netlink,
+    args: &CmdArgs,
+    kind: &str,
+    ipam_type: Option<&str>,
+) {
+    if let Ok(Some(c)) = ctr.link_get(&args.ifname).await {
+        if c.kind.as_deref() == Some(kind) {
+            let _ = ctr.link_del(c.index).await;
+        }
+    }
+    if let Some(t) = ipam_type {
+        let _ = cni::delegate::del(t, args);
+    }
+}
+
+/// DEL for a plugin that makes a link of `kind` in the container: the IPAM's DEL
+/// (started first, so it runs while the link goes) and the link when it is one of
+/// `kind`; every failure is returned.
+pub fn del_container_link(
+    args: &CmdArgs,
+    kind: &str,
+    ipam_type: Option<&str>,
+) -> Result<(), CniError> {
+    let pending = ipam_type
+        .filter(|t| !t.is_empty())
+        .map(|t| cni::delegate::start(t, cni::skel::Command::Del, args));
+    let mut failures: Vec<CniError> = remove_container_link_of_kind(args, kind)
+        .err()
+        .into_iter()
+        .collect();
+    if let Some(p) = pending {
+        failures.extend(p.and_then(cni::delegate::Pending::done).err());
+    }
+    CniError::join(failures)
+}
+
+/// CHECK's common part for a plugin whose interface is `CNI_IFNAME` in `ns`: its index
+/// in `prev.interfaces` (which must name it in that sandbox), and the link itself, which
+/// must be there, be of `kind`, and have the MAC `prevResult` gives (code 120).
+pub async fn check_container_link(
+    ctr: &Netlink,
+    args: &CmdArgs,
+    ns: &NetNs,
+    prev: &cni::CniResult,
+    kind: &str,
+) -> Result<(usize, crate::Link), CniError> {
+    let failed = |m: String| CniError::new(ErrorCode::CHECK_FAILED, m);
+    let sandbox = ns.path().display().to_string();
+    let ours = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == args.ifname && i.sandbox.as_deref() == Some(sandbox.as_str()))
+        .ok_or_else(|| {
+            failed(format!(
+                "prevResult has no interface {:?} in sandbox {sandbox}",
+                args.ifname
+            ))
+        })?;
+    let c = ctr.link_get(&args.ifname).await?.ok_or_else(|| {
+        failed(format!(
+            "interface {:?} is missing in the container",
+            args.ifname
+        ))
+    })?;
+    if c.kind.as_deref() != Some(kind) {
+        return Err(failed(format!(
+            "interface {:?} is not a {kind}",
+            args.ifname
+        )));
+    }
+    if let Some(mac) = prev.interfaces[ours]
+        .mac
+        .as_deref()
+        .filter(|m| !m.is_empty())
+    {
+        if !mac.eq_ignore_ascii_case(&c.mac) {
+            return Err(failed(format!(
+                "interface {:?} has MAC {}, prevResult says {mac}",
+                args.ifname, c.mac
+            )));
+        }
+    }
+    Ok((ours, c))
+}

@@ -3,7 +3,8 @@
 //! addresses, routes and per-namespace sysctls, with typed errors that keep the errno.
 //!
 //! This is the one crate of the workspace allowed `unsafe` (each block documented with
-//! `// SAFETY:`); it needs it only in [`release`], to fork.
+//! `// SAFETY:`); it needs it only in [`release`], to fork, and in [`tap`], for the tun
+//! ioctls.
 
 pub mod attach;
 pub mod conntrack;
@@ -14,6 +15,8 @@ pub mod ns;
 pub mod policy;
 pub mod release;
 pub mod sysctl;
+#[allow(unsafe_code)]
+pub mod tap;
 pub mod tc;
 pub mod unlink;
 
@@ -24,6 +27,7 @@ pub use netlink::{
 };
 pub use nix::errno::Errno;
 pub use ns::{NetNs, NsGuard, NETNS_RUN_DIR};
+pub use tap::{TapOptions, TunInfo};
 
 /// The variable that moves podnet's runtime state (nft journals and locks, the DNS
 /// responder's state, portmap's saved sysctls) away from `/run/podnet`: podnet's

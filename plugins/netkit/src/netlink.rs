@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
+use netlink_packet_core::Nla;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoMacVlan, InfoVeth,
@@ -57,6 +58,8 @@ pub struct Link {
     /// A macvlan's mode as `ip -d link` names it (`bridge`, `private`, `vepa`,
     /// `passthru`, `source`); `None` for other kinds.
     pub mode: Option<String>,
+    /// A tun/tap link's settings; `None` for other kinds.
+    pub tun: Option<crate::tap::TunInfo>,
 }
 
 /// A route as read back or to be added.
@@ -818,6 +821,7 @@ fn link_from(m: &LinkMessage) -> Link {
         allmulti: m.header.flags.contains(LinkFlags::Allmulti),
         txqlen: 0,
         mode: None,
+        tun: None,
     };
     for a in &m.attributes {
         match a {
@@ -832,6 +836,19 @@ fn link_from(m: &LinkMessage) -> Link {
                 for info in infos {
                     match info {
                         LinkInfo::Kind(k) => link.kind = Some(kind_name(k)),
+                        LinkInfo::Data(InfoData::Tun(data)) => {
+                            let attrs: Vec<(u16, Vec<u8>)> = data
+                                .iter()
+                                .map(|a| {
+                                    let mut v = vec![0; a.value_len()];
+                                    a.emit_value(&mut v);
+                                    (a.kind(), v)
+                                })
+                                .collect();
+                            link.tun = Some(crate::tap::tun_info(
+                                attrs.iter().map(|(k, v)| (*k, v.as_slice())),
+                            ));
+                        }
                         LinkInfo::Data(InfoData::MacVlan(data)) => {
                             link.mode = data.iter().find_map(|d| match d {
                                 InfoMacVlan::Mode(m) => Some(m.to_string()),

@@ -13,3 +13,4 @@ mod netctl;
 mod netkit;
 mod podman5;
 mod runtime;
+mod tap;
