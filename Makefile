@@ -25,7 +25,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR ?= /usr/local/bin
 # Podman 5's backend (docs/podman.md): netavark and the plugins it runs, side by side.
 LIBEXEC_DIR ?= /usr/local/libexec/podnet
-PLUGINS := loopback bridge ptp host-device macvlan sbr tap tuning portmap firewall bandwidth dnsname host-local static
+PLUGINS := loopback bridge ptp host-device macvlan sbr tap tuning portmap firewall bandwidth dnsname host-local static dhcp
 DEB_PACKAGES := iproute2 nftables iptables iputils-ping util-linux containernetworking-plugins libc6-dev \
 	runc busybox-static curl procps podman containerd protobuf-compiler debootstrap dnsmasq-base
 
@@ -44,7 +44,7 @@ SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs 
 all: build
 
 toolchain:
-	@command -v $(CARGO) >/dev/null || { echo "podnet needs a Rust toolchain >= 1.85 (rustup) on PATH" >&2; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "podnet needs a Rust toolchain >= 1.87 (rustup) on PATH" >&2; exit 1; }
 	@[ -n "$(HOST)" ] || { echo "rustc did not report its host triple" >&2; exit 1; }
 
 deps: toolchain

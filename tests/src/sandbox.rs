@@ -218,6 +218,14 @@ impl Drop for Sandbox {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // So would a dhcp daemon the dhcp plugin started on demand.
+        let dhcp = std::fs::read_to_string("/run/cni/dhcp.sock.pid").unwrap_or_default();
+        if let Ok(pid) = dhcp.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for p in &self.pinned {
             let _ = NetNs::delete_at(p);
         }

@@ -404,17 +404,29 @@ pub async fn undo_container_link(
     }
 }
 
+/// IPAM plugins that speak on the container's link (a DHCP release leaves by it): their
+/// DEL must finish before the link goes.
+pub const IPAM_ON_THE_LINK: &[&str] = &["dhcp"];
+
 /// DEL for a plugin that makes a link of `kind` in the container: the IPAM's DEL
-/// (started first, so it runs while the link goes) and the link when it is one of
-/// `kind`; every failure is returned.
+/// (started first, so it runs while the link goes; finished first for
+/// [`IPAM_ON_THE_LINK`]) and the link when it is one of `kind`; every failure is
+/// returned.
 pub fn del_container_link(
     args: &CmdArgs,
     kind: &str,
     ipam_type: Option<&str>,
 ) -> Result<(), CniError> {
-    let pending = ipam_type
+    let mut pending = ipam_type
         .filter(|t| !t.is_empty())
         .map(|t| cni::delegate::start(t, cni::skel::Command::Del, args));
+    if ipam_type.is_some_and(|t| IPAM_ON_THE_LINK.contains(&t)) {
+        if let Some(p) = pending.take() {
+            let first = p.and_then(cni::delegate::Pending::done);
+            let link = remove_container_link_of_kind(args, kind);
+            return CniError::join(first.err().into_iter().chain(link.err()).collect());
+        }
+    }
     let mut failures: Vec<CniError> = remove_container_link_of_kind(args, kind)
         .err()
         .into_iter()

@@ -50,7 +50,7 @@ fn shape(family: &str, set: &str) -> Option<(&'static [Field], &'static [Field])
 }
 
 fn pad4(mut v: Vec<u8>) -> Vec<u8> {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
     v
