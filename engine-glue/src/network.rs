@@ -48,7 +48,13 @@ pub struct NetworkSpec {
     pub parent: Option<String>,
     /// `-o mode=M` (macvlan): `bridge`, `private`, `vepa`, `passthru`, `source`.
     pub mode: Option<String>,
+    /// `--ipam-driver`: [`HOST_LOCAL`] or [`DHCP`]; `None`: host-local, except for a
+    /// macvlan network without subnets (DHCP), as Podman 4.3.
+    pub ipam_driver: Option<String>,
 }
+
+pub const HOST_LOCAL: &str = "host-local";
+pub const DHCP: &str = "dhcp";
 
 pub const BRIDGE: &str = "bridge";
 pub const MACVLAN: &str = "macvlan";
@@ -56,6 +62,14 @@ pub const MACVLAN: &str = "macvlan";
 impl NetworkSpec {
     pub fn is_macvlan(&self) -> bool {
         self.driver == MACVLAN
+    }
+
+    /// Whether the addresses come from DHCP: asked for, or a macvlan without subnets.
+    pub fn is_dhcp(&self) -> bool {
+        match self.ipam_driver.as_deref() {
+            Some(d) => d == DHCP,
+            None => self.is_macvlan() && self.subnets.is_empty(),
+        }
     }
 }
 
@@ -127,9 +141,13 @@ pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
     if let Some(mtu) = spec.mtu {
         bridge_plugin["mtu"] = json!(mtu);
     }
-    bridge_plugin["ipam"] = host_local(spec);
-    // Podman 4.3 passes `--ip` as runtimeConfig.ips.
-    bridge_plugin["capabilities"] = json!({ "ips": true });
+    if spec.is_dhcp() {
+        bridge_plugin["ipam"] = json!({ "type": DHCP });
+    } else {
+        bridge_plugin["ipam"] = host_local(spec);
+        // Podman 4.3 passes `--ip` as runtimeConfig.ips.
+        bridge_plugin["capabilities"] = json!({ "ips": true });
+    }
     let mut firewall = json!({ "type": "firewall", "backend": "" });
     if spec.isolate {
         firewall["ingressPolicy"] = json!("same-bridge");
@@ -158,8 +176,8 @@ fn macvlan_conflist(spec: &NetworkSpec) -> Value {
         "type": MACVLAN,
         "master": spec.parent.clone().unwrap_or_default(),
     });
-    if spec.subnets.is_empty() {
-        plugin["ipam"] = json!({ "type": "dhcp" });
+    if spec.is_dhcp() {
+        plugin["ipam"] = json!({ "type": DHCP });
     } else {
         plugin["ipam"] = host_local(spec);
     }
@@ -348,6 +366,7 @@ pub fn create(config: &Config, mut spec: NetworkSpec) -> Result<NetworkInfo> {
         .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
         .collect();
     check_subnets(&spec, &existing)?;
+    check_ipam_driver(&spec)?;
     if spec.is_macvlan() {
         check_macvlan(&spec)?;
         // As Podman 4.3: no name service on a macvlan network (no bridge to serve on),
@@ -373,20 +392,32 @@ pub fn create(config: &Config, mut spec: NetworkSpec) -> Result<NetworkInfo> {
     // As Podman's CNI backend: an internal network has no gateway address on its bridge
     // for a responder to listen on, so DNS is off.
     spec.disable_dns |= spec.internal;
+    if spec.is_dhcp() {
+        // As Podman 4.3: the addresses come from a DHCP server on the bridge's LAN, and
+        // with no subnet of podnet's, no name service.
+        spec.disable_dns = true;
+        let bridge = choose_bridge(&spec, &existing)?;
+        return write(config, &spec, &bridge);
+    }
     if spec.subnets.is_empty() {
         spec.subnets.push(free_subnet_v4(&taken)?);
     }
     if spec.ipv6 && !spec.subnets.iter().any(IpNetwork::is_ipv6) {
         spec.subnets.push(ula_subnet()?);
     }
-    let bridge = match &spec.bridge {
+    let bridge = choose_bridge(&spec, &existing)?;
+    write(config, &spec, &bridge)
+}
+
+/// `-o bridge`, checked, or the first free `cni-podmanN`.
+fn choose_bridge(spec: &NetworkSpec, existing: &[NetworkInfo]) -> Result<String> {
+    match &spec.bridge {
         Some(b) => {
             cni::validate::interface_name(b).map_err(|e| Error::invalid("-o bridge", e.msg))?;
-            b.clone()
+            Ok(b.clone())
         }
-        None => free_bridge(&existing),
-    };
-    write(config, &spec, &bridge)
+        None => Ok(free_bridge(existing)),
+    }
 }
 
 fn write(config: &Config, spec: &NetworkSpec, bridge: &str) -> Result<NetworkInfo> {
@@ -399,6 +430,41 @@ fn write(config: &Config, spec: &NetworkSpec, bridge: &str) -> Result<NetworkInf
     let bytes = serde_json::to_vec_pretty(&value).expect("a conflist serializes");
     write_atomic(&file, &bytes)?;
     Ok(info(&list, file))
+}
+
+/// `--ipam-driver` against the subnets, with Podman 4.3's refusals.
+fn check_ipam_driver(spec: &NetworkSpec) -> Result<()> {
+    match spec.ipam_driver.as_deref() {
+        None | Some(HOST_LOCAL) | Some(DHCP) => {}
+        Some(other) => {
+            return Err(Error::invalid(
+                "--ipam-driver",
+                format!("{other:?}: host-local or dhcp"),
+            ))
+        }
+    }
+    if spec.ipam_driver.as_deref() == Some(DHCP) && !spec.subnets.is_empty() {
+        return Err(Error::invalid(
+            "--ipam-driver",
+            "dhcp ipam driver is set but subnets are given",
+        ));
+    }
+    if spec.ipam_driver.as_deref() == Some(DHCP) && (spec.ipv6 || !spec.ip_ranges.is_empty()) {
+        return Err(Error::invalid(
+            "--ipam-driver",
+            "dhcp ipam driver takes no --ipv6 or --ip-range",
+        ));
+    }
+    if spec.is_macvlan()
+        && spec.ipam_driver.as_deref() == Some(HOST_LOCAL)
+        && spec.subnets.is_empty()
+    {
+        return Err(Error::invalid(
+            "--ipam-driver",
+            "host-local ipam driver set but no subnets are given",
+        ));
+    }
+    Ok(())
 }
 
 /// A macvlan network's options: a parent that exists here (the default route's
@@ -625,6 +691,42 @@ mod tests {
             conflist(&dhcp, ""),
             fixture("podman4-macvlan-dhcp.conflist")
         );
+        let bridge_dhcp = NetworkSpec {
+            name: "br1".into(),
+            ipam_driver: Some(DHCP.into()),
+            disable_dns: true,
+            ..NetworkSpec::default()
+        };
+        assert_eq!(
+            conflist(&bridge_dhcp, "cni-podman1"),
+            fixture("podman4-bridge-dhcp.conflist")
+        );
+        for (spec, why) in [
+            (
+                NetworkSpec {
+                    subnets: vec!["10.5.0.0/24".parse().unwrap()],
+                    ..bridge_dhcp.clone()
+                },
+                "subnets are given",
+            ),
+            (
+                NetworkSpec {
+                    ipam_driver: Some("none".into()),
+                    ..bridge_dhcp.clone()
+                },
+                "host-local or dhcp",
+            ),
+            (
+                NetworkSpec {
+                    ipam_driver: Some(HOST_LOCAL.into()),
+                    ..dhcp.clone()
+                },
+                "no subnets are given",
+            ),
+        ] {
+            let e = check_ipam_driver(&spec).unwrap_err().to_string();
+            assert!(e.contains("--ipam-driver") && e.contains(why), "{e}");
+        }
         let internal = NetworkSpec {
             name: "mv3".into(),
             subnets: vec!["fd10::/64".parse().unwrap()],

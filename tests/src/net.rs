@@ -4,8 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use netkit::{NetNs, Netlink, VethOptions};
 
@@ -186,4 +187,70 @@ pub fn tcp_rate(from: &NetNs, to_ns: &NetNs, to: &str, bytes: usize) -> f64 {
     let rate = receiver.join().expect("receiver");
     drop(c);
     rate
+}
+
+/// dnsmasq as the DHCP server of a "LAN" namespace: on its `eth0`, addresses from
+/// `range` (`FIRST,LAST`), 2-minute leases renewed after 2 s (T1) and rebound after 4 s
+/// (T2), its first address as router; killed on drop.
+#[derive(Debug)]
+pub struct Dnsmasq {
+    child: Child,
+    pub leases_file: PathBuf,
+}
+
+impl Dnsmasq {
+    pub fn start(lan: &NetNs, range: &str) -> Dnsmasq {
+        let leases_file = PathBuf::from(format!("/run/{}.leases", random_name("dnsmasq")));
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", lan.path().display()))
+            .args([
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-ping",
+                "--port=0",
+                "--interface=eth0",
+                "--bind-interfaces",
+                "--dhcp-option=option:T1,2",
+                "--dhcp-option=option:T2,4",
+                "--dhcp-authoritative",
+                "--log-facility=-",
+                "--conf-file=/dev/null",
+            ])
+            .arg(format!("--dhcp-range={range},2m"))
+            .arg(format!("--dhcp-leasefile={}", leases_file.display()))
+            .arg(format!("--pid-file=/run/{}.pid", random_name("dnsmasq")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq starts (Debian's dnsmasq-base)");
+        // Ready when it has written its (empty) lease file.
+        let t = Instant::now();
+        while !leases_file.exists() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Dnsmasq { child, leases_file }
+    }
+
+    /// (expiry, address, client id) of each lease in dnsmasq's file.
+    pub fn leases(&self) -> Vec<(u64, String, String)> {
+        std::fs::read_to_string(&self.leases_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((
+                    f.first()?.parse().ok()?,
+                    f.get(2)?.to_string(),
+                    f.get(4)?.to_string(),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

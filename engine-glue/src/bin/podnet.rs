@@ -145,6 +145,10 @@ enum NetworkCmd {
         /// bridge, or macvlan (-o parent=IF -o mode=M; without --subnet: DHCP).
         #[arg(short = 'd', long, default_value = "bridge")]
         driver: String,
+        /// host-local (podnet's leases in the subnets), or dhcp (a DHCP server on the
+        /// network's LAN; no --subnet).
+        #[arg(long = "ipam-driver")]
+        ipam_driver: Option<String>,
         #[arg(long)]
         subnet: Vec<ipnetwork::IpNetwork>,
         #[arg(long)]
@@ -427,6 +431,7 @@ fn network(engine: &Engine, cmd: NetworkCmd) -> Result<u8, Error> {
         NetworkCmd::Create {
             name,
             driver,
+            ipam_driver,
             subnet,
             gateway,
             ip_range,
@@ -444,6 +449,7 @@ fn network(engine: &Engine, cmd: NetworkCmd) -> Result<u8, Error> {
                 internal,
                 disable_dns,
                 driver,
+                ipam_driver,
                 ..NetworkSpec::default()
             };
             for o in &opts {

@@ -4,79 +4,14 @@
 //! released on DEL (dnsmasq's lease file shows it gone) and by GC; no server is a
 //! clear error within the timeout, with nothing left.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netkit::NetNs;
-use podnet_tests::net::{ping, sh, wire};
+use podnet_tests::net::{ping, sh, wire, Dnsmasq};
 use podnet_tests::{link_state, privileged_test, random_name, Call, Sandbox, Subject};
 use serde_json::{json, Value};
-
-/// dnsmasq serving 10.98.0.50–99 on the LAN end, 2-minute leases renewed after 2 s;
-/// killed on drop.
-struct Dnsmasq {
-    child: Child,
-    leases: PathBuf,
-}
-
-impl Dnsmasq {
-    fn start(lan: &NetNs) -> Dnsmasq {
-        let leases = PathBuf::from(format!("/run/{}.leases", random_name("dnsmasq")));
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", lan.path().display()))
-            .args([
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--no-ping",
-                "--port=0",
-                "--interface=eth0",
-                "--bind-interfaces",
-                "--dhcp-range=10.98.0.50,10.98.0.99,2m",
-                "--dhcp-option=option:T1,2",
-                "--dhcp-option=option:T2,4",
-                "--dhcp-option=option:router,10.98.0.1",
-                "--dhcp-authoritative",
-                "--log-facility=-",
-                "--conf-file=/dev/null",
-            ])
-            .arg(format!("--dhcp-leasefile={}", leases.display()))
-            .arg(format!("--pid-file=/run/{}.pid", random_name("dnsmasq")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts (Debian's dnsmasq-base)");
-        // Ready when it has written its (empty) lease file.
-        let t = Instant::now();
-        while !leases.exists() && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Dnsmasq { child, leases }
-    }
-
-    /// (expiry, address, client id) of each lease in dnsmasq's file.
-    fn leases(&self) -> Vec<(u64, String, String)> {
-        std::fs::read_to_string(&self.leases)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                Some((
-                    f.first()?.parse().ok()?,
-                    f.get(2)?.to_string(),
-                    f.get(4)?.to_string(),
-                ))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The client id the daemon sends for an attachment, as dnsmasq prints it.
 fn client_id_hex(id: &str, ifname: &str) -> String {
@@ -108,7 +43,7 @@ privileged_test! {
         let s = Subject::from_env();
         let mut sb = Sandbox::new();
         let (master, lan) = parent(&mut sb);
-        let server = Dnsmasq::start(&lan);
+        let server = Dnsmasq::start(&lan, "10.98.0.50,10.98.0.99");
         let c = conf(&s, &master, json!({"type": "dhcp"}));
         let (a, b) = (sb.container("da"), sb.container("db"));
         // The first ADD starts the daemon; both get an address from dnsmasq's range.

@@ -511,6 +511,45 @@ privileged_test! {
 }
 
 privileged_test! {
+    /// `network create -d macvlan --ipam-driver dhcp` (Podman 4.3's conflist): the LAN's
+    /// DHCP server (dnsmasq) gives the containers their addresses through podnet's dhcp
+    /// plugin and daemon; `restart` keeps the lease; removal releases it.
+    fn dhcp_networks_take_addresses_from_the_lans_server() {
+        let mut sb = Sandbox::new();
+        let lan = sb.container("lan");
+        let parent = podnet_tests::random_name("mvp");
+        podnet_tests::net::wire(&lan, &parent, "10.97.0.254/24", "10.97.0.1/24");
+        let server = podnet_tests::net::Dnsmasq::start(&lan, "10.97.0.100,10.97.0.150");
+        let p = Podnet::new();
+        let err = p.fails(&["network", "create", "bad", "-d", "macvlan", "-o", &format!("parent={parent}"),
+                            "--ipam-driver", "dhcp", "--subnet", "10.97.0.0/24"]);
+        assert!(err.contains("--ipam-driver") && err.contains("subnets are given"), "{err}");
+        p.ok(&["network", "create", "lan", "-d", "macvlan", "-o", &format!("parent={parent}"), "--ipam-driver", "dhcp"]);
+        let conf = std::fs::read_to_string(format!("{}/lan.conflist", podnet_tests::engine::NETCONF)).unwrap();
+        assert!(conf.contains("\"type\": \"dhcp\""), "{conf}");
+        assert!(podman_ok(&["network", "inspect", "lan"]).contains("\"driver\": \"dhcp\""), "Podman reads it");
+        p.detached(&["--name", "d1", "--network", "lan", "--", "sleep", "3600"]);
+        p.detached(&["--name", "d2", "--network", "lan", "--", "sleep", "3600"]);
+        let a1 = p.addresses("d1")[0].clone();
+        let a2 = p.addresses("d2")[0].split('/').next().unwrap().to_owned();
+        assert!(a1.starts_with("10.97.0.1") && a1.ends_with("/24"), "{a1}");
+        assert_eq!(server.leases().len(), 2, "{:?}", server.leases());
+        let (ok, out) = p.exec("d1", &format!("ping -c 1 -W 2 {a2} && ping -c 1 -W 2 10.97.0.1 && ip route"));
+        assert!(ok && out.contains("default via 10.97.0.1"), "d1 reaches d2 and the LAN: {out}");
+        p.ok(&["restart", "d1"]);
+        assert_eq!(p.addresses("d1")[0], a1, "the same lease after a restart");
+        p.ok(&["rm", "-f", "d1", "d2"]);
+        let t = Instant::now();
+        while !server.leases().is_empty() && t.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(server.leases().is_empty(), "released: {:?}", server.leases());
+        p.ok(&["network", "rm", "lan"]);
+        nothing_left("lan");
+    }
+}
+
+privileged_test! {
     /// Podman 4.3 with `network_backend = "netavark"` and podnet's `netavark` first in
     /// `helper_binaries_dir`: a network, a container with `--ip`, a neighbour resolving
     /// it by name through podnet's responder, podnet's nft table; removal leaves nothing.
