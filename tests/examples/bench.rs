@@ -257,6 +257,80 @@ fn macvlan_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
     rows
 }
 
+/// macvlan + dhcp ADD and DEL of one container, each implementation with its own
+/// daemon, against one dnsmasq (no ping check) in a "LAN" namespace on the parent's far
+/// end; and podnet's first ADD, which starts its daemon.
+fn dhcp_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
+    let lan = NetNs::create_named("bench-dhlan").expect("bench namespace");
+    podnet_tests::net::wire(&lan, "bench-dhp", "10.93.0.254/24", "10.93.0.1/24");
+    let server = podnet_tests::net::Dnsmasq::start(&lan, "10.93.0.10,10.93.0.250");
+    let sock = |side: usize| format!("/run/bench-dhcp{side}.sock");
+    let nss: Vec<NetNs> = (0..2)
+        .map(|i| NetNs::create_named(&format!("bench-dhcp{i}")).expect("bench namespace"))
+        .collect();
+    let conf = |side: usize| {
+        json!({"cniVersion": "1.0.0", "name": format!("benchdhcp{side}"), "type": "macvlan", "master": "bench-dhp",
+               "ipam": {"type": "dhcp", "daemonSocketPath": sock(side)}})
+    };
+    let call = |d: &Path, cmd: &str| {
+        let side = side_of(dirs, d);
+        Call::new(
+            &d.join("macvlan"),
+            cmd,
+            nss[side].path(),
+            "eth0",
+            &conf(side),
+        )
+    };
+    // podnet's first ADD on a host: no daemon yet, the plugin starts it.
+    let first = timed(&call(dirs[0], "ADD"));
+    timed(&call(dirs[0], "DEL"));
+    // The reference's daemon runs only when started (a systemd unit, usually).
+    let mut reference = Command::new(dirs[1].join("dhcp"))
+        .args(["daemon", "-socketpath", &sock(1)])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the reference's dhcp daemon");
+    let t = Instant::now();
+    while !Path::new(&sock(1)).exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    timed(&call(dirs[1], "ADD"));
+    timed(&call(dirs[1], "DEL"));
+    let add = row("macvlan+dhcp ADD (dnsmasq)", dirs, iterations, |d, _| {
+        let took = timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"));
+        took
+    });
+    let del = row("macvlan+dhcp DEL (dnsmasq)", dirs, iterations, |d, _| {
+        timed(&call(d, "ADD"));
+        timed(&call(d, "DEL"))
+    });
+    let _ = reference.kill();
+    let _ = reference.wait();
+    if let Ok(pid) = std::fs::read_to_string(format!("{}.pid", sock(0))) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    drop(server);
+    drop(nss);
+    for n in ["bench-dhcp0", "bench-dhcp1", "bench-dhlan"] {
+        let _ = NetNs::delete_named(n);
+    }
+    vec![
+        add,
+        del,
+        format!(
+            "| macvlan+dhcp first ADD on a host (podnet starts its daemon; the reference needs one running) | {} | — | — | — | — |",
+            ms(first)
+        ),
+    ]
+}
+
 /// `plugin` + host-local (10.`net`.0.0/16 and the next /16 for the reference) ADD, DEL
 /// and ADD's CPU time, one container at a time; `extra` keys go into the config.
 fn one_container_rows(
@@ -723,7 +797,7 @@ fn main() {
         .map(|s| s.parse().expect("ITERATIONS is a number"))
         .unwrap_or(300);
     // An optional section name runs only that part: `podman`, `bridge` (bridge, ptp, macvlan),
-    // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once), `bandwidth`.
+    // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once), `bandwidth`, `dhcp`.
     let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
     // Leases of an interrupted run would refuse this run's container ids.
@@ -778,6 +852,14 @@ fn main() {
         }
         return;
     }
+    if only == Some("dhcp") {
+        println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
+        println!("|---|---|---|---|---|---|");
+        for r in dhcp_rows(dirs, n.min(200)) {
+            println!("{r}");
+        }
+        return;
+    }
     if only == Some("bridge") {
         println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
         println!("|---|---|---|---|---|---|");
@@ -816,6 +898,7 @@ fn main() {
     rows.extend(bridge_rows(dirs, n));
     rows.extend(ptp_rows(dirs, n));
     rows.extend(macvlan_rows(dirs, n));
+    rows.extend(dhcp_rows(dirs, n.min(200)));
     rows.extend(bandwidth_rows(dirs, n));
     let parallel = parallel_row(dirs, 50, 5);
     let (podman, chain_add) = podman_rows(dirs, n.min(200));

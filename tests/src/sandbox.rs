@@ -54,7 +54,13 @@ pub fn run(module: &str, name: &str, body: impl FnOnce()) {
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(&exe)
-        .args([path.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            path.as_str(),
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(SANDBOX_ENV, "1")
         .output()
         .unwrap_or_else(|e| panic!("running {} under unshare: {e}", exe.display()));

@@ -39,6 +39,20 @@ pub enum Deviation {
     /// plugin's too (the DEL a runtime sends after an ADD refused because the name was
     /// taken).
     MacvlanDelRemovesAnyInterface,
+    /// ipvlan and vlan DEL delete whatever link is named `CNI_IFNAME` in the container,
+    /// as macvlan's does.
+    SubLinkDelRemovesAnyInterface,
+    /// ipvlan without `ipam` (and not chained) fails and leaves the link it made.
+    IpvlanLeavesLinkWithoutIpam,
+    /// vrf (1.1.1) CHECK passes whether or not the interface is in the VRF.
+    VrfCheckChecksNothing,
+    /// ipvlan accepts an MTU above its parent's (the kernel takes it).
+    IpvlanMtuAboveParent,
+    /// vrf (1.1.1) loses the interface's routes other than the connected ones, and its
+    /// IPv6 addresses, when it enslaves it (newer references restore them).
+    VrfDropsRoutes,
+    /// vrf picks table 1 (the first id no other VRF has) when a route already uses it.
+    VrfTableInUseByRoutes,
     /// sbr DEL removes the rules but leaves the routes in the tables it made (they go
     /// only with the interface).
     SbrDelLeavesTable,
@@ -84,9 +98,13 @@ pub const KNOWN_PLUGINS: &[&str] = &[
     "ptp",
     "host-device",
     "macvlan",
+    "ipvlan",
+    "vlan",
+    "vrf",
     "sbr",
     "tap",
     "host-local",
+    "dhcp",
     "static",
     "portmap",
     "firewall",

@@ -485,3 +485,22 @@ pub async fn check_container_link(
     }
     Ok((ours, c))
 }
+
+/// Holds the lock on a container's namespace file (see [`lock_netns`]).
+#[derive(Debug)]
+pub struct NsLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Locks the container's namespace file, as the reference's sbr and vrf do: chained
+/// plugins choosing a routing table in one namespace take turns.
+pub fn lock_netns(path: &std::path::Path) -> Result<NsLock, CniError> {
+    let io = |e: String| {
+        CniError::new(
+            ErrorCode::IO_FAILURE,
+            format!("locking {}: {e}", path.display()),
+        )
+    };
+    let f = std::fs::File::open(path).map_err(|e| io(e.to_string()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map(NsLock)
+        .map_err(|(_, e)| io(e.to_string()))
+}

@@ -22,8 +22,9 @@ pub mod unlink;
 
 pub use error::{Error, Result};
 pub use netlink::{
-    format_mac, host_prefix, macvlan_mode, parse_mac, BridgeOptions, BridgePortOptions, BridgeVlan,
-    Link, MacvlanOptions, Neighbour, Netlink, RouteSpec, VethOptions, LOOPBACK_IFINDEX,
+    format_mac, host_prefix, ipvlan_mode, macvlan_mode, parse_mac, BridgeOptions,
+    BridgePortOptions, BridgeVlan, Link, MacvlanOptions, Neighbour, Netlink, RouteSpec, SubLink,
+    VethOptions, LOOPBACK_IFINDEX,
 };
 pub use nix::errno::Errno;
 pub use ns::{NetNs, NsGuard, NETNS_RUN_DIR};

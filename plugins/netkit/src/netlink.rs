@@ -13,15 +13,16 @@ use ipnetwork::IpNetwork;
 use netlink_packet_core::Nla;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoMacVlan, InfoVeth,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth,
+    InfoVlan, InfoVrf, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    LinkVlan, LinkVrf, RouteMessageBuilder,
 };
 
 use crate::error::{Error, Result};
@@ -55,9 +56,13 @@ pub struct Link {
     pub promisc: bool,
     pub allmulti: bool,
     pub txqlen: u32,
-    /// A macvlan's mode as `ip -d link` names it (`bridge`, `private`, `vepa`,
-    /// `passthru`, `source`); `None` for other kinds.
+    /// A macvlan's or ipvlan's mode as `ip -d link` names it (`bridge`, `private`,
+    /// `vepa`, `passthru`, `source`; `l2`, `l3`, `l3s`); `None` for other kinds.
     pub mode: Option<String>,
+    /// A vlan link's id.
+    pub vlan_id: Option<u16>,
+    /// A VRF device's routing table.
+    pub vrf_table: Option<u32>,
     /// A tun/tap link's settings; `None` for other kinds.
     pub tun: Option<crate::tap::TunInfo>,
 }
@@ -138,6 +143,24 @@ pub struct MacvlanOptions<'a> {
     pub mac: Option<[u8; 6]>,
     pub bc_queue_len: Option<u32>,
     pub netns: Option<&'a NetNs>,
+}
+
+/// A link made on a parent other than a macvlan: an ipvlan in a mode (`l2`, `l3`,
+/// `l3s`), or an 802.1Q vlan with an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubLink<'a> {
+    Ipvlan { mode: &'a str },
+    Vlan { id: u16 },
+}
+
+/// The ipvlan mode `name` (as `ip link … type ipvlan mode NAME` takes it).
+pub fn ipvlan_mode(name: &str) -> Option<IpVlanMode> {
+    Some(match name {
+        "l2" => IpVlanMode::L2,
+        "l3" => IpVlanMode::L3,
+        "l3s" => IpVlanMode::L3S,
+        _ => return None,
+    })
 }
 
 /// The macvlan mode `name` (as `ip link … type macvlan mode NAME` takes it).
@@ -332,6 +355,52 @@ impl Netlink {
                 "link add {name} link index {parent} type macvlan mode {}",
                 opts.mode
             ),
+        )
+        .await
+    }
+
+    /// `ip link add NAME link PARENT [netns NS] [mtu N] type ipvlan mode MODE` or `type
+    /// vlan id ID`: born down, in `netns` when given (the parent is looked up in this
+    /// socket's namespace), so its name is checked only there.
+    pub async fn link_add_sub(
+        &self,
+        name: &str,
+        parent: u32,
+        kind: SubLink<'_>,
+        mtu: Option<u32>,
+        netns: Option<&NetNs>,
+    ) -> Result<()> {
+        let (mut msg, op) = match kind {
+            SubLink::Ipvlan { mode } => {
+                let m = ipvlan_mode(mode).ok_or_else(|| Error::Invalid {
+                    what: "ipvlan mode",
+                    value: mode.into(),
+                })?;
+                (
+                    LinkIpVlan::new(name, parent, m).build(),
+                    format!("link add {name} link index {parent} type ipvlan mode {mode}"),
+                )
+            }
+            SubLink::Vlan { id } => (
+                LinkVlan::new(name, parent, id).build(),
+                format!("link add {name} link index {parent} type vlan id {id}"),
+            ),
+        };
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(ns) = netns {
+            msg.attributes
+                .push(LinkAttribute::NetNsFd(ns.as_fd().as_raw_fd()));
+        }
+        self.link_add(msg, op).await
+    }
+
+    /// `ip link add NAME type vrf table TABLE`.
+    pub async fn link_add_vrf(&self, name: &str, table: u32) -> Result<()> {
+        self.link_add(
+            LinkVrf::new(name, table).build(),
+            format!("link add {name} type vrf table {table}"),
         )
         .await
     }
@@ -821,6 +890,8 @@ fn link_from(m: &LinkMessage) -> Link {
         allmulti: m.header.flags.contains(LinkFlags::Allmulti),
         txqlen: 0,
         mode: None,
+        vlan_id: None,
+        vrf_table: None,
         tun: None,
     };
     for a in &m.attributes {
@@ -848,6 +919,24 @@ fn link_from(m: &LinkMessage) -> Link {
                             link.tun = Some(crate::tap::tun_info(
                                 attrs.iter().map(|(k, v)| (*k, v.as_slice())),
                             ));
+                        }
+                        LinkInfo::Data(InfoData::IpVlan(data)) => {
+                            link.mode = data.iter().find_map(|d| match d {
+                                InfoIpVlan::Mode(m) => Some(m.to_string()),
+                                _ => None,
+                            });
+                        }
+                        LinkInfo::Data(InfoData::Vlan(data)) => {
+                            link.vlan_id = data.iter().find_map(|d| match d {
+                                InfoVlan::Id(id) => Some(*id),
+                                _ => None,
+                            });
+                        }
+                        LinkInfo::Data(InfoData::Vrf(data)) => {
+                            link.vrf_table = data.iter().find_map(|d| match d {
+                                InfoVrf::TableId(t) => Some(*t),
+                                _ => None,
+                            });
                         }
                         LinkInfo::Data(InfoData::MacVlan(data)) => {
                             link.mode = data.iter().find_map(|d| match d {

@@ -180,14 +180,15 @@ impl Netlink {
             .collect())
     }
 
-    /// The main table's routes through link `index` that `copy` picks (given each one's
-    /// preferred source and gateway) are added to `table` as they are.
-    pub async fn routes_copy_to_table(
+    /// The main table's routes through link `index` that `keep` picks (given each one's
+    /// scope, preferred source and gateway), kept to be put into another table later
+    /// ([`Netlink::routes_restore_in_table`]): a VRF takes a link's routes out of main.
+    pub async fn routes_save(
         &self,
         index: u32,
-        table: u32,
-        copy: impl Fn(Option<IpAddr>, Option<IpAddr>) -> bool,
-    ) -> Result<()> {
+        keep: impl Fn(u8, Option<IpAddr>, Option<IpAddr>) -> bool,
+    ) -> Result<SavedRoutes> {
+        let mut saved = Vec::new();
         for m in self.main_routes_of(index).await? {
             let src = route_ip(&m, |a| match a {
                 RouteAttribute::PrefSource(s) => Some(s),
@@ -197,26 +198,44 @@ impl Netlink {
                 RouteAttribute::Gateway(g) => Some(g),
                 _ => None,
             });
-            if !copy(src, gw) {
-                continue;
+            if keep(u8::from(m.header.scope), src, gw) {
+                saved.push(m);
             }
-            let mut c = m;
+        }
+        Ok(SavedRoutes(saved))
+    }
+
+    /// Adds `saved` routes to `table`, as they were.
+    pub async fn routes_restore_in_table(&self, saved: &SavedRoutes, table: u32) -> Result<()> {
+        for m in &saved.0 {
+            let mut c = m.clone();
             set_table(&mut c, table);
             c.header.flags = Default::default();
             c.attributes.retain(|a| {
                 !matches!(a, RouteAttribute::CacheInfo(_) | RouteAttribute::Expires(_))
             });
+            let dst = crate::netlink::route_from(m).map(|r| r.dst);
             self.handle()
                 .route()
                 .add(c)
                 .replace()
                 .execute()
                 .await
-                .map_err(nl(format!(
-                    "route replace … dev index {index} table {table}"
-                )))?;
+                .map_err(nl(format!("route replace {dst:?} table {table}")))?;
         }
         Ok(())
+    }
+
+    /// The main table's routes through link `index` that `copy` picks (given each one's
+    /// preferred source and gateway) are added to `table` as they are.
+    pub async fn routes_copy_to_table(
+        &self,
+        index: u32,
+        table: u32,
+        copy: impl Fn(Option<IpAddr>, Option<IpAddr>) -> bool,
+    ) -> Result<()> {
+        let saved = self.routes_save(index, |_, src, gw| copy(src, gw)).await?;
+        self.routes_restore_in_table(&saved, table).await
     }
 
     /// Deletes the main table's routes through link `index` whose scope `remove` picks.
@@ -309,4 +328,18 @@ pub fn free_table(used: &BTreeSet<u32>, first: u32) -> u32 {
 /// `ADDR/32` (`/128`): the source prefix of a rule for one address.
 pub fn source_of(ip: IpAddr) -> IpNetwork {
     host_prefix(ip)
+}
+
+/// Routes kept by [`Netlink::routes_save`].
+#[derive(Debug, Clone, Default)]
+pub struct SavedRoutes(Vec<RouteMessage>);
+
+impl SavedRoutes {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }

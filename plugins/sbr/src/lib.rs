@@ -85,22 +85,6 @@ pub fn addresses_of<'a>(prev: &'a CniResult, ifname: &str) -> Vec<&'a IpConfig> 
         .collect()
 }
 
-/// Holds the lock on the container's namespace file.
-struct NsLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
-
-fn lock_netns(path: &std::path::Path) -> Result<NsLock, CniError> {
-    let io = |e: String| {
-        CniError::new(
-            ErrorCode::IO_FAILURE,
-            format!("locking {}: {e}", path.display()),
-        )
-    };
-    let f = std::fs::File::open(path).map_err(|e| io(e.to_string()))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map(NsLock)
-        .map_err(|(_, e)| io(e.to_string()))
-}
-
 impl Plugin for Sbr {
     fn about(&self) -> &'static str {
         concat!("podnet sbr plugin v", env!("CARGO_PKG_VERSION"))
@@ -120,7 +104,7 @@ impl Plugin for Sbr {
         }
         let ips = addresses_of(prev, &args.ifname);
         let ns = attach::open_netns(args)?;
-        let _lock = lock_netns(ns.path())?;
+        let _lock = attach::lock_netns(ns.path())?;
         netkit::block_on(async {
             let ctr = Netlink::open_in(&ns)?;
             let made = match conf.table {
@@ -141,7 +125,7 @@ impl Plugin for Sbr {
         let Some(ns) = attach::open_netns_if_present(args)? else {
             return Ok(());
         };
-        let _lock = lock_netns(ns.path())?;
+        let _lock = attach::lock_netns(ns.path())?;
         netkit::block_on(async {
             let ctr = Netlink::open_in(&ns)?;
             tidy(&ctr, args, conf.table).await

@@ -1,4 +1,0 @@
-//! The `macvlan` CNI plugin.
-fn main() {
-    cni::skel::run(macvlan::Macvlan)
-}

@@ -1,0 +1,4 @@
+//! The `vrf` CNI plugin.
+fn main() {
+    cni::skel::run(vrf::Vrf)
+}

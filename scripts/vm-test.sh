@@ -1,0 +1,141 @@
+#!/bin/bash
+# Runs the tests that need kernel drivers this machine kind lacks (ipvlan, 8021q, vrf:
+# the integration tests marked `#[ignore = "… runs under qemu …"]`) inside a qemu VM
+# with Debian's own kernel, under software emulation, against podnet's plugins and the
+# reference's.
+#
+#   scripts/vm-test.sh TEST_BINARY PODNET_PLUGIN_DIR [REFERENCE_PLUGIN_DIR]
+#
+# The VM boots Debian 12's linux-image-amd64 (downloaded once with apt-get and cached
+# under /var/tmp/podnet-vm) with an initramfs made here for each run: busybox, iproute2,
+# util-linux's unshare and nsenter, ping, the drivers' modules, the test binary and both
+# plugin directories (stripped). Its /init loads the modules and runs the ignored tests
+# once per plugin directory; this script reads the verdicts from the serial console.
+# Under CI=true a VM that cannot start, or a verdict that does not come, is a failure.
+set -euo pipefail
+
+TEST_BIN=${1:?usage: vm-test.sh TEST_BINARY PODNET_PLUGIN_DIR [REFERENCE_PLUGIN_DIR]}
+PODNET_DIR=${2:?usage: vm-test.sh TEST_BINARY PODNET_PLUGIN_DIR [REFERENCE_PLUGIN_DIR]}
+REF_DIR=${3:-/usr/lib/cni}
+CACHE=/var/tmp/podnet-vm
+FILTERS="conformance::ipvlan conformance::vlan conformance::vrf"
+MODULES="veth macvlan ipvlan 8021q vrf"
+PLUGINS="loopback host-local static ipvlan vlan vrf macvlan"
+TIMEOUT=${VM_TIMEOUT:-1200}
+
+fail() {
+    echo "vm-test: $*" >&2
+    exit 1
+}
+
+command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 is missing (make deps installs qemu-system-x86)"
+[ -x /bin/busybox ] || fail "/bin/busybox is missing (Debian's busybox-static)"
+
+# Debian's kernel: the version linux-image-amd64 points at, extracted once.
+mkdir -p "$CACHE"
+ver=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\([0-9].*\)/\1/p' | head -1)
+if [ -z "$ver" ]; then
+    apt-get update -qq
+    ver=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: linux-image-\([0-9].*\)/\1/p' | head -1)
+fi
+[ -n "$ver" ] || fail "cannot tell which kernel linux-image-amd64 is"
+KDIR=$CACHE/kernel-$ver
+if [ ! -f "$KDIR/vmlinuz" ]; then
+    echo "vm-test: fetching Debian's kernel $ver"
+    tmp=$(mktemp -d "$CACHE/fetch.XXXXXX")
+    chmod 755 "$tmp"
+    (cd "$tmp" && apt-get download -q "linux-image-$ver" >/dev/null 2>&1) || fail "apt-get download linux-image-$ver failed"
+    dpkg-deb -x "$tmp"/linux-image-*.deb "$tmp/x"
+    # The package ships no modules.dep (its postinst runs depmod): make it here.
+    busybox depmod -b "$tmp/x" "$ver"
+    mkdir -p "$KDIR.new"
+    cp "$tmp/x/boot/vmlinuz-$ver" "$KDIR.new/vmlinuz"
+    cp -a "$tmp/x/lib/modules/$ver" "$KDIR.new/modules"
+    rm -rf "$tmp" "$KDIR"
+    mv "$KDIR.new" "$KDIR"
+fi
+
+# The initramfs.
+STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,var/lib,etc,modules,test,podnet,refcni}
+cp /bin/busybox "$STAGE/bin/busybox"
+copy_with_libs() { # SRC DEST-IN-STAGE
+    install -D -m 755 "$1" "$STAGE$2"
+    ldd "$1" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+        [ -e "$STAGE$lib" ] || install -D -m 755 "$lib" "$STAGE$lib"
+    done
+}
+# The tests' `sh -c` is dash: busybox's sh would run its own applets (a small `ip`)
+# before anything on PATH.
+copy_with_libs "$(readlink -f /bin/sh)" /bin/sh
+for b in ip nsenter unshare ping; do
+    p=$(command -v "$b") || fail "$b is missing"
+    copy_with_libs "$p" "/usr/bin/$b"
+done
+copy_with_libs "$TEST_BIN" /test/integration
+strip --strip-debug "$STAGE/test/integration"
+for p in $PLUGINS; do
+    [ -x "$PODNET_DIR/$p" ] || fail "$PODNET_DIR/$p is missing"
+    copy_with_libs "$PODNET_DIR/$p" "/podnet/$p"
+    strip --strip-debug "$STAGE/podnet/$p"
+    if [ -x "$REF_DIR/$p" ]; then cp "$REF_DIR/$p" "$STAGE/refcni/$p"; fi
+done
+# The modules and their dependencies, in load order.
+: > "$STAGE/modules.order"
+add_module() { # path relative to the modules dir
+    local rel=$1 dep
+    grep -qx "$rel" "$STAGE/modules.order" && return 0
+    for dep in $(sed -n "s#^$rel: *##p" "$KDIR/modules/modules.dep" | tr ' ' '\n' | tac); do
+        add_module "$dep"
+    done
+    install -D -m 644 "$KDIR/modules/$rel" "$STAGE/modules/$rel"
+    echo "$rel" >> "$STAGE/modules.order"
+}
+for m in $MODULES; do
+    rel=$(grep -o "^[^:]*/$m\.ko[^:]*" "$KDIR/modules/modules.dep" | head -1)
+    [ -n "$rel" ] || fail "no module $m in kernel $ver"
+    add_module "$rel"
+done
+cat > "$STAGE/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+mount -t tmpfs run /run
+mount -t tmpfs lib /var/lib
+mkdir -p /run/netns
+for m in \$(cat /modules.order); do insmod /modules/\$m || echo "PODNET-VM insmod \$m failed"; done
+ip link set lo up
+export PATH=/usr/bin:/bin:/sbin HOME=/tmp CI=true
+echo "PODNET-VM kernel \$(uname -r)"
+for dir in /podnet /refcni; do
+    PODNET_PLUGIN_DIR=\$dir /test/integration --ignored --test-threads=1 $FILTERS 2>&1
+    echo "PODNET-VM verdict dir=\$dir rc=\$?"
+done
+poweroff -f
+EOF
+chmod 755 "$STAGE/init"
+(cd "$STAGE" && find . | busybox cpio -o -H newc 2>/dev/null) > "$CACHE/initramfs.cpio"
+echo "vm-test: initramfs $(du -h "$CACHE/initramfs.cpio" | cut -f1), kernel $ver; booting under qemu (software emulation)"
+
+LOG=$CACHE/console.log
+rm -f "$LOG"
+start=$(date +%s)
+timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot -nic none \
+    -kernel "$KDIR/vmlinuz" -initrd "$CACHE/initramfs.cpio" \
+    -append "console=ttyS0 panic=-1 rdinit=/init quiet" > "$LOG" 2>&1 || true
+echo "vm-test: the VM ran $(( $(date +%s) - start )) s"
+tr -d '\r' < "$LOG" | grep -E "^test |test result|PODNET-VM|panicked" || true
+grep -q "PODNET-VM kernel" "$LOG" || fail "the VM did not start the tests (see $LOG)"
+grep -q "PODNET-VM insmod" "$LOG" && fail "a module did not load (see $LOG)"
+for dir in /podnet /refcni; do
+    rc=$(tr -d '\r' < "$LOG" | sed -n "s#^PODNET-VM verdict dir=$dir rc=##p")
+    [ -n "$rc" ] || fail "no verdict for $dir (see $LOG)"
+    [ "$rc" = 0 ] || fail "the tests failed against $dir (see $LOG)"
+done
+passed=$(tr -d '\r' < "$LOG" | grep -c "^test conformance::.* \.\.\. ok$" || true)
+[ "$passed" -ge 2 ] || fail "the VM ran no test (see $LOG)"
+echo "vm-test: ipvlan, vlan and vrf pass against podnet's and the reference's plugins ($passed test runs)"
