@@ -14,6 +14,7 @@
 #   make bench-dns  the DNS responder against dnsmasq (reference dnsname) and aardvark-dns
 #   make bench-cri  containerd's CRI RunPodSandbox/StopPodSandbox/RemovePodSandbox on
 #                podnet's plugins against the reference's
+#   make bench-vm  macvlan and ipvlan ADD/DEL against the reference in the qemu VM
 #   make bench-podman5  podman run -d/rm -f on Podman 5 with podnet's backend against
 #                netavark 1.14's
 #   make bench-engine  podnet run/rm against Podman 4.3 on podnet's, the reference's and
@@ -39,7 +40,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static
 # A private network and mount namespace with its own /run and /var/lib.
 SANDBOX := unshare --net --mount --propagation private -- sh -c 'mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec "$$@"' sandbox
 
-.PHONY: all deps toolchain build release test lint unit vm-test conformance podman5-root bench-podman5 fuzz fuzz-brief demo install dist bench bench-dns bench-engine bench-cri clean
+.PHONY: all deps toolchain build release test lint unit vm-test conformance podman5-root bench-podman5 bench-vm fuzz fuzz-brief demo install dist bench bench-dns bench-engine bench-cri clean
 
 all: build
 
@@ -156,6 +157,13 @@ bench: deps release
 
 bench-cri: deps release
 	$(SANDBOX) $(RELEASE_DIR)/examples/bench_cri $(RELEASE_DIR) /usr/lib/cni $(or $(ROUNDS),30)
+
+# macvlan and ipvlan + host-local in the qemu VM of `make vm-test` (the only place with
+# an ipvlan driver): software emulation, so only the ratios mean something.
+bench-vm: deps build release
+	VM_BENCH=$(CURDIR)/$(RELEASE_DIR)/examples/bench VM_BENCH_ITERATIONS=$(or $(ITERATIONS),100) \
+	  scripts/vm-test.sh "$$($(CARGO) test -p podnet-tests --test integration --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$$/\1/p' | tail -1)" \
+	  $(CURDIR)/$(RELEASE_DIR) /usr/lib/cni
 
 bench-podman5: deps release podman5-root
 	scripts/bench-podman5.sh $(RELEASE_DIR) $(or $(ROUNDS),25)

@@ -5,6 +5,8 @@
 # reference's.
 #
 #   scripts/vm-test.sh TEST_BINARY PODNET_PLUGIN_DIR [REFERENCE_PLUGIN_DIR]
+#   VM_BENCH=BENCH_BINARY VM_BENCH_ITERATIONS=N scripts/vm-test.sh …   also runs the
+#       macvlan/ipvlan rows of `bench` (tests/examples/bench.rs) in the VM after the tests
 #
 # The VM boots Debian 12's linux-image-amd64 (downloaded once with apt-get and cached
 # under /var/tmp/podnet-vm) with an initramfs made here for each run: busybox, iproute2,
@@ -60,9 +62,11 @@ STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,var/lib,etc,modules,test,podnet,refcni}
 cp /bin/busybox "$STAGE/bin/busybox"
+ln -s busybox "$STAGE/bin/true" # the bench's spawn floor
 copy_with_libs() { # SRC DEST-IN-STAGE
     install -D -m 755 "$1" "$STAGE$2"
-    ldd "$1" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    # A static binary (the release build) has no libraries: ldd fails, nothing to copy.
+    { ldd "$1" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
         [ -e "$STAGE$lib" ] || install -D -m 755 "$lib" "$STAGE$lib"
     done
 }
@@ -75,6 +79,12 @@ for b in ip nsenter unshare ping; do
 done
 copy_with_libs "$TEST_BIN" /test/integration
 strip --strip-debug "$STAGE/test/integration"
+BENCH_RUN=""
+if [ -n "${VM_BENCH:-}" ]; then
+    copy_with_libs "$VM_BENCH" /test/bench
+    strip --strip-debug "$STAGE/test/bench"
+    BENCH_RUN="/test/bench /podnet /refcni ${VM_BENCH_ITERATIONS:-100} parent-links 2>&1; echo \"PODNET-VM bench rc=\$?\""
+fi
 for p in $PLUGINS; do
     [ -x "$PODNET_DIR/$p" ] || fail "$PODNET_DIR/$p is missing"
     copy_with_libs "$PODNET_DIR/$p" "/podnet/$p"
@@ -115,6 +125,7 @@ for dir in /podnet /refcni; do
     PODNET_PLUGIN_DIR=\$dir /test/integration --ignored --test-threads=1 $FILTERS 2>&1
     echo "PODNET-VM verdict dir=\$dir rc=\$?"
 done
+$BENCH_RUN
 poweroff -f
 EOF
 chmod 755 "$STAGE/init"
@@ -128,7 +139,7 @@ timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-r
     -kernel "$KDIR/vmlinuz" -initrd "$CACHE/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 rdinit=/init quiet" > "$LOG" 2>&1 || true
 echo "vm-test: the VM ran $(( $(date +%s) - start )) s"
-tr -d '\r' < "$LOG" | grep -E "^test |test result|PODNET-VM|panicked" || true
+tr -d '\r' < "$LOG" | grep -E "^test |test result|PODNET-VM|panicked|^\|" || true
 grep -q "PODNET-VM kernel" "$LOG" || fail "the VM did not start the tests (see $LOG)"
 grep -q "PODNET-VM insmod" "$LOG" && fail "a module did not load (see $LOG)"
 for dir in /podnet /refcni; do

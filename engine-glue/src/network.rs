@@ -42,11 +42,12 @@ pub struct NetworkSpec {
     pub mtu: Option<u32>,
     /// Default: the first free `cni-podmanN`.
     pub bridge: Option<String>,
-    /// `-d`: [`BRIDGE`] (also when empty) or [`MACVLAN`].
+    /// `-d`: [`BRIDGE`] (also when empty), [`MACVLAN`] or [`IPVLAN`].
     pub driver: String,
-    /// `-o parent=IF` (macvlan): the parent; none: the default route's interface.
+    /// `-o parent=IF` (macvlan, ipvlan): the parent; none: the default route's interface.
     pub parent: Option<String>,
-    /// `-o mode=M` (macvlan): `bridge`, `private`, `vepa`, `passthru`, `source`.
+    /// `-o mode=M`: macvlan's `bridge`, `private`, `vepa`, `passthru`, `source`;
+    /// ipvlan's `l2`, `l3`, `l3s`.
     pub mode: Option<String>,
     /// `--ipam-driver`: [`HOST_LOCAL`] or [`DHCP`]; `None`: host-local, except for a
     /// macvlan network without subnets (DHCP), as Podman 4.3.
@@ -58,10 +59,12 @@ pub const DHCP: &str = "dhcp";
 
 pub const BRIDGE: &str = "bridge";
 pub const MACVLAN: &str = "macvlan";
+pub const IPVLAN: &str = "ipvlan";
 
 impl NetworkSpec {
+    /// A network whose containers get a link made on a parent: macvlan or ipvlan.
     pub fn is_macvlan(&self) -> bool {
-        self.driver == MACVLAN
+        self.driver == MACVLAN || self.driver == IPVLAN
     }
 
     /// Whether the addresses come from DHCP: asked for, or a macvlan without subnets.
@@ -173,7 +176,7 @@ pub fn conflist(spec: &NetworkSpec, bridge: &str) -> Value {
 /// `args.podman_options` (where Podman reads them back).
 fn macvlan_conflist(spec: &NetworkSpec) -> Value {
     let mut plugin = json!({
-        "type": MACVLAN,
+        "type": spec.driver,
         "master": spec.parent.clone().unwrap_or_default(),
     });
     if spec.is_dhcp() {
@@ -377,7 +380,10 @@ pub fn create(config: &Config, mut spec: NetworkSpec) -> Result<NetworkInfo> {
     if !spec.driver.is_empty() && spec.driver != BRIDGE {
         return Err(Error::invalid(
             "--driver",
-            format!("{:?}: known drivers are bridge and macvlan", spec.driver),
+            format!(
+                "{:?}: known drivers are bridge, macvlan and ipvlan",
+                spec.driver
+            ),
         ));
     }
     if let Some(o) = [
@@ -387,7 +393,10 @@ pub fn create(config: &Config, mut spec: NetworkSpec) -> Result<NetworkInfo> {
     .iter()
     .find(|(_, set)| *set)
     {
-        return Err(Error::invalid(format!("-o {}", o.0), "only for -d macvlan"));
+        return Err(Error::invalid(
+            format!("-o {}", o.0),
+            "only for -d macvlan or -d ipvlan",
+        ));
     }
     // As Podman's CNI backend: an internal network has no gateway address on its bridge
     // for a responder to listen on, so DNS is off.
@@ -467,28 +476,36 @@ fn check_ipam_driver(spec: &NetworkSpec) -> Result<()> {
     Ok(())
 }
 
-/// A macvlan network's options: a parent that exists here (the default route's
-/// interface when none is given), a known mode, no bridge options.
+/// A macvlan or ipvlan network's options: a parent that exists here (the default
+/// route's interface when none is given), a known mode, no bridge options.
 fn check_macvlan(spec: &NetworkSpec) -> Result<()> {
+    let d = &spec.driver;
     if spec.bridge.is_some() || spec.isolate {
         let o = if spec.isolate { "isolate" } else { "bridge" };
         return Err(Error::invalid(
             format!("-o {o}"),
-            "not an option of -d macvlan",
+            format!("not an option of -d {d}"),
         ));
     }
     if let Some(mode) = &spec.mode {
-        if netkit::macvlan_mode(mode).is_none() {
-            return Err(Error::invalid(
-                "-o mode",
-                format!("{mode:?}: bridge, private, vepa, passthru or source"),
-            ));
+        let known = if d == IPVLAN {
+            netkit::ipvlan_mode(mode).is_some()
+        } else {
+            netkit::macvlan_mode(mode).is_some()
+        };
+        if !known {
+            let modes = if d == IPVLAN {
+                "l2, l3 or l3s"
+            } else {
+                "bridge, private, vepa, passthru or source"
+            };
+            return Err(Error::invalid("-o mode", format!("{mode:?}: {modes}")));
         }
     }
     if spec.subnets.is_empty() && (spec.ipv6 || !spec.ip_ranges.is_empty()) {
         return Err(Error::invalid(
             "--subnet",
-            "-d macvlan without --subnet takes its addresses from DHCP: give --subnet for --ipv6 or --ip-range",
+            format!("-d {d} without --subnet takes its addresses from DHCP: give --subnet for --ipv6 or --ip-range"),
         ));
     }
     let found = netkit::block_on(async {
@@ -690,6 +707,34 @@ mod tests {
         assert_eq!(
             conflist(&dhcp, ""),
             fixture("podman4-macvlan-dhcp.conflist")
+        );
+        let ipvlan = NetworkSpec {
+            name: "iv3".into(),
+            driver: IPVLAN.into(),
+            mode: Some("l2".into()),
+            mtu: Some(1400),
+            subnets: vec!["10.6.0.0/24".parse().unwrap()],
+            disable_dns: true,
+            ..NetworkSpec::default()
+        };
+        assert_eq!(conflist(&ipvlan, ""), fixture("podman4-ipvlan.conflist"));
+        let ipvlan_dhcp = NetworkSpec {
+            name: "iv2".into(),
+            driver: IPVLAN.into(),
+            disable_dns: true,
+            ..NetworkSpec::default()
+        };
+        assert_eq!(
+            conflist(&ipvlan_dhcp, ""),
+            fixture("podman4-ipvlan-dhcp.conflist")
+        );
+        let i = info(
+            &NetConfList::from_bytes(conflist(&ipvlan, "").to_string().as_bytes()).unwrap(),
+            "x".into(),
+        );
+        assert_eq!(
+            (i.driver.as_str(), i.bridge.as_deref(), i.dns_enabled),
+            ("ipvlan", None, false)
         );
         let bridge_dhcp = NetworkSpec {
             name: "br1".into(),

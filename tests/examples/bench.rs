@@ -236,24 +236,32 @@ fn ptp_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
 /// macvlan + host-local ADD and DEL of one container, on a veth whose peer is in a
 /// namespace of its own (the "LAN").
 fn macvlan_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
-    let lan = NetNs::create_named("bench-mvlan").expect("bench namespace");
+    parent_link_rows(dirs, iterations, "macvlan", 91)
+}
+
+/// ipvlan + host-local, as [`macvlan_rows`]: only where the kernel has the ipvlan
+/// driver (`scripts/vm-test.sh` with `VM_BENCH` runs it under qemu).
+fn ipvlan_rows(dirs: [&Path; 2], iterations: usize) -> Vec<String> {
+    parent_link_rows(dirs, iterations, "ipvlan", 95)
+}
+
+/// `plugin` + host-local ADD and DEL of one container on a parent veth `bench-<plugin>`
+/// whose peer is in a "LAN" namespace.
+fn parent_link_rows(dirs: [&Path; 2], iterations: usize, plugin: &str, net: usize) -> Vec<String> {
+    let lan_name = format!("bench-{plugin}-lan");
+    let parent = format!("bench-{plugin}p");
+    let lan = NetNs::create_named(&lan_name).expect("bench namespace");
     netkit::block_on(async {
         let nl = netkit::Netlink::open_current()?;
-        nl.link_add_veth("bench-mvp", "eth0", &lan, &netkit::VethOptions::default())
+        nl.link_add_veth(&parent, "eth0", &lan, &netkit::VethOptions::default())
             .await?;
-        let p = nl.link_require("bench-mvp").await?;
+        let p = nl.link_require(&parent).await?;
         nl.link_set_up(p.index).await
     })
-    .expect("the macvlan parent");
-    let rows = one_container_rows(
-        dirs,
-        iterations,
-        "macvlan",
-        91,
-        json!({"master": "bench-mvp"}),
-    );
+    .expect("the parent link");
+    let rows = one_container_rows(dirs, iterations, plugin, net, json!({"master": parent}));
     drop(lan);
-    let _ = NetNs::delete_named("bench-mvlan");
+    let _ = NetNs::delete_named(&lan_name);
     rows
 }
 
@@ -797,7 +805,8 @@ fn main() {
         .map(|s| s.parse().expect("ITERATIONS is a number"))
         .unwrap_or(300);
     // An optional section name runs only that part: `podman`, `bridge` (bridge, ptp, macvlan),
-    // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once), `bandwidth`, `dhcp`.
+    // `host-local` (the N-th lease rows), `parallel` (50 ADDs at once), `bandwidth`, `dhcp`,
+    // `parent-links` (macvlan and ipvlan: where the kernel has ipvlan, under qemu).
     let only = args.get(4).map(String::as_str);
     let dirs = [ours.as_path(), reference.as_path()];
     // Leases of an interrupted run would refuse this run's container ids.
@@ -848,6 +857,17 @@ fn main() {
         println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
         println!("|---|---|---|---|---|---|");
         for r in bandwidth_rows(dirs, n) {
+            println!("{r}");
+        }
+        return;
+    }
+    if only == Some("parent-links") {
+        println!("| operation | podnet median | podnet p90 | reference median | reference p90 | podnet / reference |");
+        println!("|---|---|---|---|---|---|");
+        for r in macvlan_rows(dirs, n)
+            .into_iter()
+            .chain(ipvlan_rows(dirs, n))
+        {
             println!("{r}");
         }
         return;

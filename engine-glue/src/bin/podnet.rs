@@ -142,7 +142,7 @@ enum NetworkCmd {
     /// Create a network: a conflist with Podman 4's chain.
     Create {
         name: String,
-        /// bridge, or macvlan (-o parent=IF -o mode=M; without --subnet: DHCP).
+        /// bridge, macvlan or ipvlan (-o parent=IF -o mode=M; without --subnet: DHCP).
         #[arg(short = 'd', long, default_value = "bridge")]
         driver: String,
         /// host-local (podnet's leases in the subnets), or dhcp (a DHCP server on the
@@ -164,7 +164,7 @@ enum NetworkCmd {
         /// No dnsname plugin.
         #[arg(long = "disable-dns")]
         disable_dns: bool,
-        /// Driver options: isolate=true|false, mtu=N, bridge=NAME; macvlan: parent=IF, mode=M.
+        /// Driver options: isolate=true|false, mtu=N, bridge=NAME; macvlan, ipvlan: parent=IF, mode=M.
         #[arg(short = 'o', long = "opt", value_delimiter = ',')]
         opts: Vec<String>,
     },

@@ -501,6 +501,17 @@ privileged_test! {
         assert!(podnet_tests::net::ping(&lan, "10.97.0.10"), "the LAN reaches m1");
         let (_, routes) = p.exec("m2", "ip route");
         assert!(routes.contains("default via 10.97.0.1"), "{routes}");
+        // ipvlan networks: Podman 4.3's conflist with the parent podnet can also set
+        // (Podman 4.3 refuses `-o parent` for ipvlan); the plugin's traffic is tested
+        // under qemu (conformance::ipvlan), this kernel has no ipvlan driver.
+        p.ok(&["network", "create", "iv", "-d", "ipvlan", "-o", &format!("parent={parent}"), "-o", "mode=l3",
+               "--subnet", "10.96.5.0/24"]);
+        let conf = std::fs::read_to_string(format!("{}/iv.conflist", podnet_tests::engine::NETCONF)).unwrap();
+        assert!(conf.contains("\"type\": \"ipvlan\"") && conf.contains("\"mode\": \"l3\"") && conf.contains(&parent), "{conf}");
+        assert!(podman_ok(&["network", "inspect", "iv"]).contains("\"driver\": \"ipvlan\""), "Podman reads it");
+        let err = p.fails(&["network", "create", "bad", "-d", "ipvlan", "-o", "mode=bridge", "--subnet", "10.96.6.0/24"]);
+        assert!(err.contains("l2, l3 or l3s"), "{err}");
+        p.ok(&["network", "rm", "iv"]);
         p.ok(&["rm", "-f", "m1", "m2"]);
         p.ok(&["network", "rm", "lan"]);
         assert!(leases("lan").is_empty());
