@@ -42,6 +42,13 @@ pub enum Deviation {
     /// ipvlan and vlan DEL delete whatever link is named `CNI_IFNAME` in the container,
     /// as macvlan's does.
     SubLinkDelRemovesAnyInterface,
+    /// dhcp CHECK asks the daemon for a lease (acquiring one when none is held).
+    DhcpCheckAcquires,
+    /// dhcp (1.1.1) has no GC.
+    DhcpWithoutGc,
+    /// dhcp keeps resending for up to 208 s whatever `-timeout` says when no server
+    /// answers.
+    DhcpRetriesLong,
     /// ipvlan without `ipam` (and not chained) fails and leaves the link it made.
     IpvlanLeavesLinkWithoutIpam,
     /// vrf (1.1.1) CHECK passes whether or not the interface is in the VRF.

@@ -5,7 +5,6 @@ mod chain;
 mod conformance;
 mod containerd;
 mod deploy;
-mod dhcp;
 mod dns;
 mod engine;
 mod ipam_interop;

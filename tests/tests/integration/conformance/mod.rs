@@ -7,6 +7,7 @@
 mod bandwidth;
 mod bridge;
 mod casing;
+mod dhcp;
 mod host_device;
 mod host_local;
 mod ipvlan;
