@@ -227,17 +227,20 @@ fn bridge(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), E
 /// A macvlan network as netavark wires it: the container on the parent's LAN
 /// (`network_interface`, empty for the default route's interface) with Podman's
 /// addresses, the default route at [`MACVLAN_METRIC`], no NAT, published ports or names (as
-/// netavark: port mappings and DNS are bridge features). `dhcp` IPAM is refused.
+/// netavark: port mappings and DNS are bridge features). `dhcp` IPAM leases from the
+/// LAN's server through podnet's `dhcp` plugin (netavark's dhcp-proxy is not needed);
+/// `none` leaves the link without addresses.
 fn macvlan(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
     check_options(net, MACVLAN_OPTIONS, &["bclim"])?;
-    if let Some(d) = net
+    let driver = net
         .ipam_options
         .as_ref()
         .and_then(|o| o.get("driver"))
-        .filter(|d| !matches!(d.as_str(), "" | "host-local"))
-    {
-        return Err(Error::Unsupported(format!(
-            "{}: driver {d:?}: podnet's backend takes macvlan addresses from Podman (host-local); it has no DHCP client yet",
+        .map(String::as_str)
+        .unwrap_or("");
+    if !matches!(driver, "" | "host-local" | "dhcp" | "none") {
+        return Err(Error::Invalid(format!(
+            "{}: driver {driver:?} is not host-local, dhcp or none",
             field(net, "ipam_options")
         )));
     }
@@ -256,9 +259,23 @@ fn macvlan(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), 
         "type": "macvlan",
         "master": net.network_interface.clone().unwrap_or_default(),
         "mode": mode,
-        "ipam": static_ipam(net, w.opts, metric)?,
         "capabilities": { "mac": true },
     });
+    match driver {
+        // The LAN's DHCP server, through podnet's dhcp plugin and its daemon (started on
+        // demand, its socket under podnet's run directory); the routes at the metric.
+        "dhcp" => {
+            let socket = netkit::run_dir().join("dhcp.sock");
+            plugin["ipam"] = json!({
+                "type": "dhcp",
+                "daemonSocketPath": socket.display().to_string(),
+                "priority": metric,
+            });
+        }
+        // No addresses: the link alone (L2).
+        "none" => {}
+        _ => plugin["ipam"] = static_ipam(net, w.opts, metric)?,
+    }
     if let Some(mtu) = number_option(net, "mtu")? {
         plugin["mtu"] = json!(mtu);
     }
@@ -516,6 +533,22 @@ mod tests {
         }
         let mut n = net.clone();
         n.ipam_options = Some([("driver".to_string(), "dhcp".to_string())].into());
+        let (list, _) = conflist(&n, w).unwrap();
+        let ipam = &list["plugins"][0]["ipam"];
+        assert_eq!(
+            (ipam["type"].as_str(), ipam["priority"].as_u64()),
+            (Some("dhcp"), Some(100)),
+            "{list}"
+        );
+        assert!(ipam["daemonSocketPath"]
+            .as_str()
+            .unwrap()
+            .ends_with("/dhcp.sock"));
+        n.ipam_options = Some([("driver".to_string(), "none".to_string())].into());
+        assert!(conflist(&n, w).unwrap().0["plugins"][0]
+            .get("ipam")
+            .is_none());
+        n.ipam_options = Some([("driver".to_string(), "magic".to_string())].into());
         assert!(conflist(&n, w)
             .unwrap_err()
             .message()

@@ -184,7 +184,7 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
             Ok(None)
         }
         Cmd::DhcpProxy => Err(Error::Unsupported(
-            "dhcp-proxy: podnet's backend has no DHCP proxy; macvlan networks with DHCP come with podnet's dhcp plugin".into(),
+            "dhcp-proxy: not needed with podnet's backend: macvlan networks with DHCP lease through podnet's dhcp plugin, whose daemon starts on demand".into(),
         )),
     }
 }

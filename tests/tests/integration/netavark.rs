@@ -205,9 +205,31 @@ privileged_test! {
             assert!(!sh(Some(ns), "ip link show eth0").0, "the macvlan is gone");
         }
         assert!(sh(None, &format!("ip link show {parent}")).0, "the parent stays");
-        // DHCP networks are refused by name.
+        // A DHCP network (Podman assigns nothing): the LAN's dnsmasq leases the address
+        // through podnet's dhcp plugin, which starts its daemon; setup answers the lease
+        // (what Podman records); teardown releases it.
+        let server = podnet_tests::net::Dnsmasq::start(&lan, "10.96.0.100,10.96.0.150");
         let mut dhcp = doc(0);
-        dhcp["network_info"]["lan"]["ipam_options"]["driver"] = json!("dhcp");
+        let net = &mut dhcp["network_info"]["lan"];
+        net["ipam_options"]["driver"] = json!("dhcp");
+        net["subnets"] = json!([]);
+        dhcp["networks"]["lan"].as_object_mut().unwrap().remove("static_ips");
+        let (ok, out) = netavark("setup", nss[0].path(), &dhcp);
+        assert!(ok, "dhcp setup: {out}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        let lease = v["lan"]["interfaces"]["eth0"]["subnets"][0].clone();
+        let ip = lease["ipnet"].as_str().unwrap_or_default().to_owned();
+        assert!(ip.starts_with("10.96.0.1") && ip.ends_with("/24") && lease["gateway"] == "10.96.0.1", "{v}");
+        assert_eq!(server.leases().len(), 1, "{:?}", server.leases());
+        let routes = sh(Some(&nss[0]), "ip route").1;
+        assert!(routes.contains("default via 10.96.0.1 dev eth0") && routes.contains("metric 100"), "{routes}");
+        assert!(podnet_tests::net::ping(&lan, ip.split('/').next().unwrap()), "the LAN reaches the leased address");
+        let (ok, out) = netavark("teardown", nss[0].path(), &dhcp);
+        assert!(ok, "dhcp teardown: {out}");
+        assert!(server.leases().is_empty(), "released: {:?}", server.leases());
+        assert!(!sh(Some(&nss[0]), "ip link show eth0").0);
+        // An unknown IPAM driver is refused by name.
+        dhcp["network_info"]["lan"]["ipam_options"]["driver"] = json!("magic");
         let (ok, out) = netavark("setup", nss[0].path(), &dhcp);
         assert!(!ok && out.contains("ipam_options") && out.contains("\"error\""), "{out}");
         assert!(!sh(Some(&nss[0]), "ip link show eth0").0);
