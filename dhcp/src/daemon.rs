@@ -247,6 +247,13 @@ impl Daemon {
             lease.lease_time
         );
         let result = lease.result(a.priority);
+        let mut held = self.held.lock().unwrap();
+        if let Some(h) = held.get(&k) {
+            // The same attachment's ADD raced this one and won: keep its lease, give
+            // this one back.
+            let _ = client.release(&lease);
+            return Ok(h.lease.lock().unwrap().result(a.priority));
+        }
         let lease = Arc::new(Mutex::new(lease));
         let (stop, stopped) = mpsc::channel();
         let me = Arc::clone(self);
@@ -254,7 +261,7 @@ impl Daemon {
         let thread_key = k.clone();
         let thread =
             std::thread::spawn(move || me.keep(&thread_key, &client, &kept, &stopped, &ns, &path));
-        self.held.lock().unwrap().insert(
+        held.insert(
             k,
             Held {
                 attachment: a,
