@@ -386,6 +386,43 @@ pub async fn finish_container_link(
     Ok(container_result(result, ifname, c, ns, dns))
 }
 
+/// ADD's core for a plugin that makes one link of `kind` in the container (macvlan,
+/// ipvlan, vlan, tap): the IPAM (`ipam_type`; without one, `chained`, an earlier
+/// plugin's result, or nothing) runs while `make` makes the link; then
+/// [`finish_container_link`]. A failure of either undoes both ([`undo_container_link`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn add_container_link(
+    ctr: &Netlink,
+    args: &CmdArgs,
+    ns: &NetNs,
+    kind: &str,
+    ipam_type: Option<&str>,
+    chained: Option<cni::CniResult>,
+    dns: &cni::Dns,
+    make: impl std::future::Future<Output = Result<crate::Link, CniError>>,
+) -> Result<cni::CniResult, CniError> {
+    let pending = match ipam_type {
+        Some(t) => Some(cni::delegate::start(t, cni::skel::Command::Add, args)?),
+        None => None,
+    };
+    let link = make.await;
+    let ipam = match pending {
+        Some(p) => p.result().map(Some),
+        None => Ok(chained),
+    };
+    let outcome = match (link, ipam) {
+        (Ok(c), Ok(ipam)) => {
+            let ipam = ipam.map(|r| (ipam_type.unwrap_or("prevResult"), r));
+            finish_container_link(ctr, ns, &c, &args.ifname, ipam, dns).await
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    if outcome.is_err() {
+        undo_container_link(ctr, args, kind, ipam_type).await;
+    }
+    outcome
+}
+
 /// Undoes a failed ADD of a plugin that makes a link of `kind` in the container: the
 /// link (only when it is one of `kind`: the name may be another plugin's) and the lease.
 pub async fn undo_container_link(

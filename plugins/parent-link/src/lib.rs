@@ -280,27 +280,18 @@ impl Plugin for ParentLink {
                     master.mtu, master.name
                 )));
             }
-            let pending = match conf.ipam_type() {
-                Some(t) => Some(delegate::start(t, Command::Add, args)?),
-                None => None,
-            };
-            let link = make_link(&cx, &master, mac).await;
-            let ipam = match pending {
-                Some(p) => p.result().map(Some),
-                None => Ok(prev),
-            };
-            let outcome = match (link, ipam) {
-                (Ok(c), Ok(ipam)) => {
-                    let ipam = ipam.map(|r| (conf.ipam_type().unwrap_or("prevResult"), r));
-                    attach::finish_container_link(&cx.ctr, &ns, &c, &args.ifname, ipam, &conf.dns)
-                        .await
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            if outcome.is_err() {
-                attach::undo_container_link(&cx.ctr, args, kind.name(), conf.ipam_type()).await;
-            }
-            outcome
+            let make = make_link(&cx, &master, mac);
+            attach::add_container_link(
+                &cx.ctr,
+                args,
+                &ns,
+                kind.name(),
+                conf.ipam_type(),
+                prev,
+                &conf.dns,
+                make,
+            )
+            .await
         })
     }
 

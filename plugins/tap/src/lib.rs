@@ -238,24 +238,18 @@ impl Plugin for Tap {
             };
             attach::ensure_ifname_free(&cx.ctr, args, &ns).await?;
             let bridge = bridge(&cx.ctr, &conf).await?;
-            let pending = match conf.ipam_type() {
-                Some(t) => Some(delegate::start(t, Command::Add, args)?),
-                None => None,
-            };
-            let link = make_tap(&cx, mac, bridge.as_ref()).await;
-            let ipam = pending.map(delegate::Pending::result).transpose();
-            let outcome = match (link, ipam) {
-                (Ok(c), Ok(ipam)) => {
-                    let ipam = ipam.map(|r| (conf.ipam_type().unwrap_or_default(), r));
-                    attach::finish_container_link(&cx.ctr, &ns, &c, &args.ifname, ipam, &conf.dns)
-                        .await
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            if outcome.is_err() {
-                attach::undo_container_link(&cx.ctr, args, KIND, conf.ipam_type()).await;
-            }
-            outcome
+            let make = make_tap(&cx, mac, bridge.as_ref());
+            attach::add_container_link(
+                &cx.ctr,
+                args,
+                &ns,
+                KIND,
+                conf.ipam_type(),
+                None,
+                &conf.dns,
+                make,
+            )
+            .await
         })
     }
 
