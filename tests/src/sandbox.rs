@@ -248,3 +248,14 @@ pub fn link_state(ns: &NetNs, name: &str) -> (netkit::Link, Vec<String>) {
     })
     .unwrap_or_else(|e| panic!("reading {name} in {}: {e}", ns.path().display()))
 }
+
+/// A link of `ns` read back from the kernel, `None` when there is none.
+pub fn find_link(ns: &NetNs, name: &str) -> Option<netkit::Link> {
+    netkit::block_on(async { netkit::Netlink::open_in(ns)?.link_get(name).await })
+        .unwrap_or_else(|e| panic!("reading link {name}: {e}"))
+}
+
+/// Whether `ns` has a link `name`.
+pub fn has_link(ns: &NetNs, name: &str) -> bool {
+    find_link(ns, name).is_some()
+}

@@ -6,9 +6,9 @@
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 
-use netkit::{NetNs, Netlink};
+use netkit::NetNs;
 use podnet_tests::net::sh;
-use podnet_tests::{link_state, privileged_test, Call, Sandbox, Subject};
+use podnet_tests::{find_link as link, link_state, privileged_test, Call, Sandbox, Subject};
 use serde_json::{json, Value};
 
 fn conf(s: &Subject, extra: Value) -> Value {
@@ -23,10 +23,6 @@ fn conf(s: &Subject, extra: Value) -> Value {
 
 fn call(s: &Subject, cmd: &str, ns: &NetNs, c: &Value) -> Call {
     Call::new(&s.plugin("tap"), cmd, ns.path(), "eth0", c).set("CNI_CONTAINERID", "tapc")
-}
-
-fn link(ns: &NetNs, name: &str) -> Option<netkit::Link> {
-    netkit::block_on(async { Netlink::open_in(ns).unwrap().link_get(name).await.unwrap() })
 }
 
 fn leases() -> Vec<String> {

@@ -2,10 +2,12 @@
 //! peer in a "LAN" namespace. This machine kind's kernel has no ipvlan driver: the tests
 //! are ignored here and run by `scripts/vm-test.sh` under qemu with Debian's kernel.
 
-use netkit::{NetNs, Netlink};
+use netkit::NetNs;
 use podnet_tests::net::{ping, sh, wire};
 use podnet_tests::subject::Family;
-use podnet_tests::{link_state, privileged_test, random_name, Call, Deviation, Sandbox, Subject};
+use podnet_tests::{
+    has_link, link_state, privileged_test, random_name, Call, Deviation, Sandbox, Subject,
+};
 use serde_json::{json, Value};
 
 /// The parent `ivp…` on the host (10.96.0.254/24), its peer `eth0` in `lan` (10.96.0.1/24).
@@ -28,17 +30,6 @@ fn conf(s: &Subject, master: &str, extra: Value) -> Value {
 
 fn call(s: &Subject, cmd: &str, ns: &NetNs, id: &str, c: &Value) -> Call {
     Call::new(&s.plugin("ipvlan"), cmd, ns.path(), "eth0", c).set("CNI_CONTAINERID", id)
-}
-
-fn has_link(ns: &NetNs, name: &str) -> bool {
-    netkit::block_on(async {
-        Netlink::open_in(ns)
-            .unwrap()
-            .link_get(name)
-            .await
-            .unwrap()
-            .is_some()
-    })
 }
 
 privileged_test! {

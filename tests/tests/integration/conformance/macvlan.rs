@@ -6,7 +6,9 @@
 use netkit::{NetNs, Netlink, VethOptions};
 use podnet_tests::net::{ping, sh, wire};
 use podnet_tests::subject::Family;
-use podnet_tests::{link_state, privileged_test, random_name, Call, Deviation, Sandbox, Subject};
+use podnet_tests::{
+    has_link, link_state, privileged_test, random_name, Call, Deviation, Sandbox, Subject,
+};
 use serde_json::{json, Value};
 
 /// The parent `mvp…` on the host (10.98.0.254/24), its peer `eth0` in `lan` (10.98.0.1/24).
@@ -30,17 +32,6 @@ fn conf(s: &Subject, master: &str, extra: Value) -> Value {
 
 fn call(s: &Subject, cmd: &str, ns: &NetNs, id: &str, c: &Value) -> Call {
     Call::new(&s.plugin("macvlan"), cmd, ns.path(), "eth0", c).set("CNI_CONTAINERID", id)
-}
-
-fn has_link(ns: &NetNs, name: &str) -> bool {
-    netkit::block_on(async {
-        Netlink::open_in(ns)
-            .unwrap()
-            .link_get(name)
-            .await
-            .unwrap()
-            .is_some()
-    })
 }
 
 fn leases() -> Vec<String> {

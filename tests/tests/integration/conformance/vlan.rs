@@ -3,10 +3,12 @@
 //! only when the container's frames are tagged. This machine kind's kernel has no 8021q
 //! driver: the tests are ignored here and run by `scripts/vm-test.sh` under qemu.
 
-use netkit::{NetNs, Netlink};
+use netkit::NetNs;
 use podnet_tests::net::{ping, sh, wire};
 use podnet_tests::subject::Family;
-use podnet_tests::{link_state, privileged_test, random_name, Call, Deviation, Sandbox, Subject};
+use podnet_tests::{
+    has_link, link_state, privileged_test, random_name, Call, Deviation, Sandbox, Subject,
+};
 use serde_json::{json, Value};
 
 /// The parent `vlp…` on the host, its peer `eth0` in `lan` with `eth0.42` (10.95.0.1/24)
@@ -31,17 +33,6 @@ fn conf(s: &Subject, master: &str, extra: Value) -> Value {
 
 fn call(s: &Subject, cmd: &str, ns: &NetNs, c: &Value) -> Call {
     Call::new(&s.plugin("vlan"), cmd, ns.path(), "eth0", c).set("CNI_CONTAINERID", "vl1")
-}
-
-fn has_link(ns: &NetNs, name: &str) -> bool {
-    netkit::block_on(async {
-        Netlink::open_in(ns)
-            .unwrap()
-            .link_get(name)
-            .await
-            .unwrap()
-            .is_some()
-    })
 }
 
 privileged_test! {
