@@ -21,8 +21,11 @@ PODNET_DIR=${2:?usage: vm-test.sh TEST_BINARY PODNET_PLUGIN_DIR [REFERENCE_PLUGI
 REF_DIR=${3:-/usr/lib/cni}
 CACHE=/var/tmp/podnet-vm
 FILTERS="conformance::ipvlan conformance::vlan conformance::vrf"
+# podnet's own, beside its plugins (they find their binaries next to the test binary's
+# directory): Podman 5's ipvlan driver on podnet's netavark.
+PODNET_FILTERS="netavark::ipvlan"
 MODULES="veth macvlan ipvlan 8021q vrf"
-PLUGINS="loopback host-local static ipvlan vlan vrf macvlan"
+PLUGINS="loopback host-local static ipvlan vlan vrf macvlan netavark"
 TIMEOUT=${VM_TIMEOUT:-1200}
 
 fail() {
@@ -60,7 +63,7 @@ fi
 # The initramfs.
 STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
-mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,var/lib,etc,modules,test,podnet,refcni}
+mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,var/lib,etc,modules,test,podnet/deps,refcni}
 cp /bin/busybox "$STAGE/bin/busybox"
 ln -s busybox "$STAGE/bin/true" # the bench's spawn floor
 copy_with_libs() { # SRC DEST-IN-STAGE
@@ -77,8 +80,9 @@ for b in ip nsenter unshare ping; do
     p=$(command -v "$b") || fail "$b is missing"
     copy_with_libs "$p" "/usr/bin/$b"
 done
-copy_with_libs "$TEST_BIN" /test/integration
-strip --strip-debug "$STAGE/test/integration"
+# In /podnet/deps: the tests look for podnet's binaries in the directory above theirs.
+copy_with_libs "$TEST_BIN" /podnet/deps/integration
+strip --strip-debug "$STAGE/podnet/deps/integration"
 BENCH_RUN=""
 if [ -n "${VM_BENCH:-}" ]; then
     copy_with_libs "$VM_BENCH" /test/bench
@@ -122,7 +126,9 @@ ip link set lo up
 export PATH=/usr/bin:/bin:/sbin HOME=/tmp CI=true
 echo "PODNET-VM kernel \$(uname -r)"
 for dir in /podnet /refcni; do
-    PODNET_PLUGIN_DIR=\$dir /test/integration --ignored --test-threads=1 $FILTERS 2>&1
+    extra=""
+    [ \$dir = /podnet ] && extra="$PODNET_FILTERS"
+    PODNET_PLUGIN_DIR=\$dir /podnet/deps/integration --ignored --test-threads=1 $FILTERS \$extra 2>&1
     echo "PODNET-VM verdict dir=\$dir rc=\$?"
 done
 $BENCH_RUN
@@ -147,6 +153,6 @@ for dir in /podnet /refcni; do
     [ -n "$rc" ] || fail "no verdict for $dir (see $LOG)"
     [ "$rc" = 0 ] || fail "the tests failed against $dir (see $LOG)"
 done
-passed=$(tr -d '\r' < "$LOG" | grep -c "^test conformance::.* \.\.\. ok$" || true)
+passed=$(tr -d '\r' < "$LOG" | grep -cE "^test (conformance|netavark)::.* \.\.\. ok$" || true)
 [ "$passed" -ge 2 ] || fail "the VM ran no test (see $LOG)"
-echo "vm-test: ipvlan, vlan and vrf pass against podnet's and the reference's plugins ($passed test runs)"
+echo "vm-test: ipvlan, vlan and vrf pass against podnet's and the reference's plugins, and Podman 5's ipvlan driver on podnet's backend ($passed test runs)"

@@ -31,6 +31,8 @@ const BRIDGE_OPTIONS: &[&str] = &[
 ];
 /// The macvlan options netavark knows.
 const MACVLAN_OPTIONS: &[&str] = &["mode", "mtu", "metric", "no_default_route", "bclim"];
+/// The ipvlan options netavark knows.
+const IPVLAN_OPTIONS: &[&str] = &["mode", "mtu", "metric", "no_default_route"];
 /// The default route metric on macvlan networks: 100 as on bridges, what netavark 1.14
 /// (Podman 5.4's, the recorded contract) uses; netavark 2.0 lowered it to 99.
 pub const MACVLAN_METRIC: u32 = DEFAULT_METRIC;
@@ -50,9 +52,9 @@ pub struct Wiring<'a> {
 pub fn conflist(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
     match net.driver.as_str() {
         "bridge" => bridge(net, w),
-        "macvlan" => macvlan(net, w),
+        "macvlan" | "ipvlan" => macvlan(net, w),
         d => Err(Error::Unsupported(format!(
-            "{}: driver {d:?}: podnet's backend drives bridge and macvlan networks",
+            "{}: driver {d:?}: podnet's backend drives bridge, macvlan and ipvlan networks",
             field(net, "driver"),
         ))),
     }
@@ -139,6 +141,23 @@ fn static_ipam(net: &Network, opts: &PerNetworkOptions, metric: u32) -> Result<V
         }).collect::<Vec<_>>(),
         "routes": routes,
     }))
+}
+
+/// A macvlan's or ipvlan's mode, refused naming `what` when the driver has no such mode.
+pub fn check_mode(driver: &str, mode: &str, what: &str) -> Result<(), Error> {
+    let (known, modes) = if driver == "ipvlan" {
+        (netkit::ipvlan_mode(mode).is_some(), "l2, l3 or l3s")
+    } else {
+        (
+            netkit::macvlan_mode(mode).is_some(),
+            "bridge, private, vepa, passthru or source",
+        )
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("{what}: {mode:?} is not {modes}")))
+    }
 }
 
 /// The container's own MAC (`static_mac`) as the `mac` capability.
@@ -230,8 +249,15 @@ fn bridge(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), E
 /// netavark: port mappings and DNS are bridge features). `dhcp` IPAM leases from the
 /// LAN's server through podnet's `dhcp` plugin (netavark's dhcp-proxy is not needed);
 /// `none` leaves the link without addresses.
+/// An ipvlan network is wired the same way, with ipvlan's modes (`l2` by default) and
+/// no MAC of its own (the parent's).
 fn macvlan(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
-    check_options(net, MACVLAN_OPTIONS, &["bclim"])?;
+    let ipvlan = net.driver == "ipvlan";
+    if ipvlan {
+        check_options(net, IPVLAN_OPTIONS, &[])?;
+    } else {
+        check_options(net, MACVLAN_OPTIONS, &["bclim"])?;
+    }
     let driver = net
         .ipam_options
         .as_ref()
@@ -247,20 +273,17 @@ fn macvlan(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), 
     let mode = net
         .option("mode")
         .filter(|m| !m.is_empty())
-        .unwrap_or("bridge");
-    if netkit::macvlan_mode(mode).is_none() {
-        return Err(Error::Invalid(format!(
-            "{}: {mode:?} is not bridge, private, vepa, passthru or source",
-            field(net, "options.mode")
-        )));
-    }
+        .unwrap_or(if ipvlan { "l2" } else { "bridge" });
+    check_mode(net.driver.as_str(), mode, &field(net, "options.mode"))?;
     let metric = number_option(net, "metric")?.unwrap_or(MACVLAN_METRIC);
     let mut plugin = json!({
-        "type": "macvlan",
+        "type": net.driver,
         "master": net.network_interface.clone().unwrap_or_default(),
         "mode": mode,
-        "capabilities": { "mac": true },
     });
+    if !ipvlan {
+        plugin["capabilities"] = json!({ "mac": true });
+    }
     match driver {
         // The LAN's DHCP server, through podnet's dhcp plugin and its daemon (started on
         // demand, its socket under podnet's run directory); the routes at the metric.
@@ -280,7 +303,9 @@ fn macvlan(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), 
         plugin["mtu"] = json!(mtu);
     }
     let mut caps = Map::new();
-    mac_capability(&w, &mut caps);
+    if !ipvlan {
+        mac_capability(&w, &mut caps);
+    }
     let list = json!({ "cniVersion": CNI_VERSION, "name": net.name, "plugins": [plugin] });
     Ok((list, caps))
 }
@@ -555,6 +580,26 @@ mod tests {
             .contains("ipam_options"));
         let mut n = net.clone();
         n.driver = "ipvlan".into();
+        n.options = None;
+        let (list, caps) = conflist(&n, w).unwrap();
+        let p = &list["plugins"][0];
+        assert_eq!(
+            (p["type"].as_str(), p["mode"].as_str()),
+            (Some("ipvlan"), Some("l2")),
+            "{list}"
+        );
+        assert!(
+            p.get("capabilities").is_none() && caps.is_empty(),
+            "an ipvlan has no MAC of its own"
+        );
+        n.options = Some([("mode".to_string(), "bridge".to_string())].into());
+        assert!(conflist(&n, w)
+            .unwrap_err()
+            .message()
+            .contains("l2, l3 or l3s"));
+        n.options = Some([("bclim".to_string(), "1".to_string())].into());
+        assert!(conflist(&n, w).unwrap_err().message().contains("bclim"));
+        n.driver = "vxlan".into();
         assert!(conflist(&n, w).unwrap_err().message().contains("driver"));
     }
 }

@@ -39,9 +39,9 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
     if network.driver.is_empty() {
         network.driver = "bridge".into();
     }
-    if network.driver != "bridge" && network.driver != "macvlan" {
+    if !matches!(network.driver.as_str(), "bridge" | "macvlan" | "ipvlan") {
         return Err(Error::Unsupported(format!(
-            "network.driver: {:?}: podnet's backend creates bridge and macvlan networks",
+            "network.driver: {:?}: podnet's backend creates bridge, macvlan and ipvlan networks",
             network.driver
         )));
     }
@@ -50,7 +50,7 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
         random(&mut id);
         network.id = id.iter().map(|b| format!("{b:02x}")).collect();
     }
-    if network.driver == "macvlan" {
+    if network.driver == "macvlan" || network.driver == "ipvlan" {
         return macvlan(network, &used.subnets);
     }
     let iface = match network.network_interface.as_deref() {
@@ -237,25 +237,25 @@ fn macvlan(mut network: Network, taken: &[IpNetwork]) -> Result<Network, Error> 
     network.subnets = Some(subnets);
     for (key, value) in network.options.iter().flatten() {
         match key.as_str() {
-            "mode" if !value.is_empty() && netkit::macvlan_mode(value).is_none() => {
-                return Err(Error::Invalid(format!(
-                    "network.options.mode: {value:?} is not bridge, private, vepa, passthru or source"
-                )))
+            "mode" if !value.is_empty() => {
+                crate::chain::check_mode(&network.driver, value, "network.options.mode")?
             }
             "mtu" | "metric" if !value.is_empty() && value.parse::<u32>().is_err() => {
                 return Err(Error::Invalid(format!(
                     "network.options.{key}: {value:?} is not a number"
                 )))
             }
-            "bclim" if value.parse::<i32>().is_err() => {
+            "bclim" if network.driver == "macvlan" && value.parse::<i32>().is_err() => {
                 return Err(Error::Invalid(format!(
                     "network.options.bclim: {value:?} is not a number"
                 )))
             }
-            "mode" | "mtu" | "metric" | "no_default_route" | "bclim" => {}
+            "mode" | "mtu" | "metric" | "no_default_route" => {}
+            "bclim" if network.driver == "macvlan" => {}
             _ => {
                 return Err(Error::Invalid(format!(
-                    "network.options: unknown macvlan option {key:?}"
+                    "network.options: unknown {} option {key:?}",
+                    network.driver
                 )))
             }
         }
@@ -369,12 +369,25 @@ mod tests {
         .to_string();
         assert!(e.contains("options.isolate"), "{e}");
         let e = create(
-            req(json!({"network": {"name": "x", "driver": "ipvlan"}})),
+            req(json!({"network": {"name": "x", "driver": "vxlan"}})),
             &mut zero,
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("network.driver"), "{e}");
+        let iv = create(
+            req(json!({"network": {"name": "x", "driver": "ipvlan", "options": {"mode": "l3"}}})),
+            &mut zero,
+        )
+        .unwrap();
+        assert_eq!((iv.driver.as_str(), iv.dns_enabled), ("ipvlan", false));
+        let e = create(
+            req(json!({"network": {"name": "x", "driver": "ipvlan", "options": {"mode": "bridge"}}})),
+            &mut zero,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("l2, l3 or l3s"), "{e}");
     }
 
     #[test]

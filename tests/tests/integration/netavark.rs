@@ -166,6 +166,49 @@ privileged_test! {
 }
 
 privileged_test! {
+    /// Podman 5's ipvlan driver on podnet's backend: two containers on one parent reach
+    /// each other and the LAN with the parent's MAC. This machine kind has no ipvlan
+    /// driver: run under qemu by scripts/vm-test.sh.
+    #[ignore = "needs the ipvlan driver: runs under qemu (scripts/vm-test.sh)"]
+    fn ipvlan_networks_put_containers_on_the_parents_lan() {
+        let mut sb = Sandbox::new();
+        let lan = sb.container("lan");
+        let parent = podnet_tests::random_name("ivp");
+        podnet_tests::net::wire(&lan, &parent, "10.96.0.254/24", "10.96.0.1/24");
+        let parent_mac = podnet_tests::link_state(&sb.host(), &parent).0.mac;
+        let nss: Vec<_> = (0..2).map(|_| sb.container("ni")).collect();
+        let doc = |i: usize| {
+            json!({
+                "container_id": format!("{:064x}", 0xbeef_u64 + i as u64), "container_name": format!("i{i}"),
+                "networks": {"lan": {"static_ips": [format!("10.96.0.{}", 20 + i)], "interface_name": "eth0"}},
+                "network_info": {"lan": {"name": "lan", "id": "7abd79176f370a655d0e9b30e2e83f3f9f67fd006b043f06f29e9756968eda3d",
+                    "driver": "ipvlan", "network_interface": parent, "options": {"mode": "l2"},
+                    "subnets": [{"subnet": "10.96.0.0/24", "gateway": "10.96.0.1"}],
+                    "ipv6_enabled": false, "internal": false, "dns_enabled": false, "ipam_options": {"driver": "host-local"}}}
+            })
+        };
+        for (i, ns) in nss.iter().enumerate() {
+            let (ok, out) = netavark("setup", ns.path(), &doc(i));
+            assert!(ok, "setup {i}: {out}");
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            let eth0 = &v["lan"]["interfaces"]["eth0"];
+            assert_eq!(eth0["subnets"][0]["ipnet"], format!("10.96.0.{}/24", 20 + i), "{v}");
+            assert_eq!(eth0["mac_address"], parent_mac.as_str(), "the parent's MAC: {v}");
+        }
+        let details = sh(Some(&nss[0]), "ip -d link show eth0; ip route").1;
+        assert!(details.contains("ipvlan  mode l2") && details.contains("default via 10.96.0.1 dev eth0"), "{details}");
+        assert!(sh(Some(&nss[0]), "ping -c 1 -W 2 10.96.0.21 && ping -c 1 -W 2 10.96.0.1").0, "to the other container and the LAN");
+        assert!(podnet_tests::net::ping(&lan, "10.96.0.20"), "the LAN reaches the container");
+        for (i, ns) in nss.iter().enumerate() {
+            let (ok, out) = netavark("teardown", ns.path(), &doc(i));
+            assert!(ok, "teardown {i}: {out}");
+            assert!(!sh(Some(ns), "ip link show eth0").0, "the ipvlan is gone");
+        }
+        assert!(sh(None, &format!("ip link show {parent}")).0, "the parent stays");
+    }
+}
+
+privileged_test! {
     fn macvlan_networks_put_containers_on_the_parents_lan() {
         let mut sb = Sandbox::new();
         let lan = sb.container("lan");
