@@ -86,6 +86,13 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 impl Options {
+    /// Where the leases held are kept across daemons: beside the socket.
+    pub fn state_file(&self) -> PathBuf {
+        let mut p = self.socket.as_os_str().to_owned();
+        p.push(".leases");
+        p.into()
+    }
+
     /// `-flag value`, `--flag value`, `-flag=value`, as Go's flag package takes them.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options::default();
@@ -129,6 +136,58 @@ impl Options {
             return Err("-pidfile: the path must be absolute".into());
         }
         Ok(o)
+    }
+}
+
+/// A lease as the state file keeps it (its times against the wall clock).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    attachment: Attachment,
+    address: ipnetwork::Ipv4Network,
+    router: Option<std::net::Ipv4Addr>,
+    server: std::net::Ipv4Addr,
+    routes: Vec<(ipnetwork::Ipv4Network, Option<std::net::Ipv4Addr>)>,
+    lease_secs: u64,
+    renew_secs: u64,
+    rebind_secs: u64,
+    /// When the lease was granted, in milliseconds since the Unix epoch.
+    granted_ms: u64,
+}
+
+impl Saved {
+    fn of(a: &Attachment, l: &Lease) -> Saved {
+        let granted = std::time::SystemTime::now() - l.granted.elapsed();
+        Saved {
+            attachment: a.clone(),
+            address: l.address,
+            router: l.router,
+            server: l.server,
+            routes: l.routes.clone(),
+            lease_secs: l.lease_time.as_secs(),
+            renew_secs: l.renew_after.as_secs(),
+            rebind_secs: l.rebind_after.as_secs(),
+            granted_ms: granted
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        }
+    }
+
+    fn lease(&self) -> Lease {
+        let granted = std::time::UNIX_EPOCH + Duration::from_millis(self.granted_ms);
+        let ago = std::time::SystemTime::now()
+            .duration_since(granted)
+            .unwrap_or_default();
+        Lease {
+            address: self.address,
+            router: self.router,
+            server: self.server,
+            routes: self.routes.clone(),
+            lease_time: Duration::from_secs(self.lease_secs),
+            renew_after: Duration::from_secs(self.renew_secs),
+            rebind_after: Duration::from_secs(self.rebind_secs),
+            granted: Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+        }
     }
 }
 
@@ -254,6 +313,24 @@ impl Daemon {
             let _ = client.release(&lease);
             return Ok(h.lease.lock().unwrap().result(a.priority));
         }
+        self.hold(&mut held, k, a, client, lease, ns, path);
+        drop(held);
+        self.save();
+        Ok(result)
+    }
+
+    /// Keeps `lease` from now on: its thread, and its place among the leases held.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        self: &Arc<Self>,
+        held: &mut HashMap<Vec<u8>, Held>,
+        k: Vec<u8>,
+        a: Attachment,
+        client: Client,
+        lease: Lease,
+        ns: NetNs,
+        path: String,
+    ) {
         let lease = Arc::new(Mutex::new(lease));
         let (stop, stopped) = mpsc::channel();
         let me = Arc::clone(self);
@@ -270,7 +347,75 @@ impl Daemon {
                 thread,
             },
         );
-        Ok(result)
+    }
+
+    /// Writes the leases held to the state file (atomically), so that a daemon started
+    /// after this one keeps and releases them.
+    fn save(&self) {
+        let saved: Vec<Saved> = self
+            .held
+            .lock()
+            .unwrap()
+            .values()
+            .map(|h| Saved::of(&h.attachment, &h.lease.lock().unwrap()))
+            .collect();
+        let path = self.opts.state_file();
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(&saved).expect("leases encode");
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+            log!("writing {}: {e}", path.display());
+        }
+    }
+
+    /// Takes up the leases a previous daemon left in the state file: those not expired
+    /// whose namespace and interface are still there.
+    fn resume(self: &Arc<Self>) {
+        let path = self.opts.state_file();
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        let saved: Vec<Saved> = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log!(
+                    "{}: unreadable ({e}); starting without its leases",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let mut held = self.held.lock().unwrap();
+        for s in saved {
+            let k = key(&s.attachment);
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let lease = s.lease();
+            if Instant::now() >= lease.expires() {
+                log!("{name}: the saved lease of {} has expired", lease.address);
+                continue;
+            }
+            let Some(netns) = s.attachment.netns.clone() else {
+                continue;
+            };
+            let ns_path = format!("{}{netns}", self.opts.host_prefix);
+            let ready = NetNs::open(&ns_path)
+                .map_err(CniError::from)
+                .and_then(|ns| {
+                    let mac = link_ready(&ns, &s.attachment.ifname, Instant::now())?;
+                    let sock = ns
+                        .run(|| proto::socket(&s.attachment.ifname))?
+                        .map_err(|e| CniError::io(e.to_string()))?;
+                    Ok((ns, mac, sock))
+                });
+            match ready {
+                Ok((ns, mac, sock)) => {
+                    let mut client = Client::new(sock, mac, k.clone(), s.attachment.wanted.clone());
+                    client.resend_max = self.opts.resend_max;
+                    log!("{name}: keeping {} (a previous daemon's)", lease.address);
+                    self.hold(&mut held, k, s.attachment, client, lease, ns, ns_path);
+                }
+                Err(e) => log!("{name}: not kept: {}", e.msg),
+            }
+        }
     }
 
     fn check(&self, a: &Attachment) -> Result<(), CniError> {
@@ -300,6 +445,7 @@ impl Daemon {
         if let Some(h) = h {
             let _ = h.stop.send(());
             let _ = h.thread.join();
+            self.save();
         }
     }
 
@@ -349,6 +495,7 @@ impl Daemon {
                         log!("{name}: renewed {} for {:?}", new.address, new.lease_time);
                     }
                     *lease.lock().unwrap() = new;
+                    self.save();
                 }
                 Ok(None) => {
                     // No answer: try again after half the time left to the next boundary
@@ -372,6 +519,7 @@ impl Daemon {
                     if !link_exists(ns, &client_ifname(k)) {
                         log!("{name}: the interface is gone from {path}; dropping the lease");
                         self.held.lock().unwrap().remove(k);
+                        self.save();
                         return;
                     }
                     log!("{name}: {e}");
@@ -478,6 +626,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         last_active: Mutex::new(Instant::now()),
         exiting: Mutex::new(None),
     });
+    d.resume();
     let signals = nix::sys::signal::SigSet::from_iter([
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,

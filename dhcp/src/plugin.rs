@@ -1,6 +1,7 @@
 //! The `dhcp` IPAM plugin: each command is a request to the daemon, which it starts
 //! on demand (under a lock, exiting by itself a minute after its last lease) when
-//! none answers on the socket.
+//! none answers on the socket: for ADD and STATUS always, for DEL, CHECK and GC when a
+//! previous daemon left leases in its state file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
@@ -156,6 +157,30 @@ fn ask_started(socket: &Path, req: &Request) -> Result<Option<CniResult>, CniErr
     }
 }
 
+/// Whether a daemon that is not running left leases in its state file (a new daemon
+/// takes them up).
+fn leases_left(socket: &Path) -> bool {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".leases");
+    std::fs::read(PathBuf::from(p)).is_ok_and(|b| {
+        serde_json::from_slice::<Vec<serde_json::Value>>(&b).is_ok_and(|v| !v.is_empty())
+    })
+}
+
+/// DEL, CHECK and GC: a daemon that is not running holds nothing, unless a previous one
+/// left leases, which a daemon started now takes up and answers for.
+fn ask_holder(socket: &Path, req: &Request) -> Result<Option<Option<CniResult>>, CniError> {
+    match rpc::call(socket, req, CALL_TIMEOUT) {
+        Err(CallError::NotRunning(_)) if leases_left(socket) => ask_started(socket, req).map(Some),
+        Err(CallError::NotRunning(_)) => Ok(None),
+        Err(CallError::Broken(e)) => Err(daemon_err(socket, e)),
+        Ok(r) => match r.error {
+            Some(e) => Err(e),
+            None => Ok(Some(r.result)),
+        },
+    }
+}
+
 impl Plugin for Dhcp {
     fn about(&self) -> &'static str {
         concat!("podnet dhcp plugin v", env!("CARGO_PKG_VERSION"))
@@ -183,27 +208,22 @@ impl Plugin for Dhcp {
         let Ok(a) = attachment(args, &conf) else {
             return Ok(());
         };
-        match rpc::call(&socket, &Request::Del(a), CALL_TIMEOUT) {
-            Err(CallError::NotRunning(_)) => Ok(()),
-            Err(CallError::Broken(e)) => Err(daemon_err(&socket, e)),
-            Ok(r) => r.error.map_or(Ok(()), Err),
-        }
+        ask_holder(&socket, &Request::Del(a)).map(drop)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
         let conf = NetConf::parse(&args.stdin)?;
         let a = attachment(args, &conf)?;
         let socket = conf.socket_path()?;
-        match rpc::call(&socket, &Request::Check(a), CALL_TIMEOUT) {
-            Err(CallError::NotRunning(_)) => Err(CniError::new(
+        match ask_holder(&socket, &Request::Check(a))? {
+            Some(_) => Ok(()),
+            None => Err(CniError::new(
                 ErrorCode::CHECK_FAILED,
                 format!(
                     "dhcp: no daemon at {} holds this attachment's lease",
                     socket.display()
                 ),
             )),
-            Err(CallError::Broken(e)) => Err(daemon_err(&socket, e)),
-            Ok(r) => r.error.map_or(Ok(()), Err),
         }
     }
 
@@ -224,10 +244,6 @@ impl Plugin for Dhcp {
             network: conf.name.clone(),
             valid: args.valid_attachments.clone(),
         };
-        match rpc::call(&socket, &req, CALL_TIMEOUT) {
-            Err(CallError::NotRunning(_)) => Ok(()),
-            Err(CallError::Broken(e)) => Err(daemon_err(&socket, e)),
-            Ok(r) => r.error.map_or(Ok(()), Err),
-        }
+        ask_holder(&socket, &req).map(drop)
     }
 }

@@ -206,3 +206,45 @@ privileged_test! {
         }
     }
 }
+
+privileged_test! {
+    fn podnet_a_daemon_started_again_keeps_and_releases_the_leases() {
+        let s = Subject::from_env();
+        if s.family != Family::Podnet {
+            return; // the reference's leases live and die with its daemon's memory
+        }
+        let mut sb = Sandbox::new();
+        let (master, lan) = parent(&mut sb);
+        let server = Dnsmasq::start(&lan, "10.98.0.50,10.98.0.99");
+        let c = conf(&s, &master, json!({"type": "dhcp"}));
+        let a = sb.container("dk");
+        let first = call(&s, "ADD", a.path(), "dk", &c).run().ok();
+        let kill = || {
+            let pid: i32 = std::fs::read_to_string("/run/cni/dhcp.sock.pid").unwrap().trim().parse().unwrap();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+            let t = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        kill();
+        // The next ADD of the attachment starts a daemon that takes the lease up: the
+        // same address, and it is renewed again (T1 of 2 s).
+        let before = server.leases()[0].0;
+        let again = Call::new(&s.plugin("dhcp"), "ADD", a.path(), "eth0", &c).set("CNI_CONTAINERID", "dk").run().ok();
+        assert_eq!(again["ips"][0]["address"], first["ips"][0]["address"], "{again}");
+        let t = Instant::now();
+        while server.leases().first().map(|l| l.0).unwrap_or(0) <= before && t.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(server.leases()[0].0 > before, "renewed by the new daemon: {:?}", server.leases());
+        let log = std::fs::read_to_string("/run/cni/dhcp.sock.log").unwrap_or_default();
+        assert!(log.contains("a previous daemon's"), "{log}");
+        // Killed again: DEL starts a daemon for the lease the state file names and
+        // releases it.
+        kill();
+        call(&s, "DEL", a.path(), "dk", &c).run().ok();
+        assert!(server.leases().is_empty(), "released after a restart: {:?}", server.leases());
+        assert!(!sh(Some(&a), "ip link show eth0").0);
+    }
+}
