@@ -109,7 +109,7 @@ conformance: build release
 # fuzz/corpus/<target> into a working corpus under target/; a crash stops the run with
 # the input in target/fuzz-artifacts/<target>/, to be fixed and then kept in
 # fuzzing/regressions/<target>/, which `cargo test` replays with the seeds.
-FUZZ_TARGETS := cni_config dns_udp dns_tcp ipam_files records
+FUZZ_TARGETS := cni_config dns_udp dns_tcp ipam_files records dhcp_reply
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF ?= 15
 FUZZ_BIN := fuzz/target/$(HOST)/release

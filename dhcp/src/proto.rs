@@ -139,6 +139,16 @@ impl Lease {
     }
 }
 
+/// The lease a server's reply grants, as the client reads one off the wire: `None` for
+/// anything but a well-formed DHCPACK with an address.
+pub fn lease_of_reply(bytes: &[u8]) -> Option<Lease> {
+    let m = Message::from_bytes(bytes).ok()?;
+    if m.opcode() != Opcode::BootReply || !m.opts().has_msg_type(MessageType::Ack) {
+        return None;
+    }
+    Lease::from_ack(&m, Instant::now())
+}
+
 /// The mask of an address's class, for servers that send none (as the reference).
 fn classful_mask(a: Ipv4Addr) -> Ipv4Addr {
     match a.octets()[0] {
@@ -404,6 +414,27 @@ mod tests {
             m.opts_mut().insert(o);
         }
         m
+    }
+
+    #[test]
+    fn the_fuzz_seeds_are_replies_the_client_reads() {
+        let l = lease_of_reply(include_bytes!("../../fuzz/corpus/dhcp_reply/ack")).unwrap();
+        assert_eq!(l.address.to_string(), "10.98.0.50/24");
+        assert_eq!(
+            (l.renew_after, l.lease_time),
+            (Duration::from_secs(2), Duration::from_secs(120))
+        );
+        let l = lease_of_reply(include_bytes!(
+            "../../fuzz/corpus/dhcp_reply/classless-routes"
+        ))
+        .unwrap();
+        assert_eq!(
+            l.routes.len(),
+            2,
+            "classless routes replace the others: {:?}",
+            l.routes
+        );
+        assert!(lease_of_reply(include_bytes!("../../fuzz/corpus/dhcp_reply/offer")).is_none());
     }
 
     #[test]

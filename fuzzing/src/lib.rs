@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("dns_tcp", dns_tcp),
     ("ipam_files", ipam_files),
     ("records", records),
+    ("dhcp_reply", dhcp_reply),
 ];
 
 /// A plugin's stdin: the network config, its `runtimeConfig` (portmap's mappings, the
@@ -45,6 +46,22 @@ pub fn cni_config(data: &[u8]) {
     if let Some(prev) = &args.prev_result {
         round_trip(prev);
         let _ = prev.host_interfaces();
+    }
+}
+
+/// A DHCP server's reply as podnet's dhcp daemon reads it off the wire (any host on the
+/// LAN can send one): a lease it grants is an address with a valid prefix whose renewal
+/// comes no later than it expires, and its IPAM result survives every CNI version. The
+/// same bytes as a dhcp network config: its options are checked or refused, never a panic.
+pub fn dhcp_reply(data: &[u8]) {
+    if let Some(l) = dhcp::proto::lease_of_reply(data) {
+        assert!(l.address.prefix() <= 32);
+        let _ = l.expires();
+        round_trip(&l.result(i64::from(data.len() as u8)));
+    }
+    if let Ok(conf) = dhcp::conf::NetConf::parse(data) {
+        let _ = conf.socket_path();
+        let _ = conf.ipam().wanted(&cni::CniArgs::default());
     }
 }
 
