@@ -1,6 +1,8 @@
 #!/bin/bash
 # DNS benchmark: podnet's responder (dnsname) against dnsmasq (the reference dnsname
-# plugin) and aardvark-dns, side by side. Usage:
+# plugin), aardvark-dns 1.4 (Debian 12's) and aardvark-dns 1.14 (Debian 13's, Podman 5's:
+# run from the cached Debian 13 root with that root's loader and libraries, when it is
+# there), side by side. Usage:
 #   scripts/bench-dns.sh RELEASE_DIR [SECONDS] [SIZES...]     (DNS_ROUNDS=5 by default)
 # (run by `make bench-dns`; needs root, dnsperf, dnsmasq-base,
 # golang-github-containernetworking-plugin-dnsname and aardvark-dns).
@@ -14,6 +16,9 @@ set -euo pipefail
 SELF=$(realpath "$0")
 REF=/usr/lib/cni
 AARDVARK=/usr/lib/podman/aardvark-dns
+TRIXIE=${PODNET_TRIXIE_ROOT:-/var/tmp/podnet-trixie}
+# aardvark-dns 1.14, run with the Debian 13 root's own loader and libraries.
+AARDVARK14=("$TRIXIE/lib64/ld-linux-x86-64.so.2" --library-path "$TRIXIE/lib/x86_64-linux-gnu:$TRIXIE/usr/lib/x86_64-linux-gnu" "$TRIXIE/usr/lib/podman/aardvark-dns")
 BASE=/tmp/podnet-bench-dns
 GW=10.89.0.1
 
@@ -34,7 +39,7 @@ setup() {
   case $sys in
     podnet) dir=$REL; plugins='{"type":"dnsname","domainName":"dns.podman"}' ;;
     dnsmasq) dir=$REF; plugins='{"type":"dnsname","domainName":"dns.podman"}' ;;
-    aardvark) dir=$REF; plugins='' ;;
+    aardvark|aardvark14) dir=$REF; plugins='' ;;
   esac
   cat > "$work/net.d/web.conflist" <<J
 {"cniVersion":"0.4.0","name":"web","plugins":[{"type":"bridge","bridge":"pnb0","isGateway":true,"ipMasq":true,
@@ -60,12 +65,20 @@ P
       python3 -c "
 for i in range($n): print('10.89.%d.%d svc%d svc%d.dns.podman' % (1 + i // 250, 1 + i % 250, i, i))" >> $h
       pid=$(cat /run/containers/cni/dnsname/web/pidfile); kill -HUP "$pid"; sleep 0.5 ;;
-    aardvark)
+    aardvark|aardvark14)
       mkdir -p /run/aardvark
       { echo "$GW"; python3 -c "
 for i in range($n): print('bench%08d 10.89.%d.%d  svc%d' % (i, 1 + i // 250, 1 + i % 250, i))"; } > /run/aardvark/web
-      $AARDVARK --config /run/aardvark -p 53 run >/dev/null 2>&1 &
-      sleep 1; pid=$(pgrep -f "aardvark-dns --config /run/aardvark" | head -1) ;;
+      if [ "$sys" = aardvark ]; then
+        $AARDVARK --config /run/aardvark -p 53 run >/dev/null 2>&1 &
+      else
+        "${AARDVARK14[@]}" --config /run/aardvark -p 53 run >/dev/null 2>&1 &
+      fi
+      # It daemonizes: the one of this sandbox (each sandbox has its mount namespace).
+      sleep 1; pid=""
+      for p in $(pgrep -f "aardvark-dns --config /run/aardvark"); do
+        [ "$(readlink /proc/$p/ns/mnt)" = "$(readlink /proc/self/ns/mnt)" ] && pid=$p || true
+      done ;;
   esac
   local rss first=0
   rss=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
@@ -75,7 +88,7 @@ for i in range(50000): print('svc%d.dns.podman A' % random.randrange($n))" > "$w
   python3 -c "
 for i in range(50000): print('q%d.example.test A' % i)" > "$work/fwd.txt"
   # The first query right after ADD (30 containers), where the system has an ADD.
-  if [ "$sys" != aardvark ]; then
+  if [ "${sys#aardvark}" = "$sys" ]; then
     for i in $(seq 1 30); do
       add "f$i"
       echo "f$i.dns.podman A" > "$work/one.txt"
@@ -88,7 +101,10 @@ for i in range(50000): print('q%d.example.test A' % i)" > "$work/fwd.txt"
 
 # ---- inside a sandbox: stop what setup started ------------------------------------------
 teardown() {
-  pkill -f "aardvark-dns --config /run/aardvark" || true
+  local p
+  for p in $(pgrep -f "aardvark-dns --config /run/aardvark"); do
+    [ "$(readlink /proc/$p/ns/mnt)" = "$(readlink /proc/self/ns/mnt)" ] && kill "$p" || true
+  done
   local f
   for f in /run/podnet/dns/responder.pid /run/containers/cni/dnsname/web/pidfile /run/up.pid; do
     [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
@@ -104,6 +120,7 @@ REL=$(realpath "$1"); SECS=${2:-5}; shift 2 || true
 SIZES=${*:-100 1000 50000}
 ROUNDS=${DNS_ROUNDS:-5}
 SYSTEMS=(podnet dnsmasq aardvark)
+if [ -x "$TRIXIE/usr/lib/podman/aardvark-dns" ]; then SYSTEMS+=(aardvark14); fi
 declare -A SANDBOX
 
 stop_all() {
@@ -146,8 +163,8 @@ for n in $SIZES; do
   done
   for kind in local fwd; do
     for r in $(seq 0 $((ROUNDS - 1))); do
-      for i in 0 1 2; do
-        sys=${SYSTEMS[$(((i + r) % 3))]}
+      for i in "${!SYSTEMS[@]}"; do
+        sys=${SYSTEMS[$(((i + r) % ${#SYSTEMS[@]}))]}
         run "$sys" "$kind.txt" >> "$BASE/$sys/$kind.runs"
       done
     done
