@@ -142,11 +142,18 @@ impl Lease {
 /// The lease a server's reply grants, as the client reads one off the wire: `None` for
 /// anything but a well-formed DHCPACK with an address.
 pub fn lease_of_reply(bytes: &[u8]) -> Option<Lease> {
-    let m = Message::from_bytes(bytes).ok()?;
+    let m = decode(bytes)?;
     if m.opcode() != Opcode::BootReply || !m.opts().has_msg_type(MessageType::Ack) {
         return None;
     }
     Lease::from_ack(&m, Instant::now())
+}
+
+/// A message off the wire. dhcproto asserts on some malformed options (a panic under
+/// debug assertions, found by the `dhcp_reply` fuzz target): any host of the LAN can
+/// send such a packet, so a panic in decoding is a packet that is not a reply.
+fn decode(bytes: &[u8]) -> Option<Message> {
+    std::panic::catch_unwind(|| Message::from_bytes(bytes).ok()).ok()?
 }
 
 /// The mask of an address's class, for servers that send none (as the reference).
@@ -304,7 +311,7 @@ impl Client {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let Ok(reply) = Message::from_bytes(&buf[..n]) else {
+                let Some(reply) = decode(&buf[..n]) else {
                     continue;
                 };
                 let ours = reply.opcode() == Opcode::BootReply
