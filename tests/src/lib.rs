@@ -12,5 +12,5 @@ pub mod sandbox;
 pub mod subject;
 
 pub use plugin::{Call, Reply};
-pub use sandbox::{find_link, has_link, link_state, random_name, Sandbox};
+pub use sandbox::{find_link, has_link, host_local_leases, link_state, random_name, Sandbox};
 pub use subject::{Deviation, Subject};

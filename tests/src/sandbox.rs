@@ -259,3 +259,18 @@ pub fn find_link(ns: &NetNs, name: &str) -> Option<netkit::Link> {
 pub fn has_link(ns: &NetNs, name: &str) -> bool {
     find_link(ns, name).is_some()
 }
+
+/// The addresses host-local holds for `network` in its default data directory, sorted.
+pub fn host_local_leases(network: &str) -> Vec<String> {
+    let dir = Path::new("/var/lib/cni/networks").join(network);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.retain(|n| n.parse::<std::net::IpAddr>().is_ok());
+    names.sort();
+    names
+}

@@ -55,12 +55,7 @@ fn files_in(dir: &str) -> Vec<String> {
 
 /// Leases of a network (host-local's address files).
 fn leases(network: &str) -> Vec<String> {
-    let mut v: Vec<String> = files_in(&format!("/var/lib/cni/networks/{network}"))
-        .into_iter()
-        .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
-        .collect();
-    v.sort();
-    v
+    podnet_tests::host_local_leases(network)
 }
 
 /// Nothing of the engine is left: pins, veths, leases, nft table, records, cache,

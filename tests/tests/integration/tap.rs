@@ -26,15 +26,7 @@ fn call(s: &Subject, cmd: &str, ns: &NetNs, c: &Value) -> Call {
 }
 
 fn leases() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/var/lib/cni/networks/tapnet")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.retain(|n| n.parse::<std::net::IpAddr>().is_ok());
-    names
+    podnet_tests::host_local_leases("tapnet")
 }
 
 /// "Who has `target`, tell 10.96.7.2 at 02:00:00:00:00:02", as an Ethernet frame.

@@ -35,17 +35,7 @@ fn call(s: &Subject, cmd: &str, ns: &NetNs, id: &str, c: &Value) -> Call {
 }
 
 fn leases() -> Vec<String> {
-    let dir = std::path::Path::new("/var/lib/cni/networks/mvnet");
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.retain(|n| n.parse::<std::net::IpAddr>().is_ok());
-    names.sort();
-    names
+    podnet_tests::host_local_leases("mvnet")
 }
 
 privileged_test! {
