@@ -254,3 +254,149 @@ impl Drop for Dnsmasq {
         let _ = self.child.wait();
     }
 }
+
+/// Raw Ethernet frames sent out of one interface of a namespace over an `AF_PACKET`
+/// socket, as any host on that link can send them: the kernel's routing of the sender
+/// plays no part (a frame to 127.0.0.1 at the host's MAC leaves as written).
+#[derive(Debug)]
+pub struct Frames {
+    sock: std::os::fd::OwnedFd,
+    /// The interface's link-layer address as the kernel gave it to the socket.
+    dev: nix::sys::socket::LinkAddr,
+    /// `eth0`'s MAC and the MAC of the neighbour the frames go to.
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: std::net::Ipv4Addr,
+}
+
+impl Frames {
+    /// A packet socket on `eth0` of `ns`, aimed at the neighbour `gateway` (its MAC
+    /// learnt by ARP). nix has no constructor for a `sockaddr_ll`, so the socket takes
+    /// `eth0`'s from the first frame it sees leave there (a datagram to `gateway`).
+    pub fn open(ns: &NetNs, gateway: std::net::Ipv4Addr) -> Frames {
+        use nix::sys::socket::{
+            recvfrom, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType,
+        };
+        use std::os::fd::AsRawFd;
+        let _in = ns.enter().expect("enter");
+        let sock = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::EthAll,
+        )
+        .expect("an AF_PACKET socket");
+        setsockopt(
+            &sock,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(0, 200_000),
+        )
+        .expect("SO_RCVTIMEO");
+        let index = nix::net::if_::if_nametoindex("eth0").expect("eth0") as usize;
+        let probe = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut buf = [0u8; 2048];
+        let dev = loop {
+            assert!(Instant::now() < deadline, "no frame seen on eth0");
+            let _ = probe.send_to(b"probe", (gateway, 9));
+            match recvfrom::<nix::sys::socket::LinkAddr>(sock.as_raw_fd(), &mut buf) {
+                Ok((_, Some(a))) if a.ifindex() == index => break a,
+                _ => continue,
+            }
+        };
+        let (src_mac, dst_mac) = netkit::block_on(async {
+            let nl = Netlink::open_current()?;
+            let link = nl.link_require("eth0").await?;
+            let mac = |s: &str| netkit::parse_mac(s).expect("a MAC");
+            loop {
+                let known = nl.neigh_list().await?.into_iter().find_map(|n| {
+                    (n.address == gateway && n.index == link.index).then_some(n.lladdr)?
+                });
+                if let Some(m) = known {
+                    break Ok::<_, netkit::Error>((mac(&link.mac), mac(&m)));
+                }
+                assert!(Instant::now() < deadline, "{gateway} never answered ARP");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .expect("eth0 and its neighbour");
+        let src_ip = netkit::block_on(async {
+            let nl = Netlink::open_current()?;
+            let link = nl.link_require("eth0").await?;
+            nl.addr_list(Some(link.index)).await
+        })
+        .expect("eth0's addresses")
+        .into_iter()
+        .find_map(|(_, a)| match a.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            _ => None,
+        })
+        .expect("an IPv4 address on eth0");
+        Frames {
+            sock,
+            dev,
+            src_mac,
+            dst_mac,
+            src_ip,
+        }
+    }
+
+    /// A TCP SYN from eth0's address to `to`, at the neighbour's MAC.
+    pub fn syn(&self, to: SocketAddr) {
+        self.send(|b| b.tcp(40000, to.port(), 1, 64240).syn(), to, &[]);
+    }
+
+    /// A UDP datagram from eth0's address to `to`, at the neighbour's MAC.
+    pub fn datagram(&self, to: SocketAddr, payload: &[u8]) {
+        self.send(|b| b.udp(40001, to.port()), to, payload);
+    }
+
+    fn send<S>(
+        &self,
+        transport: impl FnOnce(
+            etherparse::PacketBuilderStep<etherparse::IpHeaders>,
+        ) -> etherparse::PacketBuilderStep<S>,
+        to: SocketAddr,
+        payload: &[u8],
+    ) where
+        etherparse::PacketBuilderStep<S>: WriteFrame,
+    {
+        let std::net::IpAddr::V4(dst) = to.ip() else {
+            panic!("IPv4 only: {to}")
+        };
+        let b = etherparse::PacketBuilder::ethernet2(self.src_mac, self.dst_mac).ipv4(
+            self.src_ip.octets(),
+            dst.octets(),
+            64,
+        );
+        let frame = transport(b).frame(payload);
+        nix::sys::socket::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+            &frame,
+            &self.dev,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .expect("sending a frame");
+    }
+}
+
+/// A finished transport step of etherparse's builder, written out as one frame.
+pub trait WriteFrame {
+    fn frame(self, payload: &[u8]) -> Vec<u8>;
+}
+
+impl WriteFrame for etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+    fn frame(self, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.size(payload.len()));
+        self.write(&mut v, payload).expect("a TCP frame");
+        v
+    }
+}
+
+impl WriteFrame for etherparse::PacketBuilderStep<etherparse::UdpHeader> {
+    fn frame(self, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.size(payload.len()));
+        self.write(&mut v, payload).expect("a UDP frame");
+        v
+    }
+}

@@ -1,38 +1,22 @@
 //! Ports published on 127.0.0.1 against hosts that address 127.0.0.1 to the host from
-//! outside (CVE-2020-8558): a LAN neighbour on the uplink and a container on the bridge,
-//! each made to send its 127.0.0.1 traffic to the host (its loopback routes gone,
-//! `route_localnet` on, as a crafted frame would). Counters in the target namespaces say
-//! what arrived. podnet drops it; the reference DNATs it to the container and lets the
+//! outside (CVE-2020-8558): a LAN neighbour on the uplink and a container on the bridge
+//! send crafted frames (an `AF_PACKET` socket: a TCP SYN and a UDP datagram to 127.0.0.1 at
+//! the host's MAC). Counters in the target namespaces say what arrived. podnet drops it; the reference DNATs it to the container and lets the
 //! neighbour reach a host service bound to 127.0.0.1 (asserted as its deviation).
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cni::runtime::CniRuntime;
 use netkit::NetNs;
-use podnet_tests::net::{attachment, outside, serve_tcp, serve_udp, sh, tcp_hello, udp_hello};
+use podnet_tests::net::{
+    attachment, outside, serve_tcp, serve_udp, sh, tcp_hello, udp_hello, Frames,
+};
 use podnet_tests::{privileged_test, Deviation, Sandbox, Subject};
 use serde_json::json;
 
 const FIXTURE: &str = include_str!("../../../fixtures/podman4-default.conflist");
 const BRIDGE: &str = "cni-podman0";
-
-/// Makes `ns` send whatever it addresses to 127.0.0.1 out of its `eth0` to `gw`.
-fn aim_loopback_at(ns: &NetNs, gw: &str) {
-    for key in [
-        "net.ipv4.conf.all.route_localnet",
-        "net.ipv4.conf.eth0.route_localnet",
-    ] {
-        netkit::sysctl::set(ns, key, "1").unwrap();
-    }
-    let (ok, out) = sh(
-        Some(ns),
-        &format!(
-            "ip -4 route flush table local dev lo && ip route add 127.0.0.1/32 via {gw} dev eth0"
-        ),
-    );
-    assert!(ok, "{out}");
-}
 
 /// Named counters, in a table of `ns`'s own, of what reaches it at `hook`.
 fn count(ns: Option<&NetNs>, hook: &str, counters: &[(&str, &str)]) {
@@ -59,13 +43,13 @@ fn packets(ns: Option<&NetNs>, name: &str) -> u64 {
     words[i + 1].parse().unwrap()
 }
 
-/// A TCP SYN and a UDP datagram from `from` to 127.0.0.1:`tcp` and :`udp`.
-fn knock(from: &NetNs, tcp: u16, udp: u16) {
-    let _in = from.enter().unwrap();
+/// A crafted TCP SYN and UDP datagram to 127.0.0.1:`tcp` and :`udp`, leaving `from`'s
+/// `eth0` at the MAC of its neighbour `at` (the host's end of that link).
+fn knock(from: &NetNs, at: &str, tcp: u16, udp: u16) {
+    let frames = Frames::open(from, at.parse().unwrap());
     let to = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let _ = TcpStream::connect_timeout(&to(tcp), Duration::from_millis(300));
-    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-    let _ = s.send_to(b"knock", to(udp));
+    frames.syn(to(tcp));
+    frames.datagram(to(udp), b"knock");
     std::thread::sleep(Duration::from_millis(100));
 }
 
@@ -112,15 +96,13 @@ privileged_test! {
 
         count(Some(&a), "prerouting", &[("syn", "tcp dport 80 tcp flags syn"), ("dgram", "udp dport 53")]);
         count(None, "input", &[("hostsvc", "iifname != \"lo\" tcp dport 2222")]);
-        aim_loopback_at(&lan, "192.0.2.254");
         let b_gw = rb.ips[0].gateway.unwrap().to_string();
-        aim_loopback_at(&b, &b_gw);
 
-        knock(&lan, 8080, 5353);
+        knock(&lan, "192.0.2.254", 8080, 5353);
         let from_lan = (packets(Some(&a), "syn"), packets(Some(&a), "dgram"));
-        knock(&b, 8080, 5353);
+        knock(&b, &b_gw, 8080, 5353);
         let from_neighbour = (packets(Some(&a), "syn") - from_lan.0, packets(Some(&a), "dgram") - from_lan.1);
-        knock(&b, 2222, 9);
+        knock(&b, &b_gw, 2222, 9);
         let host_service = packets(None, "hostsvc");
         if s.deviates(Deviation::LocalhostPortsReachableFromOutside) {
             assert!(from_lan.0 > 0 && from_lan.1 > 0, "the reference's exposure (LAN): {from_lan:?}");
