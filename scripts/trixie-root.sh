@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # A Debian 13 (trixie) root filesystem with Podman 5, netavark, aardvark-dns and pasta, for
-# the Podman 5 tests and benchmarks (tests/src/podman5.rs). Built once with debootstrap and
-# cached: prints the root's path. Rebuilt when missing or when the package list changes.
+# the Podman 5 tests and benchmarks (tests/podman5/run.sh), and firewalld with its D-Bus
+# daemon for the firewalld test (tests/src/firewalld.rs). Built once with debootstrap and
+# cached: prints the root's path. Rebuilt when missing or when the package lists change.
 #
 #   scripts/trixie-root.sh [DIR]     (default /var/tmp/podnet-trixie)
 set -euo pipefail
 
 root="${1:-/var/tmp/podnet-trixie}"
 packages="podman,netavark,aardvark-dns,passt,runc,conmon,catatonit,uidmap,iproute2,nftables,busybox-static,procps"
+# Installed by apt-get inside the new root (without recommends): debootstrap's own
+# resolver does not follow firewalld's dependencies.
+extra="firewalld dbus-daemon"
 stamp="$root/.podnet-root"
 
-fresh() { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$packages" ]; }
+fresh() { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$packages;$extra" ]; }
 if fresh; then
   echo "$root"
   exit 0
@@ -48,9 +52,14 @@ for try in 1 2 3; do
   [ "$try" = 3 ] && { echo "debootstrap of trixie from $mirror failed 3 times" >&2; exit 1; }
   sleep $((try * 5))
 done
+for try in 1 2 3; do
+  unshare --mount --propagation private sh -c "mount -t proc proc '$tmp/proc' && chroot '$tmp' sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $extra'" >&2 && break
+  [ "$try" = 3 ] && { echo "installing $extra into the trixie root failed 3 times" >&2; exit 1; }
+  sleep $((try * 5))
+done
 # Nothing of the host's: an empty machine-id, and Podman's storage and engine settings of
 # the tests written by the tests themselves.
-echo "$packages" >"$tmp/.podnet-root"
+echo "$packages;$extra" >"$tmp/.podnet-root"
 rm -rf "$root"
 mv "$tmp" "$root"
 trap - EXIT

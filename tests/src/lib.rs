@@ -6,6 +6,7 @@
 pub mod cri;
 pub mod dns;
 pub mod engine;
+pub mod firewalld;
 pub mod net;
 pub mod plugin;
 pub mod sandbox;

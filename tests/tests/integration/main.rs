@@ -7,6 +7,7 @@ mod containerd;
 mod deploy;
 mod dns;
 mod engine;
+mod firewalld;
 mod ipam_interop;
 mod netavark;
 mod netctl;

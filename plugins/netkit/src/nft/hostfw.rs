@@ -19,6 +19,10 @@
 //! The DNS responder gets the same treatment on the input hook: while a bridge has a
 //! container with `dnsname`, every other table's drop-policy input chain accepts UDP
 //! and TCP port 53 from that bridge (comment `podnet dns:<bridge>`).
+//!
+//! firewalld's table admits no rule of another process: there the bridge joins
+//! firewalld's `trusted` zone instead, while a firewall or dnsname record names it
+//! ([`super::firewalld`]).
 
 use super::{apply, lock, query_objects, wire, Batch, NftError, TABLE};
 
@@ -107,13 +111,8 @@ pub fn open_batch(family: &str, table: &str, chain: &str, bridge: &str) -> Batch
 }
 
 /// Inserts `rules` (tagged `c`) into every drop-policy `hook` chain of other tables
-/// that does not hold them yet. Returns how many chains were opened.
-fn open(hook: &str, rules: &[String], c: &str) -> Result<usize, NftError> {
-    let _lock = lock()?;
-    open_locked(hook, rules, c)
-}
-
-/// [`open`] for a caller that holds the table lock.
+/// that does not hold them yet, under the table lock the caller holds. Returns how many
+/// chains were opened.
 fn open_locked(hook: &str, rules: &[String], c: &str) -> Result<usize, NftError> {
     let mut batch = Batch::default();
     let mut n = 0;
@@ -129,9 +128,16 @@ fn open_locked(hook: &str, rules: &[String], c: &str) -> Result<usize, NftError>
     Ok(n)
 }
 
-/// Deletes the rules tagged `c` from every `hook` chain of other tables.
-fn close(hook: &str, c: &str) -> Result<usize, NftError> {
+/// Deletes the rules tagged `c` from every `hook` chain of other tables; the bridge
+/// leaves firewalld's trusted zone once no record of it is left.
+fn close(hook: &str, c: &str, bridge: &str) -> Result<usize, NftError> {
     let _lock = lock()?;
+    let in_use = ["firewall", "dnsname"]
+        .iter()
+        .any(|owner| super::record::group(owner, bridge).is_ok_and(|g| !g.is_empty()));
+    if !in_use {
+        super::firewalld::untrust(bridge);
+    }
     let mut batch = Batch::default();
     for (family, table, chain) in base_chains(hook, false)? {
         for h in handles(&family, &table, &chain, c)? {
@@ -146,17 +152,20 @@ fn close(hook: &str, c: &str) -> Result<usize, NftError> {
 /// Lets `bridge`'s traffic through every drop-policy forward chain of other tables
 /// (idempotent). Returns how many chains were opened.
 pub fn open_bridge(bridge: &str) -> Result<usize, NftError> {
-    open("forward", &bridge_rules(bridge), &comment(bridge))
+    let _lock = lock()?;
+    open_bridge_locked(bridge)
 }
 
 /// [`open_bridge`] under a table lock the caller holds ([`super::restore`]).
 pub(super) fn open_bridge_locked(bridge: &str) -> Result<usize, NftError> {
-    open_locked("forward", &bridge_rules(bridge), &comment(bridge))
+    let n = open_locked("forward", &bridge_rules(bridge), &comment(bridge))?;
+    super::firewalld::trust(bridge);
+    Ok(n)
 }
 
 /// Removes what [`open_bridge`] inserted for `bridge`, wherever it still is.
 pub fn close_bridge(bridge: &str) -> Result<usize, NftError> {
-    close("forward", &comment(bridge))
+    close("forward", &comment(bridge), bridge)
 }
 
 /// Lets DNS queries (UDP and TCP to `port`) from `bridge` through every drop-policy
@@ -172,12 +181,14 @@ pub(super) fn open_dns_locked(bridge: &str, port: u16) -> Result<usize, NftError
         format!("iifname \"{bridge}\" udp dport {port} accept"),
         format!("iifname \"{bridge}\" tcp dport {port} accept"),
     ];
-    open_locked("input", &rules, &dns_comment(bridge))
+    let n = open_locked("input", &rules, &dns_comment(bridge))?;
+    super::firewalld::trust(bridge);
+    Ok(n)
 }
 
 /// Removes what [`open_dns`] inserted for `bridge`.
 pub fn close_dns(bridge: &str) -> Result<usize, NftError> {
-    close("input", &dns_comment(bridge))
+    close("input", &dns_comment(bridge), bridge)
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@
 //!   checked    ifname                        ports whose source MACs are checked
 //! ```
 
+pub mod firewalld;
 pub mod hostfw;
 pub mod record;
 pub mod schema;
