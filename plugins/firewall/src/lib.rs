@@ -102,8 +102,7 @@ pub fn record(conf: &FirewallConf, args: &CmdArgs, prev: &CniResult) -> Result<R
         }
     }
     let admin = conf.admin_chain();
-    rec.setup
-        .push(format!("add chain inet {} {admin}", nft::TABLE));
+    rec.chains.push(admin.to_owned());
     if let Some(br) = prev.host_interfaces()?.first() {
         let q = format!("\"{}\"", br.name);
         rec.group = Some(br.name.clone());
@@ -253,7 +252,8 @@ mod tests {
                 Entry::inet("isolated", "\"cni0\""),
             ]
         );
-        assert_eq!(r.setup, ["add chain inet podnet CNI-ADMIN"]);
+        assert_eq!(r.chains, ["CNI-ADMIN"]);
+        assert!(r.setup.is_empty(), "no nft text");
     }
 
     #[test]

@@ -498,3 +498,41 @@ privileged_test! {
         assert!(!ruleset().contains("podnet"), "nothing left");
     }
 }
+
+privileged_test! {
+    fn the_first_container_of_a_host_runs_no_nft_process() {
+        // An `nft` ahead of the real one on PATH (which the plugins inherit) counts
+        // every run.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs");
+        let real = sh(None, "command -v nft").1.trim().to_owned();
+        let wrapper = dir.path().join("nft");
+        std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$*\" >> {}\nexec {real} \"$@\"\n", log.display())).unwrap();
+        assert!(sh(None, &format!("chmod 755 {}", wrapper.display())).0);
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::set_var("PATH", format!("{}:{path}", dir.path().display()));
+        // What ran since the last look.
+        let take = || {
+            let r = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            r
+        };
+
+        let mut sb = Sandbox::new();
+        let rt = runtime();
+        let dns = podnet_tests::plugin::conflist(include_bytes!("../../fixtures/podman4-dnsname.conflist"));
+        let (a, b) = (sb.container("a"), sb.container("b"));
+        let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+        // bridge + host-local, portmap, firewall (its admin chain), tuning, dnsname: the
+        // tables, every element and chain over netlink.
+        rt.add(&dns, &rc(&a, "a", ports.clone())).unwrap();
+        rt.add(&dns, &rc(&b, "b", Value::Null)).unwrap();
+        assert_eq!(take(), "", "nft processes run by the ADDs");
+        assert!(ruleset().contains("chain CNI-ADMIN"), "the admin chain was made");
+        assert_eq!(take(), "list ruleset\n", "the wrapper sees the test's own nft");
+        rt.del(&dns, &rc(&b, "b", Value::Null)).unwrap();
+        rt.del(&dns, &rc(&a, "a", ports)).unwrap();
+        assert_eq!(take(), "", "nft processes run by the DELs");
+        assert!(!sh(None, "nft list tables").1.contains("podnet"), "the last DEL dropped the tables");
+    }
+}

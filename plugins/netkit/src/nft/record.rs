@@ -96,7 +96,12 @@ pub struct Record {
     /// The bridge whose lifetime `group_entries` follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Idempotent commands the entries need (a network's conditioned maps and chain).
+    /// Regular chains of `inet podnet` the entries jump to (an admin chain), made over
+    /// netlink when missing and never deleted by a release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<String>,
+    /// Idempotent `nft` commands the entries need (a network's conditioned maps and
+    /// chain, which hold its `conditionsV4`/`conditionsV6`, nft syntax by nature).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub setup: Vec<String>,
     pub entries: Vec<Entry>,
@@ -165,6 +170,7 @@ impl Record {
             container_id: container_id.into(),
             ifname: ifname.into(),
             group: None,
+            chains: Vec::new(),
             setup: Vec::new(),
             entries: Vec::new(),
             group_entries: Vec::new(),
@@ -196,7 +202,7 @@ impl Record {
     fn families(&self) -> (bool, bool) {
         let all = || self.entries.iter().chain(&self.group_entries);
         (
-            all().any(|e| e.family == "inet") || !self.setup.is_empty(),
+            all().any(|e| e.family == "inet") || !self.setup.is_empty() || !self.chains.is_empty(),
             all().any(|e| e.family == "bridge"),
         )
     }
@@ -242,16 +248,25 @@ impl Record {
     }
 }
 
-/// The tables of `rec` (from the schema, over netlink), then its own set-up.
+/// The tables of `rec` (from the schema, over netlink), then its own chains and set-up.
 fn make_tables(rec: &Record) -> Result<(), NftError> {
     wire::create_tables(&rec.table_families())?;
+    make_own(rec)
+}
+
+/// The record's own chains (over netlink) and set-up (`nft`, only when it has some).
+fn make_own(rec: &Record) -> Result<(), NftError> {
+    let chains: Vec<&str> = rec.chains.iter().map(String::as_str).collect();
+    wire::create_chains(&chains)?;
     apply(&rec.setup_batch())
 }
 
 /// After a batch failed with ENOENT (a flushed ruleset, or a conditioned network's maps
-/// not made yet): the record's set-up, and the tables when that is not enough.
+/// not made yet): the record's chains and set-up, and the tables when that is not
+/// enough.
 fn make_missing(rec: &Record) -> Result<(), NftError> {
-    if rec.setup.is_empty() || apply(&rec.setup_batch()).is_err() {
+    let own = !rec.setup.is_empty() || !rec.chains.is_empty();
+    if !own || make_own(rec).is_err() {
         make_tables(rec)?;
     }
     Ok(())
@@ -628,6 +643,13 @@ fn restore_tables(records: &[Record]) -> Result<bool, NftError> {
     if !missing.is_empty() {
         wire::create_tables(&missing)?;
     }
+    let mut own: Vec<&str> = records
+        .iter()
+        .flat_map(|r| r.chains.iter().map(String::as_str))
+        .collect();
+    own.sort_unstable();
+    own.dedup();
+    wire::create_chains(&own)?;
     let mut setup = Batch::default();
     for r in records {
         setup.0.extend(r.setup.iter().cloned());

@@ -409,6 +409,28 @@ fn chain_msg(c: &schema::ChainDef) -> ChainMessage {
     ChainMessage { attributes }
 }
 
+/// Creates regular chains `names` of `inet podnet` (an admin chain) where missing, in
+/// one transaction, as `nft add chain` does: an existing chain keeps its rules.
+pub fn create_chains(names: &[&str]) -> Result<(), WireError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let family = proto_family(schema::Family::Inet.name())?;
+    let msgs = names
+        .iter()
+        .map(|name| {
+            let msg = ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(TABLE.to_owned()),
+                    ChainAttribute::Name((*name).to_owned()),
+                ],
+            };
+            (family, NfTablesMessage::NewChain(msg), NLM_F_CREATE)
+        })
+        .collect();
+    transaction(msgs, false)
+}
+
 /// Whether podnet's table of `family` exists.
 pub fn table_exists(family: schema::Family) -> Result<bool, WireError> {
     let mut found = false;
