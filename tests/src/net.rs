@@ -37,6 +37,19 @@ pub fn output(cmd: &mut Command) -> (bool, String) {
     )
 }
 
+/// How long until `f` holds, polling every 5 ms for up to `limit`; `None` if it never
+/// does.
+pub fn time_until(limit: Duration, f: impl Fn() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
 /// One ping from `from` to `to`, answered within 2 s.
 pub fn ping(from: &NetNs, to: &str) -> bool {
     sh(Some(from), &format!("ping -c 1 -W 2 {to}")).0

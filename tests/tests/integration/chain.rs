@@ -7,7 +7,9 @@ use std::path::Path;
 use cni::runtime::{CniRuntime, RuntimeConf};
 use cni::{CniArgs, CniResult, NetConfList};
 use netkit::NetNs;
-use podnet_tests::net::{outside, ping, serve_tcp, serve_udp, sh, tcp_hello, udp_hello};
+use podnet_tests::net::{
+    outside, ping, serve_tcp, serve_udp, sh, tcp_hello, time_until, udp_hello,
+};
 use podnet_tests::{privileged_test, Call, Sandbox, Subject};
 use serde_json::{json, Value};
 
@@ -401,18 +403,6 @@ fn watcher() -> Option<u32> {
         })
 }
 
-/// How long until `f` holds, polling every 5 ms for up to 5 s; `None` if it never does.
-fn time_until(f: impl Fn() -> bool) -> Option<std::time::Duration> {
-    let t = std::time::Instant::now();
-    while t.elapsed() < std::time::Duration::from_secs(5) {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    None
-}
-
 privileged_test! {
     fn a_flushed_ruleset_heals_by_itself_and_reload_puts_it_back_idempotently() {
         let mut sb = Sandbox::new();
@@ -439,7 +429,7 @@ privileged_test! {
         for _ in 0..3 {
             let (ok, e) = sh(None, "nft flush ruleset");
             assert!(ok, "{e}");
-            let took = time_until(works).expect("published ports and masquerade come back");
+            let took = time_until(std::time::Duration::from_secs(5), works).expect("published ports and masquerade come back");
             recoveries.push(took);
         }
         println!("recovery after nft flush ruleset: {recoveries:?}");
@@ -455,7 +445,7 @@ privileged_test! {
             serde_json::from_slice::<Value>(&o.stdout).unwrap()
         };
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(watcher_pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-        assert!(time_until(|| watcher().is_none()).is_some());
+        assert!(time_until(std::time::Duration::from_secs(5), || watcher().is_none()).is_some());
         sh(None, "nft flush ruleset");
         assert!(!works(), "nothing heals without the watcher");
         let r = reload();
@@ -473,7 +463,7 @@ privileged_test! {
             rt.del(&l, &rc(ns, id, p)).unwrap();
         }
         assert!(!ruleset().contains("podnet"));
-        assert!(time_until(|| watcher().is_none()).is_some(), "the watcher exits with the last record");
+        assert!(time_until(std::time::Duration::from_secs(5), || watcher().is_none()).is_some(), "the watcher exits with the last record");
     }
 }
 

@@ -9,7 +9,7 @@ use cni::CniArgs;
 use hickory_proto::rr::RecordType;
 use netkit::NetNs;
 use podnet_tests::firewalld::Firewalld;
-use podnet_tests::net::{outside, serve_tcp, tcp_hello};
+use podnet_tests::net::{outside, serve_tcp, tcp_hello, time_until};
 use podnet_tests::{privileged_test, Sandbox, Subject};
 use serde_json::{json, Value};
 
@@ -23,18 +23,6 @@ fn attachment(ns: &NetNs, name: &str, ports: Value) -> RuntimeConf {
     ))
     .unwrap();
     rc
-}
-
-/// How long until `f` holds, polling for up to 10 s.
-fn time_until(f: impl Fn() -> bool) -> Option<std::time::Duration> {
-    let t = std::time::Instant::now();
-    while t.elapsed() < std::time::Duration::from_secs(10) {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    None
 }
 
 privileged_test! {
@@ -80,7 +68,7 @@ privileged_test! {
         // A reload forgets runtime zone bindings; the watcher binds the bridge again.
         let (ok, e) = fw.cmd(&["--reload"]);
         assert!(ok, "{e}");
-        let took = time_until(works).expect("traffic comes back after firewalld's reload");
+        let took = time_until(std::time::Duration::from_secs(10), works).expect("traffic comes back after firewalld's reload");
         println!("recovery after firewall-cmd --reload: {took:?}");
         assert_eq!(fw.zone_of(BRIDGE).as_deref(), Some("trusted"));
 
