@@ -300,10 +300,14 @@ fn add_elements(rec: &Record, exclusive: bool, tables_expected: bool) -> Result<
         &comments,
         true,
     );
-    match wire::apply(&ops) {
+    // The record's own chains go in the same transaction: an element jumping to an
+    // admin chain not made yet would fail it (and an aborted transaction waits for an
+    // RCU grace period, 10–25 ms).
+    let chains: Vec<&str> = rec.chains.iter().map(String::as_str).collect();
+    match wire::apply_creating(&chains, &ops) {
         Err(e) if is_enoent(&e) => {
             make_missing(rec)?;
-            Ok(wire::apply(&ops)?)
+            Ok(wire::apply_creating(&chains, &ops)?)
         }
         other => Ok(other?),
     }

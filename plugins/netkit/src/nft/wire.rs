@@ -221,7 +221,26 @@ pub fn apply(ops: &[(Op, &Entry, Option<&str>)]) -> Result<(), WireError> {
 /// `bridge`; created first if missing, as `nft`'s `add table` + `delete table` does), in
 /// one transaction.
 pub fn apply_and_drop(ops: &[(Op, &Entry, Option<&str>)], drop: &[&str]) -> Result<(), WireError> {
-    let mut msgs = Vec::with_capacity(ops.len() + 2 * drop.len());
+    batch(&[], ops, drop)
+}
+
+/// Creates regular chains `chains` of `inet podnet` where missing (as
+/// [`create_chains`]) and applies `ops`, in one transaction: an element jumping to a
+/// chain made by the same transaction is valid.
+pub fn apply_creating(
+    chains: &[&str],
+    ops: &[(Op, &Entry, Option<&str>)],
+) -> Result<(), WireError> {
+    batch(chains, ops, &[])
+}
+
+fn batch(
+    chains: &[&str],
+    ops: &[(Op, &Entry, Option<&str>)],
+    drop: &[&str],
+) -> Result<(), WireError> {
+    let mut msgs = Vec::with_capacity(chains.len() + ops.len() + 2 * drop.len());
+    msgs.extend(chain_msgs(chains)?);
     for (op, e, comment) in ops {
         let attrs = element(e, if *op == Op::Delete { None } else { *comment })
             .ok_or(WireError::Unsupported)?;
@@ -415,8 +434,15 @@ pub fn create_chains(names: &[&str]) -> Result<(), WireError> {
     if names.is_empty() {
         return Ok(());
     }
+    transaction(chain_msgs(names)?, false)
+}
+
+/// The `add chain` messages of regular chains of `inet podnet`.
+fn chain_msgs(
+    names: &[&str],
+) -> Result<Vec<(NetfilterProtoFamily, NfTablesMessage, u16)>, WireError> {
     let family = proto_family(schema::Family::Inet.name())?;
-    let msgs = names
+    Ok(names
         .iter()
         .map(|name| {
             let msg = ChainMessage {
@@ -427,8 +453,7 @@ pub fn create_chains(names: &[&str]) -> Result<(), WireError> {
             };
             (family, NfTablesMessage::NewChain(msg), NLM_F_CREATE)
         })
-        .collect();
-    transaction(msgs, false)
+        .collect())
 }
 
 /// Whether podnet's table of `family` exists.
