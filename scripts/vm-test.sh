@@ -23,9 +23,9 @@ CACHE=/var/tmp/podnet-vm
 FILTERS="conformance::ipvlan conformance::vlan conformance::vrf"
 # podnet's own, beside its plugins (they find their binaries next to the test binary's
 # directory): Podman 5's ipvlan driver on podnet's netavark.
-PODNET_FILTERS="netavark::ipvlan"
-MODULES="veth macvlan ipvlan 8021q vrf"
-PLUGINS="loopback host-local static ipvlan vlan vrf macvlan netavark"
+PODNET_FILTERS="netavark::ipvlan netavark::vlan netavark::vrf"
+MODULES="veth bridge macvlan ipvlan 8021q vrf"
+PLUGINS="loopback host-local static ipvlan vlan vrf macvlan bridge netavark"
 TIMEOUT=${VM_TIMEOUT:-1200}
 
 fail() {
@@ -62,7 +62,10 @@ fi
 
 # The initramfs.
 STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
-trap 'rm -rf "$STAGE"' EXIT
+# Each run its own initramfs and console log: runs at the same time do not clash.
+INITRD=$STAGE.cpio
+LOG=$STAGE.console.log
+trap 'rm -rf "$STAGE" "$INITRD"' EXIT
 mkdir -p "$STAGE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,var/lib,etc,modules,test,podnet/deps,refcni}
 cp /bin/busybox "$STAGE/bin/busybox"
 ln -s busybox "$STAGE/bin/true" # the bench's spawn floor
@@ -76,7 +79,7 @@ copy_with_libs() { # SRC DEST-IN-STAGE
 # The tests' `sh -c` is dash: busybox's sh would run its own applets (a small `ip`)
 # before anything on PATH.
 copy_with_libs "$(readlink -f /bin/sh)" /bin/sh
-for b in ip nsenter unshare ping; do
+for b in ip bridge nsenter unshare ping; do
     p=$(command -v "$b") || fail "$b is missing"
     copy_with_libs "$p" "/usr/bin/$b"
 done
@@ -135,14 +138,12 @@ $BENCH_RUN
 poweroff -f
 EOF
 chmod 755 "$STAGE/init"
-(cd "$STAGE" && find . | busybox cpio -o -H newc 2>/dev/null) > "$CACHE/initramfs.cpio"
-echo "vm-test: initramfs $(du -h "$CACHE/initramfs.cpio" | cut -f1), kernel $ver; booting under qemu (software emulation)"
+(cd "$STAGE" && find . | busybox cpio -o -H newc 2>/dev/null) > "$INITRD"
+echo "vm-test: initramfs $(du -h "$INITRD" | cut -f1), kernel $ver; booting under qemu (software emulation)"
 
-LOG=$CACHE/console.log
-rm -f "$LOG"
 start=$(date +%s)
 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot -nic none \
-    -kernel "$KDIR/vmlinuz" -initrd "$CACHE/initramfs.cpio" \
+    -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
     -append "console=ttyS0 panic=-1 rdinit=/init quiet" > "$LOG" 2>&1 || true
 echo "vm-test: the VM ran $(( $(date +%s) - start )) s"
 tr -d '\r' < "$LOG" | grep -E "^test |test result|PODNET-VM|panicked|^\|" || true
@@ -155,4 +156,5 @@ for dir in /podnet /refcni; do
 done
 passed=$(tr -d '\r' < "$LOG" | grep -cE "^test (conformance|netavark)::.* \.\.\. ok$" || true)
 [ "$passed" -ge 2 ] || fail "the VM ran no test (see $LOG)"
-echo "vm-test: ipvlan, vlan and vrf pass against podnet's and the reference's plugins, and Podman 5's ipvlan driver on podnet's backend ($passed test runs)"
+rm -f "$LOG" # kept only when a run failed
+echo "vm-test: ipvlan, vlan and vrf pass against podnet's and the reference's plugins, and Podman 5's ipvlan driver and bridge vlan and vrf options on podnet's backend ($passed test runs)"

@@ -168,7 +168,7 @@ fn mac_capability(w: &Wiring<'_>, caps: &mut Map<String, Value>) {
 }
 
 fn bridge(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), Error> {
-    check_options(net, BRIDGE_OPTIONS, &["vrf", "vlan"])?;
+    check_options(net, BRIDGE_OPTIONS, &[])?;
     let unmanaged = match net.option("mode") {
         None | Some("" | "managed") => false,
         Some("unmanaged") => true,
@@ -208,6 +208,25 @@ fn bridge(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), E
     });
     if let Some(mtu) = number_option(net, "mtu")? {
         bridge_plugin["mtu"] = json!(mtu);
+    }
+    // As netavark: VLAN filtering on the bridge, the port's PVID (egress untagged) is
+    // the VLAN, VLAN 1 stays on the port.
+    match number_option(net, "vlan")? {
+        None | Some(0) => {}
+        Some(v @ 1..=4094) => {
+            bridge_plugin["vlan"] = json!(v);
+            bridge_plugin["preserveDefaultVlan"] = json!(true);
+        }
+        Some(v) => {
+            return Err(Error::Invalid(format!(
+                "{}: {v} is not in 0..=4094",
+                field(net, "options.vlan")
+            )))
+        }
+    }
+    // The bridge is made in that VRF (which must exist), as netavark does.
+    if let Some(vrf) = net.option("vrf").filter(|v| !v.is_empty()) {
+        bridge_plugin["vrf"] = json!(vrf);
     }
     let mut plugins = vec![bridge_plugin];
     let mut caps = Map::new();
@@ -448,11 +467,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("network_info.blog.options.isolate"), "{e}");
-        net.options = Some([("vlan".to_string(), "5".to_string())].into());
+        net.options = Some([("vlan".to_string(), "4095".to_string())].into());
         let e = conflist(&net, Wiring { ports: &[], ..w })
             .unwrap_err()
             .to_string();
-        assert!(e.contains("\"vlan\""), "{e}");
+        assert!(e.contains("network_info.blog.options.vlan: 4095"), "{e}");
+        net.options = Some(
+            [("vlan", "5"), ("vrf", "blue")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        );
+        let (list, _) = conflist(&net, Wiring { ports: &[], ..w }).unwrap();
+        let br = &list["plugins"][0];
+        assert_eq!(
+            (&br["vlan"], &br["preserveDefaultVlan"], &br["vrf"]),
+            (&json!(5), &json!(true), &json!("blue")),
+            "{list}"
+        );
     }
 
     #[test]

@@ -53,8 +53,12 @@ impl Error {
         let mut msg = self.to_string();
         let mut src = std::error::Error::source(self);
         while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
+            // A source the message already quotes (`Cni` shows its own) is not repeated.
+            let text = s.to_string();
+            if !msg.ends_with(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
             src = s.source();
         }
         msg
@@ -408,4 +412,20 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Resul
 /// The JSON of an error as Podman decodes it.
 pub fn error_json(e: &Error) -> Value {
     serde_json::json!({ "error": e.message() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugins_error_is_quoted_once() {
+        let e = Error::Cni {
+            network: "blog".into(),
+            source: CniError::invalid_config("vrf: no VRF named \"x\""),
+        };
+        let m = error_json(&e)["error"].as_str().unwrap().to_owned();
+        assert_eq!(m.matches("no VRF named").count(), 1, "{m}");
+        assert!(m.starts_with("network blog: "), "{m}");
+    }
 }

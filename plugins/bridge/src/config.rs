@@ -52,6 +52,10 @@ pub struct BridgeConf {
     pub vlan_trunk: Vec<TrunkWire>,
     #[serde(default = "yes")]
     pub preserve_default_vlan: bool,
+    /// podnet's: the VRF (an existing `vrf` link) a bridge made by this plugin is put
+    /// in, as netavark's `vrf` option.
+    #[serde(default)]
+    pub vrf: Option<String>,
     #[serde(default)]
     pub macspoofchk: bool,
     #[serde(default)]
@@ -108,6 +112,13 @@ impl BridgeConf {
             )));
         }
         c.trunk()?;
+        if let Some(v) = c.vrf.as_deref() {
+            if cni::validate::interface_name(v).is_err() {
+                return Err(CniError::invalid_config(format!(
+                    "vrf: invalid VRF name {v:?}"
+                )));
+            }
+        }
         if c.ipam.as_ref().is_some_and(|i| i.plugin_type.is_empty()) {
             return Err(CniError::invalid_config("ipam.type is missing"));
         }

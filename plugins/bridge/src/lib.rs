@@ -126,6 +126,10 @@ async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
     let (br, created) = match cx.host.link_get(&c.bridge).await? {
         Some(l) => (l, false),
         None => {
+            let vrf = match c.vrf.as_deref() {
+                Some(v) => Some(vrf_index(cx, v).await?),
+                None => None,
+            };
             let opts = BridgeOptions {
                 mtu: c.mtu(),
                 vlan_filtering: filtering,
@@ -138,6 +142,9 @@ async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
             }
             let br = cx.host.link_require(&c.bridge).await?;
             cx.created_bridge.set(true);
+            if vrf.is_some() && br.master != vrf {
+                cx.host.link_set_master(br.index, vrf).await?;
+            }
             (br, true)
         }
     };
@@ -163,6 +170,21 @@ async fn ensure_bridge(cx: &Ctx<'_>) -> Result<Link, CniError> {
         cx.host.link_set_promisc(br.index, true).await?;
     }
     Ok(br)
+}
+
+/// The index of VRF `name`, which must exist and be a `vrf` link (code 7 naming `vrf`
+/// otherwise: this machine kind's kernel has no vrf driver, so no VRF can exist).
+async fn vrf_index(cx: &Ctx<'_>, name: &str) -> Result<u32, CniError> {
+    match cx.host.link_get(name).await? {
+        Some(l) if l.kind.as_deref() == Some("vrf") => Ok(l.index),
+        Some(l) => Err(CniError::invalid_config(format!(
+            "vrf: {name:?} is not a VRF (it is {:?})",
+            l.kind
+        ))),
+        None => Err(CniError::invalid_config(format!(
+            "vrf: no VRF named {name:?} (make it first: ip link add {name} type vrf table N)"
+        ))),
+    }
 }
 
 fn is_unsupported(e: &netkit::Error) -> bool {

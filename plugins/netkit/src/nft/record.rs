@@ -280,12 +280,15 @@ fn is_enoent(e: &wire::WireError) -> bool {
 /// set or chain is missing (first use, after a reboot or a flushed ruleset), the
 /// kernel says ENOENT: what is missing is made and the elements go again.
 ///
-/// `tables_expected` is false when no other record exists: the last DEL removed the
-/// tables (or none were ever made), so they are made first (a transaction bound to
-/// fail is not tried: an aborted nf_tables transaction waits for an RCU grace period,
-/// 10–25 ms here).
-fn add_elements(rec: &Record, exclusive: bool, tables_expected: bool) -> Result<(), NftError> {
-    if !tables_expected {
+/// `expected` says what is there already: with [`Expected::Nothing`] (no other record:
+/// the last DEL removed the tables, or none were ever made) the tables are made first;
+/// with [`Expected::Tables`] (no other record of this owner) the record's own chains go
+/// in the transaction of its elements. A transaction bound to fail is not tried (an
+/// aborted nf_tables transaction waits for an RCU grace period, 10–25 ms here), and
+/// neither is an `add chain` of a chain that is there (a chain update in a transaction
+/// costs about as much).
+fn add_elements(rec: &Record, exclusive: bool, expected: Expected) -> Result<(), NftError> {
+    if expected == Expected::Nothing {
         make_tables(rec)?;
     }
     let comments = (rec.comment(), rec.group_comment());
@@ -300,10 +303,11 @@ fn add_elements(rec: &Record, exclusive: bool, tables_expected: bool) -> Result<
         &comments,
         true,
     );
-    // The record's own chains go in the same transaction: an element jumping to an
-    // admin chain not made yet would fail it (and an aborted transaction waits for an
-    // RCU grace period, 10–25 ms).
-    let chains: Vec<&str> = rec.chains.iter().map(String::as_str).collect();
+    // An element jumping to an admin chain not made yet would fail the transaction.
+    let chains: Vec<&str> = match expected {
+        Expected::Tables => rec.chains.iter().map(String::as_str).collect(),
+        Expected::Nothing | Expected::Chains => Vec::new(),
+    };
     match wire::apply_creating(&chains, &ops) {
         Err(e) if is_enoent(&e) => {
             make_missing(rec)?;
@@ -406,15 +410,28 @@ pub fn commit(rec: &Record) -> Result<Commit, CommitError> {
         Some(old) => write_record(old),
         None => fs::remove_file(&path).map_err(|e| journal_err(&path)(e)),
     };
-    let tables_expected = any_record_but(&path);
-    let Err(first) = add_elements(rec, true, tables_expected) else {
+    let expected = if !any_record_but(&path) {
+        Expected::Nothing
+    } else if rec.chains.is_empty() || has_other_of(&rec.owner, &path) {
+        Expected::Chains
+    } else {
+        Expected::Tables
+    };
+    let Err(first) = add_elements(rec, true, expected) else {
         super::watch::ensure();
         return Ok(Commit { first_in_group });
     };
     let retried = if rec.entries.iter().any(|e| e.exclusive) {
         match holder_conflict(rec) {
             Ok(Some(conflict)) => Err(CommitError::Conflict(conflict)),
-            Ok(None) => add_elements(rec, false, true).map_err(CommitError::from),
+            Ok(None) => {
+                // The first try made the tables and their chains when it had to.
+                let now = match expected {
+                    Expected::Nothing => Expected::Chains,
+                    other => other,
+                };
+                add_elements(rec, false, now).map_err(CommitError::from)
+            }
             Err(e) => Err(e.into()),
         }
     } else {
@@ -571,6 +588,26 @@ fn any_record_but(except: &Path) -> bool {
     read_dir(&state_dir())
         .iter()
         .any(|owner| read_dir(owner).iter().any(|g| has_other(g, except)))
+}
+
+/// Whether `owner` has a record other than `except` (stops at the first): its chains
+/// were made then.
+fn has_other_of(owner: &str, except: &Path) -> bool {
+    read_dir(&state_dir().join(owner))
+        .iter()
+        .any(|g| has_other(g, except))
+}
+
+/// What [`add_elements`] can expect to be in the kernel already (a flushed ruleset is
+/// found by the ENOENT it gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    /// Not even podnet's tables.
+    Nothing,
+    /// The tables, not the record's own chains.
+    Tables,
+    /// The tables and the record's chains.
+    Chains,
 }
 
 /// What [`restore`] put back.
