@@ -258,7 +258,9 @@ fn gateway_interface(gw: IpAddr) -> Result<String, CniError> {
     })
 }
 
-/// The port-53 elements of one attachment, shared by its bridge.
+/// The DNS port's elements of one attachment, shared by its bridge: the port opened on
+/// the bridge, and with a `port` other than 53 each gateway's port 53 redirected to it
+/// (containers' resolv.conf can name no port), through the port maps' DNAT.
 fn nft_record(net: &NetworkConf, container_id: &str, ifname: &str) -> Record {
     let mut rec = Record::new("dnsname", &net.name, container_id, ifname);
     rec.group = Some(net.bridge.clone());
@@ -267,6 +269,16 @@ fn nft_record(net: &NetworkConf, container_id: &str, ifname: &str) -> Record {
             "dns",
             format!("\"{}\" . {proto} . {}", net.bridge, net.port),
         ));
+        if net.port == 53 {
+            continue;
+        }
+        for gw in &net.gateways {
+            let map = if gw.is_ipv4() { "pm4" } else { "pm6" };
+            rec.group_entries.push(
+                Entry::inet(map, format!("{gw} . {proto} . 53"))
+                    .with_value(format!("{gw} . {}", net.port)),
+            );
+        }
     }
     rec
 }
@@ -610,6 +622,43 @@ impl Plugin for Dnsname {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_port_redirects_each_gateways_port_53() {
+        let mut net = NetworkConf {
+            name: "podman".into(),
+            domain: "dns.podman".into(),
+            gateways: vec!["10.88.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+            subnets: vec![],
+            bridge: "podman0".into(),
+            port: 53,
+            upstreams: vec![],
+        };
+        let sets =
+            |r: &Record| -> Vec<String> { r.group_entries.iter().map(|e| e.set.clone()).collect() };
+        assert_eq!(sets(&nft_record(&net, "c", "eth0")), ["dns", "dns"]);
+        net.port = 5354;
+        let r = nft_record(&net, "c", "eth0");
+        let dnat: Vec<(&str, &str, Option<&str>)> = r
+            .group_entries
+            .iter()
+            .filter(|e| e.set != "dns")
+            .map(|e| (e.set.as_str(), e.key.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(
+            dnat,
+            [
+                ("pm4", "10.88.0.1 . udp . 53", Some("10.88.0.1 . 5354")),
+                ("pm6", "fd00::1 . udp . 53", Some("fd00::1 . 5354")),
+                ("pm4", "10.88.0.1 . tcp . 53", Some("10.88.0.1 . 5354")),
+                ("pm6", "fd00::1 . tcp . 53", Some("fd00::1 . 5354")),
+            ]
+        );
+        assert!(r
+            .group_entries
+            .iter()
+            .any(|e| e.key == "\"podman0\" . udp . 5354"));
+    }
 
     #[test]
     fn the_dns_capability_gives_the_containers_own_upstreams() {

@@ -46,6 +46,8 @@ pub struct Wiring<'a> {
     pub dns_servers: &'a [IpAddr],
     /// `--firewall-driver none`: no masquerade, published ports or firewall rules.
     pub no_firewall: bool,
+    /// The port the network's responder listens on (`NETAVARK_DNS_PORT`, default 53).
+    pub dns_port: u16,
 }
 
 /// The conflist (as JSON) and the capability arguments for one network of a setup.
@@ -251,6 +253,10 @@ fn bridge(net: &Network, w: Wiring<'_>) -> Result<(Value, Map<String, Value>), E
         if let Some(servers) = net.network_dns_servers.as_ref().filter(|s| !s.is_empty()) {
             dns["upstreams"] = json!(servers);
         }
+        // Containers ask port 53: dnsname redirects the gateway's port 53 to it.
+        if w.dns_port != 53 {
+            dns["port"] = json!(w.dns_port);
+        }
         plugins.push(dns);
         if !w.dns_servers.is_empty() {
             caps.insert("dns".into(), json!({ "servers": w.dns_servers }));
@@ -416,6 +422,7 @@ mod tests {
                 ports: o.port_mappings.as_deref().unwrap_or_default(),
                 dns_servers: &[],
                 no_firewall: false,
+                dns_port: 53,
             },
         )
         .unwrap()
@@ -458,6 +465,7 @@ mod tests {
             ports: o.port_mappings.as_deref().unwrap(),
             dns_servers: &[],
             no_firewall: false,
+            dns_port: 53,
         };
         let e = conflist(net, w).unwrap_err().to_string();
         assert!(e.contains("port_mappings[0].protocol"), "{e}");
@@ -496,6 +504,7 @@ mod tests {
             ports: &[],
             dns_servers: &servers,
             no_firewall: false,
+            dns_port: 53,
         };
         let (list, caps) = conflist(&net, w).unwrap();
         assert_eq!(
@@ -526,6 +535,7 @@ mod tests {
             ports: o.port_mappings.as_deref().unwrap(),
             dns_servers: &[],
             no_firewall: false,
+            dns_port: 53,
         };
         let (list, caps) = conflist(&net, w).unwrap();
         assert_eq!(list["plugins"][0]["ipMasq"], false);
@@ -550,6 +560,7 @@ mod tests {
             ports: o.port_mappings.as_deref().unwrap(),
             dns_servers: &[],
             no_firewall: false,
+            dns_port: 53,
         };
         let (list, caps) = conflist(&net, w).unwrap();
         let plugins = list["plugins"].as_array().unwrap();

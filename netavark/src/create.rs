@@ -144,6 +144,7 @@ pub fn create(req: CreateRequest, random: &mut dyn FnMut(&mut [u8])) -> Result<N
             ports: &[],
             dns_servers: &[],
             no_firewall: false,
+            dns_port: 53,
         },
     )?;
     let ipam = network.ipam_options.get_or_insert_with(Default::default);

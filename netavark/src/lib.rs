@@ -76,6 +76,9 @@ pub struct Backend {
     pub plugin_path: Vec<PathBuf>,
     /// `--firewall-driver` / `NETAVARK_FW` is `none`.
     pub no_firewall: bool,
+    /// `NETAVARK_DNS_PORT` (containers.conf `dns_bind_port`): the port the responder
+    /// listens on, the gateway's port 53 redirected to it.
+    pub dns_port: u16,
 }
 
 impl Backend {
@@ -202,6 +205,7 @@ impl Backend {
                         ports,
                         dns_servers,
                         no_firewall: self.no_firewall,
+                        dns_port: self.dns_port,
                     },
                 )?;
                 let bytes = serde_json::to_vec(&list).expect("JSON values encode");

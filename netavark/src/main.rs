@@ -103,16 +103,6 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
         ),
         _ => None,
     };
-    // netavark redirects the gateway's port 53 to this port; podnet's responder has no
-    // such redirect yet, and containers always ask port 53: refused rather than broken.
-    match dns_port {
-        None | Some(53) => {}
-        Some(p) => {
-            return Err(Error::Unsupported(format!(
-                "NETAVARK_DNS_PORT: {p}: podnet's backend serves names on port 53 of the gateway only (containers.conf dns_bind_port)"
-            )))
-        }
-    }
     let backend = Backend {
         config: opts
             .config
@@ -121,6 +111,7 @@ fn run(opts: Opts) -> Result<Option<String>, Error> {
         rootless: opts.rootless.unwrap_or(false),
         plugin_path: Backend::plugin_path(&opts.plugin_directories),
         no_firewall,
+        dns_port: dns_port.unwrap_or(53),
     };
     let Some(cmd) = opts.cmd else {
         return Err(Error::Invalid(

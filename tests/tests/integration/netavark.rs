@@ -23,8 +23,20 @@ fn netavark_with(
     netns: &std::path::Path,
     doc: &Value,
 ) -> (bool, String) {
+    netavark_env(flags, &[], verb, netns, doc)
+}
+
+/// [`netavark_with`] with environment variables (`NETAVARK_FW`, `NETAVARK_DNS_PORT`).
+fn netavark_env(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    verb: &str,
+    netns: &std::path::Path,
+    doc: &Value,
+) -> (bool, String) {
     let bin = podnet_tests::subject::workspace_bin("netavark");
     let mut child = Command::new(bin)
+        .envs(env.iter().copied())
         .args(["--config", "/run/containers/networks", "--rootless=false"])
         .args(flags)
         .arg("--aardvark-binary=/usr/lib/podman/aardvark-dns")
@@ -381,5 +393,48 @@ privileged_test! {
         let (ok, out) = netavark_with(NO_FW, "setup", ns.path(), &d);
         let v: Value = serde_json::from_str(out.trim()).expect("one JSON object on stdout");
         assert!(!ok && v["error"].as_str().unwrap_or_default().contains("vrf: \"notvrf\" is not a VRF"), "{out}");
+    }
+}
+
+privileged_test! {
+    /// `NETAVARK_DNS_PORT` (containers.conf `dns_bind_port`), for a host whose own
+    /// resolver holds port 53 on every address: the responder listens on that port and
+    /// the gateway's port 53 is redirected to it, so containers still ask port 53 and
+    /// get their names; teardown takes the redirect with the last container.
+    fn another_dns_port_redirects_the_gateways_port_53() {
+        let mut sb = Sandbox::new();
+        let nss: Vec<_> = (0..2).map(|_| sb.container("dp")).collect();
+        // The host's own resolver, on port 53 of every address (UDP and TCP).
+        let _udp = std::net::UdpSocket::bind("0.0.0.0:53").expect("port 53 is free in the sandbox");
+        let _tcp = std::net::TcpListener::bind("0.0.0.0:53").expect("port 53 is free in the sandbox");
+        let env = [("NETAVARK_DNS_PORT", "5354")];
+        for (i, ns) in nss.iter().enumerate() {
+            let (ok, out) = netavark_env(&[], &env, "setup", ns.path(), &doc(i));
+            assert!(ok, "setup {i}: {out}");
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            assert_eq!(v["blog"]["dns_server_ips"], json!(["10.89.0.1"]), "containers ask the gateway: {v}");
+        }
+        let listening = sh(None, "ss -Hlnu 'sport = :5354'; ss -Hlnt 'sport = :5354'").1;
+        assert!(listening.matches("10.89.0.1:5354").count() >= 2, "the responder on the port, UDP and TCP: {listening}");
+        for tcp in [false, true] {
+            let a = query(&nss[0], "10.89.0.1", "web1", RecordType::A, tcp).map(|a| a.data);
+            assert_eq!(a, Some(vec!["10.89.0.11".to_string()]), "port 53 of the gateway, tcp={tcp}");
+        }
+        let map = sh(None, "nft list map inet podnet pm4").1;
+        for proto in ["udp", "tcp"] {
+            let line = map.lines().find(|l| l.contains(&format!("10.89.0.1 . {proto} . 53 "))).unwrap_or_default();
+            assert!(line.contains(": 10.89.0.1 . 5354"), "{proto} 53 → 5354: {map}");
+        }
+        let (ok, out) = netavark_env(&[], &env, "teardown", nss[1].path(), &doc(1));
+        assert!(ok, "{out}");
+        assert!(sh(None, "nft list map inet podnet pm4").1.contains("10.89.0.1 . udp . 53"), "kept while a container is left");
+        let (ok, out) = netavark_env(&[], &env, "teardown", nss[0].path(), &doc(0));
+        assert!(ok, "{out}");
+        let (_, rules) = sh(None, "nft list ruleset");
+        assert!(!rules.contains("5354"), "no redirect left: {rules}");
+        assert!(sh(None, "ss -Hlnu 'sport = :5354'").1.trim().is_empty(), "no listener left");
+        // Not a port: refused by name.
+        let (ok, out) = netavark_env(&[], &[("NETAVARK_DNS_PORT", "99999")], "setup", nss[0].path(), &doc(0));
+        assert!(!ok && out.contains("NETAVARK_DNS_PORT"), "{out}");
     }
 }
