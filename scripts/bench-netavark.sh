@@ -3,7 +3,8 @@
 # from the cached root of scripts/trixie-root.sh), side by side in one run, in a
 # throwaway network + mount namespace: setup and teardown of a container with one
 # published port on a network holding OTHERS containers, with the documents Podman 5
-# sends (docs/benchmarks.md).
+# sends (docs/benchmarks.md). `podnet-exec` is podnet's backend with its plugins
+# executed (PODNET_EXEC_PLUGINS=1) instead of linked.
 #
 #   scripts/bench-netavark.sh PODNET_DIR [ITERATIONS] [OTHERS...]
 set -euo pipefail
@@ -46,6 +47,7 @@ run() { # run BACKEND VERB NETNS DOC
   local flags=(--config /run/containers/networks --rootless=false --aardvark-binary=/usr/lib/podman/aardvark-dns "$2" "$3")
   case "$1" in
     podnet) "$podnet_dir/netavark" "${flags[@]}" <<<"$4" >/run/bench/out || { cat /run/bench/out >&2; return 1; } ;;
+    podnet-exec) PODNET_EXEC_PLUGINS=1 "$podnet_dir/netavark" "${flags[@]}" <<<"$4" >/run/bench/out || { cat /run/bench/out >&2; return 1; } ;;
     netavark) chroot "$r" /usr/lib/podman/netavark "${flags[@]}" <<<"$4" >/run/bench/out || { cat /run/bench/out >&2; return 1; } ;;
   esac
 }
@@ -53,9 +55,9 @@ run() { # run BACKEND VERB NETNS DOC
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf '%-9s %7s %12s %12s %12s %12s\n' backend others "first setup" "setup (med)" "teardown" "first td"
+printf '%-11s %7s %12s %12s %12s %12s\n' backend others "first setup" "setup (med)" "teardown" "first td"
 for n in "${others[@]}"; do
-  for backend in netavark podnet; do
+  for backend in netavark podnet podnet-exec; do
     # The network's other containers (setup not timed).
     for i in $(seq 1 "$n"); do
       ip netns add "o$i"
@@ -71,7 +73,7 @@ for n in "${others[@]}"; do
       echo $(((t2 - t1) / 1000)) >>/run/bench/teardown
     done
     first_setup=$(head -1 /run/bench/setup) first_td=$(head -1 /run/bench/teardown)
-    printf '%-9s %7d %10.1fms %10.1fms %10.1fms %10.1fms\n' "$backend" "$n" \
+    printf '%-11s %7d %10.1fms %10.1fms %10.1fms %10.1fms\n' "$backend" "$n" \
       "$(echo "$first_setup/1000" | bc -l)" "$(median </run/bench/setup | awk '{print $1/1000}')" \
       "$(median </run/bench/teardown | awk '{print $1/1000}')" "$(echo "$first_td/1000" | bc -l)"
     for i in $(seq 1 "$n"); do

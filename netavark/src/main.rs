@@ -62,7 +62,47 @@ enum Cmd {
     DhcpProxy,
 }
 
+/// The plugins of the chains this backend makes, linked in: run in threads of this
+/// process, not exec'd (`PODNET_EXEC_PLUGINS=1` execs them; `dhcp`, which starts its
+/// daemon from its own binary, always is).
+static LINKED: &[(&str, cni::runtime::exec::Linked)] = &[
+    ("bridge", |env, stdin| {
+        cni::skel::dispatch(&bridge::Bridge, env, stdin)
+    }),
+    ("static", |env, stdin| {
+        cni::skel::dispatch(&ipam::Static, env, stdin)
+    }),
+    ("portmap", |env, stdin| {
+        cni::skel::dispatch(&portmap::Portmap, env, stdin)
+    }),
+    ("firewall", |env, stdin| {
+        cni::skel::dispatch(&firewall::Firewall, env, stdin)
+    }),
+    ("dnsname", |env, stdin| {
+        cni::skel::dispatch(&dns::Dnsname, env, stdin)
+    }),
+    ("macvlan", |env, stdin| {
+        cni::skel::dispatch(
+            &parent_link::ParentLink(parent_link::Kind::Macvlan),
+            env,
+            stdin,
+        )
+    }),
+    ("ipvlan", |env, stdin| {
+        cni::skel::dispatch(
+            &parent_link::ParentLink(parent_link::Kind::Ipvlan),
+            env,
+            stdin,
+        )
+    }),
+];
+
 fn main() -> ExitCode {
+    // The linked plugins' nft commits start podnet's watcher from this binary.
+    netkit::nft::watch::serve_if_asked();
+    if std::env::var_os("PODNET_EXEC_PLUGINS").is_none_or(|v| v != "1") {
+        cni::runtime::exec::link_plugins(LINKED);
+    }
     let opts = Opts::parse();
     match run(opts) {
         Ok(out) => {

@@ -35,6 +35,18 @@ fn netavark_env(
     doc: &Value,
 ) -> (bool, String) {
     let bin = podnet_tests::subject::workspace_bin("netavark");
+    netavark_at(&bin, flags, env, verb, netns, doc)
+}
+
+/// [`netavark_env`] with the binary at `bin`.
+fn netavark_at(
+    bin: &std::path::Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    verb: &str,
+    netns: &std::path::Path,
+    doc: &Value,
+) -> (bool, String) {
     let mut child = Command::new(bin)
         .envs(env.iter().copied())
         .args(["--config", "/run/containers/networks", "--rootless=false"])
@@ -436,5 +448,59 @@ privileged_test! {
         // Not a port: refused by name.
         let (ok, out) = netavark_env(&[], &[("NETAVARK_DNS_PORT", "99999")], "setup", nss[0].path(), &doc(0));
         assert!(!ok && out.contains("NETAVARK_DNS_PORT"), "{out}");
+    }
+}
+
+privileged_test! {
+    /// The plugins of the chains run in threads of the backend, not as processes: a
+    /// copy of the backend beside counting stand-ins for every plugin runs a whole
+    /// setup and teardown with none of them executed; `PODNET_EXEC_PLUGINS=1` executes
+    /// them, with the same answer.
+    fn plugins_run_linked_in_the_backend_unless_asked_to_exec() {
+        let mut sb = Sandbox::new();
+        let ns = sb.container("ln");
+        let real = podnet_tests::subject::default_dir();
+        let dir = tempfile::tempdir_in(&real).unwrap();
+        let me = dir.path().join("netavark");
+        if std::fs::hard_link(real.join("netavark"), &me).is_err() {
+            std::fs::copy(real.join("netavark"), &me).unwrap();
+        }
+        let log = dir.path().join("execs");
+        for plugin in ["bridge", "static", "host-local", "portmap", "firewall", "dnsname", "tuning", "loopback", "macvlan", "ipvlan", "dhcp"] {
+            let stand_in = dir.path().join(plugin);
+            // The responder the dnsname plugin starts (`dnsname serve`) is not a plugin call.
+            std::fs::write(&stand_in, format!(
+                "#!/bin/sh\n[ \"$1\" = serve ] || echo \"{plugin} $CNI_COMMAND\" >> {}\nexec {} \"$@\"\n",
+                log.display(), real.join(plugin).display()))
+            .unwrap();
+            let exec = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+            std::fs::set_permissions(&stand_in, exec).unwrap();
+        }
+        let execs = || std::fs::read_to_string(&log).unwrap_or_default();
+        serve_tcp(&ns, "0.0.0.0:80", "web0");
+        let mut answers = Vec::new();
+        for env in [&[][..], &[("PODNET_EXEC_PLUGINS", "1")][..]] {
+            let (ok, out) = netavark_at(&me, &[], env, "setup", ns.path(), &doc(0));
+            assert!(ok, "setup {env:?}: {out}");
+            let a = query(&ns, "10.89.0.1", "web0", RecordType::A, false).map(|a| a.data);
+            assert_eq!(a, Some(vec!["10.89.0.10".to_string()]), "{env:?}");
+            assert_eq!(tcp_hello(&sb.host(), "127.0.0.1:18000").as_deref(), Some("web0"), "{env:?}");
+            let (ok, down) = netavark_at(&me, &[], env, "teardown", ns.path(), &doc(0));
+            assert!(ok, "teardown {env:?}: {down}");
+            answers.push(out);
+            if env.is_empty() {
+                assert_eq!(execs(), "", "no plugin executed: linked");
+            }
+        }
+        let got = execs();
+        for call in ["bridge ADD", "static ADD", "portmap ADD", "firewall ADD", "dnsname ADD", "bridge DEL", "dnsname DEL"] {
+            assert!(got.lines().any(|l| l == call), "{call} executed on request: {got}");
+        }
+        let mac = |out: &str| {
+            let mut v: Value = serde_json::from_str(out.trim()).unwrap();
+            v["blog"]["interfaces"]["eth0"]["mac_address"] = Value::Null;
+            v
+        };
+        assert_eq!(mac(&answers[0]), mac(&answers[1]), "the same answer either way");
     }
 }

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -14,7 +15,7 @@ use nix::unistd::pipe2;
 
 use crate::args::CniArgs;
 use crate::error::{CniError, ErrorCode};
-use crate::skel::Command;
+use crate::skel::{Command, Outcome};
 
 /// How plugins are found and run.
 #[derive(Debug, Clone)]
@@ -27,6 +28,48 @@ pub struct PluginExec {
 
 /// Default time one plugin call may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A plugin linked into the calling program: the skeleton's protocol (environment lookup
+/// and stdin in, what to print out) as [`crate::skel::dispatch`] answers it.
+pub type Linked = fn(&dyn Fn(&str) -> Option<String>, &[u8]) -> Outcome;
+
+/// The plugins linked into this program and the directory their binaries are installed
+/// in (this program's own).
+struct LinkedPlugins {
+    dir: PathBuf,
+    plugins: &'static [(&'static str, Linked)],
+}
+
+static LINKED: OnceLock<LinkedPlugins> = OnceLock::new();
+
+/// Declares plugins linked into this program (the same build as the binaries installed
+/// beside it): from then on a plugin found by [`PluginExec::find`] in this program's own
+/// directory under one of these names runs in a thread of this process instead of a
+/// process of its own, with the same environment, stdin and answer. A plugin found
+/// anywhere else is executed as always. Set once; `false` when already set or when this
+/// program's directory is unknown.
+pub fn link_plugins(plugins: &'static [(&'static str, Linked)]) -> bool {
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    else {
+        return false;
+    };
+    LINKED.set(LinkedPlugins { dir, plugins }).is_ok()
+}
+
+/// The linked plugin a found binary stands for.
+fn linked(binary: &Path) -> Option<Linked> {
+    let reg = LINKED.get()?;
+    if binary.parent() != Some(reg.dir.as_path()) {
+        return None;
+    }
+    let name = binary.file_name()?.to_str()?;
+    reg.plugins
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+}
 
 /// The `CNI_*` values of one call.
 #[derive(Debug, Clone)]
@@ -94,6 +137,9 @@ impl PluginExec {
         stdin: &[u8],
     ) -> Result<Running, CniError> {
         let name = plugin.display().to_string();
+        if let Some(run) = linked(plugin) {
+            return Ok(self.start_linked(name, run, call, stdin));
+        }
         let io_err = |what: &str, e: &(dyn std::error::Error + 'static)| {
             CniError::from_source(ErrorCode::IO_FAILURE, format!("{what} {name}"), e)
         };
@@ -132,10 +178,65 @@ impl PluginExec {
         Ok(Running {
             name,
             command: call.command,
-            child,
+            job: Job::Process(child),
             deadline: Instant::now() + self.timeout,
             timeout: self.timeout,
         })
+    }
+
+    /// A linked plugin started in a thread of its own: it begins in the calling thread's
+    /// network namespace and with no async runtime of the caller's around it, as a
+    /// process would, and the caller goes on meanwhile (a plugin overlapping its IPAM).
+    fn start_linked(
+        &self,
+        name: String,
+        run: Linked,
+        call: &Invocation<'_>,
+        stdin: &[u8],
+    ) -> Running {
+        let mut env: Vec<(&'static str, String)> = vec![
+            ("CNI_COMMAND", call.command.as_str().to_owned()),
+            ("CNI_CONTAINERID", call.container_id.to_owned()),
+            (
+                "CNI_NETNS",
+                call.netns
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("CNI_IFNAME", call.ifname.to_owned()),
+            ("CNI_ARGS", call.args.to_env()),
+        ];
+        if let Ok(path) = std::env::join_paths(&self.path) {
+            env.push(("CNI_PATH", path.to_string_lossy().into_owned()));
+        }
+        let stdin = stdin.to_vec();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name(format!("cni {}", call.command.as_str()))
+            .spawn(move || {
+                // The CNI_* values are the call's; anything else (PODNET_RUN_DIR) is
+                // this process's environment, which a plugin process would inherit.
+                let lookup = |k: &str| match env.iter().find(|(n, _)| *n == k) {
+                    Some((_, v)) => Some(v.clone()),
+                    None => std::env::var(k).ok(),
+                };
+                let _ = tx.send(run(&lookup, &stdin));
+            });
+        let job = match spawned {
+            Ok(_) => Job::Thread(rx),
+            Err(e) => Job::Failed(CniError::from_source(
+                ErrorCode::IO_FAILURE,
+                format!("starting a thread for {name}"),
+                &e,
+            )),
+        };
+        Running {
+            name,
+            command: call.command,
+            job,
+            deadline: Instant::now() + self.timeout,
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -181,39 +282,83 @@ pub fn caller_alive() -> bool {
 pub struct Running {
     name: String,
     command: Command,
-    child: Child,
+    job: Job,
     deadline: Instant,
     timeout: Duration,
 }
 
+/// What runs the plugin.
+#[derive(Debug)]
+enum Job {
+    Process(Child),
+    /// A linked plugin: its outcome comes over the channel (none when it panicked).
+    Thread(mpsc::Receiver<Outcome>),
+    Failed(CniError),
+}
+
 impl Running {
     /// Its stdout on success; its error object (or stderr) on failure; killed on timeout.
-    pub fn wait(mut self) -> Result<Vec<u8>, CniError> {
-        let (name, cmd) = (&self.name, self.command.as_str());
+    pub fn wait(self) -> Result<Vec<u8>, CniError> {
+        let timed_out = |name: &str, cmd: &str, timeout: Duration| {
+            CniError::new(
+                ErrorCode::PLUGIN_TIMEOUT,
+                format!("{name} {cmd} did not finish within {timeout:?}"),
+            )
+        };
+        let (name, cmd) = (self.name.as_str(), self.command.as_str());
+        let mut child = match self.job {
+            Job::Process(child) => child,
+            Job::Failed(e) => return Err(e),
+            Job::Thread(rx) => {
+                let left = self.deadline.saturating_duration_since(Instant::now());
+                return match rx.recv_timeout(left) {
+                    Ok(out) if out.status == 0 => Ok(out.stdout.into_bytes()),
+                    Ok(out) => Err(answer_error(name, cmd, &out.stdout, &out.stderr, || {
+                        format!("exit status: {}", out.status)
+                    })),
+                    // Its thread goes on; the call is answered.
+                    Err(mpsc::RecvTimeoutError::Timeout) => Err(timed_out(name, cmd, self.timeout)),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(CniError::new(
+                        ErrorCode::PLUGIN_FAILED,
+                        format!("{name} {cmd} failed (it panicked)"),
+                    )),
+                };
+            }
+        };
         let io_err = |e: std::io::Error| {
             CniError::from_source(ErrorCode::IO_FAILURE, format!("waiting for {name}"), &e)
         };
-        let Some((stdout, stderr)) = collect(&mut self.child, self.deadline).map_err(io_err)?
-        else {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            return Err(CniError::new(
-                ErrorCode::PLUGIN_TIMEOUT,
-                format!("{name} {cmd} did not finish within {:?}", self.timeout),
-            ));
+        let Some((stdout, stderr)) = collect(&mut child, self.deadline).map_err(io_err)? else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(timed_out(name, cmd, self.timeout));
         };
-        let status = self.child.wait().map_err(io_err)?;
+        let status = child.wait().map_err(io_err)?;
         if status.success() {
             return Ok(stdout);
         }
-        Err(match serde_json::from_slice::<CniError>(&stdout) {
-            Ok(err) => err,
-            Err(_) => CniError::new(
-                ErrorCode::PLUGIN_FAILED,
-                format!("{name} {cmd} failed ({status})"),
-            )
-            .with_details(String::from_utf8_lossy(&stderr).trim().to_owned()),
-        })
+        Err(answer_error(name, cmd, &stdout, &stderr, || {
+            status.to_string()
+        }))
+    }
+}
+
+/// A failed plugin's error object, or a [`ErrorCode::PLUGIN_FAILED`] error carrying its
+/// stderr when it printed none.
+fn answer_error(
+    name: &str,
+    cmd: &str,
+    stdout: impl AsRef<[u8]>,
+    stderr: impl AsRef<[u8]>,
+    status: impl FnOnce() -> String,
+) -> CniError {
+    match serde_json::from_slice::<CniError>(stdout.as_ref()) {
+        Ok(err) => err,
+        Err(_) => CniError::new(
+            ErrorCode::PLUGIN_FAILED,
+            format!("{name} {cmd} failed ({})", status()),
+        )
+        .with_details(String::from_utf8_lossy(stderr.as_ref()).trim().to_owned()),
     }
 }
 
