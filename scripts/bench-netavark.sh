@@ -6,7 +6,10 @@
 # sends (docs/benchmarks.md). `podnet-exec` is podnet's backend with its plugins
 # executed (PODNET_EXEC_PLUGINS=1) instead of linked.
 #
-#   scripts/bench-netavark.sh PODNET_DIR [ITERATIONS] [OTHERS...]
+#   [PODNET_BENCH_GAP=SECONDS] scripts/bench-netavark.sh PODNET_DIR [ITERATIONS] [OTHERS...]
+#
+# PODNET_BENCH_GAP: a pause before each timed setup (Podman's own pace between a
+# teardown and the next setup), 0 by default: back to back.
 set -euo pipefail
 [ -n "${PODNET_BENCH_TRACE:-}" ] && set -x
 
@@ -67,6 +70,7 @@ for n in "${others[@]}"; do
     d="$(doc 9999)"
     : >/run/bench/setup; : >/run/bench/teardown
     for k in $(seq 1 "$iterations"); do
+      sleep "${PODNET_BENCH_GAP:-0}"
       t0=$(now); run "$backend" setup /run/netns/bench "$d"; t1=$(now)
       run "$backend" teardown /run/netns/bench "$d"; t2=$(now)
       echo $(((t1 - t0) / 1000)) >>/run/bench/setup
