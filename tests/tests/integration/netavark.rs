@@ -23,22 +23,16 @@ fn netavark_with(
     netns: &std::path::Path,
     doc: &Value,
 ) -> (bool, String) {
-    netavark_env(flags, &[], verb, netns, doc)
+    netavark_at(&ours(), flags, &[], verb, netns, doc)
 }
 
-/// [`netavark_with`] with environment variables (`NETAVARK_FW`, `NETAVARK_DNS_PORT`).
-fn netavark_env(
-    flags: &[&str],
-    env: &[(&str, &str)],
-    verb: &str,
-    netns: &std::path::Path,
-    doc: &Value,
-) -> (bool, String) {
-    let bin = podnet_tests::subject::workspace_bin("netavark");
-    netavark_at(&bin, flags, env, verb, netns, doc)
+/// The workspace's build of the backend.
+fn ours() -> std::path::PathBuf {
+    podnet_tests::subject::workspace_bin("netavark")
 }
 
-/// [`netavark_env`] with the binary at `bin`.
+/// [`netavark_with`] with the binary at `bin` and environment variables (`NETAVARK_FW`,
+/// `NETAVARK_DNS_PORT`).
 fn netavark_at(
     bin: &std::path::Path,
     flags: &[&str],
@@ -421,7 +415,7 @@ privileged_test! {
         let _tcp = std::net::TcpListener::bind("0.0.0.0:53").expect("port 53 is free in the sandbox");
         let env = [("NETAVARK_DNS_PORT", "5354")];
         for (i, ns) in nss.iter().enumerate() {
-            let (ok, out) = netavark_env(&[], &env, "setup", ns.path(), &doc(i));
+            let (ok, out) = netavark_at(&ours(), &[], &env, "setup", ns.path(), &doc(i));
             assert!(ok, "setup {i}: {out}");
             let v: Value = serde_json::from_str(out.trim()).unwrap();
             assert_eq!(v["blog"]["dns_server_ips"], json!(["10.89.0.1"]), "containers ask the gateway: {v}");
@@ -437,16 +431,16 @@ privileged_test! {
             let line = map.lines().find(|l| l.contains(&format!("10.89.0.1 . {proto} . 53 "))).unwrap_or_default();
             assert!(line.contains(": 10.89.0.1 . 5354"), "{proto} 53 → 5354: {map}");
         }
-        let (ok, out) = netavark_env(&[], &env, "teardown", nss[1].path(), &doc(1));
+        let (ok, out) = netavark_at(&ours(), &[], &env, "teardown", nss[1].path(), &doc(1));
         assert!(ok, "{out}");
         assert!(sh(None, "nft list map inet podnet pm4").1.contains("10.89.0.1 . udp . 53"), "kept while a container is left");
-        let (ok, out) = netavark_env(&[], &env, "teardown", nss[0].path(), &doc(0));
+        let (ok, out) = netavark_at(&ours(), &[], &env, "teardown", nss[0].path(), &doc(0));
         assert!(ok, "{out}");
         let (_, rules) = sh(None, "nft list ruleset");
         assert!(!rules.contains("5354"), "no redirect left: {rules}");
         assert!(sh(None, "ss -Hlnu 'sport = :5354'").1.trim().is_empty(), "no listener left");
         // Not a port: refused by name.
-        let (ok, out) = netavark_env(&[], &[("NETAVARK_DNS_PORT", "99999")], "setup", nss[0].path(), &doc(0));
+        let (ok, out) = netavark_at(&ours(), &[], &[("NETAVARK_DNS_PORT", "99999")], "setup", nss[0].path(), &doc(0));
         assert!(!ok && out.contains("NETAVARK_DNS_PORT"), "{out}");
     }
 }
