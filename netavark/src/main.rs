@@ -62,39 +62,29 @@ enum Cmd {
     DhcpProxy,
 }
 
+/// One linked plugin: its binary's name and the skeleton's dispatch of its type.
+macro_rules! linked {
+    ($name:literal, $plugin:expr) => {
+        ($name, |env, stdin| {
+            cni::skel::dispatch(&$plugin, env, stdin)
+        })
+    };
+}
+
 /// The plugins of the chains this backend makes, linked in: run in threads of this
 /// process, not exec'd (`PODNET_EXEC_PLUGINS=1` execs them; `dhcp`, which starts its
 /// daemon from its own binary, always is).
 static LINKED: &[(&str, cni::runtime::exec::Linked)] = &[
-    ("bridge", |env, stdin| {
-        cni::skel::dispatch(&bridge::Bridge, env, stdin)
-    }),
-    ("static", |env, stdin| {
-        cni::skel::dispatch(&ipam::Static, env, stdin)
-    }),
-    ("portmap", |env, stdin| {
-        cni::skel::dispatch(&portmap::Portmap, env, stdin)
-    }),
-    ("firewall", |env, stdin| {
-        cni::skel::dispatch(&firewall::Firewall, env, stdin)
-    }),
-    ("dnsname", |env, stdin| {
-        cni::skel::dispatch(&dns::Dnsname, env, stdin)
-    }),
-    ("macvlan", |env, stdin| {
-        cni::skel::dispatch(
-            &parent_link::ParentLink(parent_link::Kind::Macvlan),
-            env,
-            stdin,
-        )
-    }),
-    ("ipvlan", |env, stdin| {
-        cni::skel::dispatch(
-            &parent_link::ParentLink(parent_link::Kind::Ipvlan),
-            env,
-            stdin,
-        )
-    }),
+    linked!("bridge", bridge::Bridge),
+    linked!("static", ipam::Static),
+    linked!("portmap", portmap::Portmap),
+    linked!("firewall", firewall::Firewall),
+    linked!("dnsname", dns::Dnsname),
+    linked!(
+        "macvlan",
+        parent_link::ParentLink(parent_link::Kind::Macvlan)
+    ),
+    linked!("ipvlan", parent_link::ParentLink(parent_link::Kind::Ipvlan)),
 ];
 
 fn main() -> ExitCode {

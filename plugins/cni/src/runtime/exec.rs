@@ -1,6 +1,7 @@
 //! Finding a plugin in `CNI_PATH` and executing it with the protocol's environment,
 //! stdin and a timeout; decoding its answer or its error.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -138,7 +139,7 @@ impl PluginExec {
     ) -> Result<Running, CniError> {
         let name = plugin.display().to_string();
         if let Some(run) = linked(plugin) {
-            return Ok(self.start_linked(name, run, call, stdin));
+            return self.start_linked(name, run, call, stdin);
         }
         let io_err = |what: &str, e: &(dyn std::error::Error + 'static)| {
             CniError::from_source(ErrorCode::IO_FAILURE, format!("{what} {name}"), e)
@@ -149,19 +150,8 @@ impl PluginExec {
         // reads its end of file at once instead of waiting for this process to resume.
         let feed = (written < stdin.len()).then_some(feed);
         let child = Process::new(plugin)
-            .env("CNI_COMMAND", call.command.as_str())
-            .env("CNI_CONTAINERID", call.container_id)
-            .env(
-                "CNI_NETNS",
-                call.netns.map(Path::as_os_str).unwrap_or_default(),
-            )
-            .env("CNI_IFNAME", call.ifname)
-            .env("CNI_ARGS", call.args.to_env())
+            .envs(self.cni_env(call))
             .env(CALLER_PID_ENV, std::process::id().to_string())
-            .env(
-                "CNI_PATH",
-                std::env::join_paths(&self.path).unwrap_or_default(),
-            )
             .stdin(Stdio::from(input))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -184,6 +174,24 @@ impl PluginExec {
         })
     }
 
+    /// The spec's `CNI_*` variables of one call.
+    fn cni_env(&self, call: &Invocation<'_>) -> [(&'static str, OsString); 6] {
+        [
+            ("CNI_COMMAND", call.command.as_str().into()),
+            ("CNI_CONTAINERID", call.container_id.into()),
+            (
+                "CNI_NETNS",
+                call.netns.map(Path::as_os_str).unwrap_or_default().into(),
+            ),
+            ("CNI_IFNAME", call.ifname.into()),
+            ("CNI_ARGS", call.args.to_env().into()),
+            (
+                "CNI_PATH",
+                std::env::join_paths(&self.path).unwrap_or_default(),
+            ),
+        ]
+    }
+
     /// A linked plugin started in a thread of its own: it begins in the calling thread's
     /// network namespace and with no async runtime of the caller's around it, as a
     /// process would, and the caller goes on meanwhile (a plugin overlapping its IPAM).
@@ -193,50 +201,35 @@ impl PluginExec {
         run: Linked,
         call: &Invocation<'_>,
         stdin: &[u8],
-    ) -> Running {
-        let mut env: Vec<(&'static str, String)> = vec![
-            ("CNI_COMMAND", call.command.as_str().to_owned()),
-            ("CNI_CONTAINERID", call.container_id.to_owned()),
-            (
-                "CNI_NETNS",
-                call.netns
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            ),
-            ("CNI_IFNAME", call.ifname.to_owned()),
-            ("CNI_ARGS", call.args.to_env()),
-        ];
-        if let Ok(path) = std::env::join_paths(&self.path) {
-            env.push(("CNI_PATH", path.to_string_lossy().into_owned()));
-        }
+    ) -> Result<Running, CniError> {
+        let env = self.cni_env(call);
         let stdin = stdin.to_vec();
         let (tx, rx) = mpsc::sync_channel(1);
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("cni {}", call.command.as_str()))
             .spawn(move || {
                 // The CNI_* values are the call's; anything else (PODNET_RUN_DIR) is
                 // this process's environment, which a plugin process would inherit.
                 let lookup = |k: &str| match env.iter().find(|(n, _)| *n == k) {
-                    Some((_, v)) => Some(v.clone()),
+                    Some((_, v)) => Some(v.to_string_lossy().into_owned()),
                     None => std::env::var(k).ok(),
                 };
                 let _ = tx.send(run(&lookup, &stdin));
-            });
-        let job = match spawned {
-            Ok(_) => Job::Thread(rx),
-            Err(e) => Job::Failed(CniError::from_source(
-                ErrorCode::IO_FAILURE,
-                format!("starting a thread for {name}"),
-                &e,
-            )),
-        };
-        Running {
+            })
+            .map_err(|e| {
+                CniError::from_source(
+                    ErrorCode::IO_FAILURE,
+                    format!("starting a thread for {name}"),
+                    &e,
+                )
+            })?;
+        Ok(Running {
             name,
             command: call.command,
-            job,
+            job: Job::Thread(rx),
             deadline: Instant::now() + self.timeout,
             timeout: self.timeout,
-        }
+        })
     }
 }
 
@@ -293,31 +286,33 @@ enum Job {
     Process(Child),
     /// A linked plugin: its outcome comes over the channel (none when it panicked).
     Thread(mpsc::Receiver<Outcome>),
-    Failed(CniError),
 }
 
 impl Running {
     /// Its stdout on success; its error object (or stderr) on failure; killed on timeout.
     pub fn wait(self) -> Result<Vec<u8>, CniError> {
-        let timed_out = |name: &str, cmd: &str, timeout: Duration| {
+        let (name, cmd, timeout) = (self.name.as_str(), self.command.as_str(), self.timeout);
+        let timed_out = || {
             CniError::new(
                 ErrorCode::PLUGIN_TIMEOUT,
                 format!("{name} {cmd} did not finish within {timeout:?}"),
             )
         };
-        let (name, cmd) = (self.name.as_str(), self.command.as_str());
         let mut child = match self.job {
             Job::Process(child) => child,
-            Job::Failed(e) => return Err(e),
             Job::Thread(rx) => {
                 let left = self.deadline.saturating_duration_since(Instant::now());
                 return match rx.recv_timeout(left) {
                     Ok(out) if out.status == 0 => Ok(out.stdout.into_bytes()),
-                    Ok(out) => Err(answer_error(name, cmd, &out.stdout, &out.stderr, || {
-                        format!("exit status: {}", out.status)
-                    })),
+                    Ok(out) => Err(answer_error(
+                        name,
+                        cmd,
+                        &out.stdout,
+                        &out.stderr,
+                        format_args!("exit status: {}", out.status),
+                    )),
                     // Its thread goes on; the call is answered.
-                    Err(mpsc::RecvTimeoutError::Timeout) => Err(timed_out(name, cmd, self.timeout)),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Err(timed_out()),
                     Err(mpsc::RecvTimeoutError::Disconnected) => Err(CniError::new(
                         ErrorCode::PLUGIN_FAILED,
                         format!("{name} {cmd} failed (it panicked)"),
@@ -331,15 +326,13 @@ impl Running {
         let Some((stdout, stderr)) = collect(&mut child, self.deadline).map_err(io_err)? else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(timed_out(name, cmd, self.timeout));
+            return Err(timed_out());
         };
         let status = child.wait().map_err(io_err)?;
         if status.success() {
             return Ok(stdout);
         }
-        Err(answer_error(name, cmd, &stdout, &stderr, || {
-            status.to_string()
-        }))
+        Err(answer_error(name, cmd, &stdout, &stderr, status))
     }
 }
 
@@ -350,13 +343,13 @@ fn answer_error(
     cmd: &str,
     stdout: impl AsRef<[u8]>,
     stderr: impl AsRef<[u8]>,
-    status: impl FnOnce() -> String,
+    status: impl std::fmt::Display,
 ) -> CniError {
     match serde_json::from_slice::<CniError>(stdout.as_ref()) {
         Ok(err) => err,
         Err(_) => CniError::new(
             ErrorCode::PLUGIN_FAILED,
-            format!("{name} {cmd} failed ({})", status()),
+            format!("{name} {cmd} failed ({status})"),
         )
         .with_details(String::from_utf8_lossy(stderr.as_ref()).trim().to_owned()),
     }
